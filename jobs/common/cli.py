@@ -1,0 +1,64 @@
+"""The command line every job shares: --ds, --set overrides, logging, and the result line."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from typing import Any, Callable, Sequence
+
+from jobs.common.config import load_config
+from jobs.common.lake import Lake
+
+RESULT_MARKER = "RECSYS_RESULT "
+log = logging.getLogger("recsys")
+
+
+def iso_date(value: str) -> str:
+    """argparse type for YYYY-MM-DD dates."""
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+def job_parser(description: str, *, needs_ds: bool = True) -> argparse.ArgumentParser:
+    """An argument parser with the flags every job takes."""
+    parser = argparse.ArgumentParser(description=description)
+    if needs_ds:
+        parser.add_argument("--ds", type=iso_date, required=True, help="the run's date, YYYY-MM-DD")
+    parser.add_argument("--lake", default=None, help="lake root (default $RECSYS_LAKE or $RECSYS_HOME/lake)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable); values are read as YAML",
+    )
+    return parser
+
+
+class JobContext:
+    """What a job needs after parsing: arguments, effective config and the lake."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.ds: str | None = getattr(args, "ds", None)
+        self.config = load_config(args.overrides)
+        self.lake = Lake(args.lake)
+
+
+def run_job(
+    parser: argparse.ArgumentParser, body: Callable[[JobContext], dict[str, Any]], argv: Sequence[str] | None
+) -> dict[str, Any]:
+    """Parse ``argv``, set up logging, run ``body`` and print its small result as the last line.
+
+    The last stdout line, ``RECSYS_RESULT {json}``, is what the Airflow launcher passes on as XCom.
+    """
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    result = body(JobContext(args))
+    print(RESULT_MARKER + json.dumps(result, sort_keys=True, default=str), flush=True)
+    return result

@@ -1,0 +1,37 @@
+"""Column names and value sets shared by every job; defined once, passed as keyword defaults."""
+
+from __future__ import annotations
+
+# raw zone: every column a string, as the logs arrive
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+EVENT = "event"
+VALUE = "value"
+TS = "ts"
+RAW_COLUMNS = (USER_ID, ITEM_ID, EVENT, VALUE, TS)
+
+# clean and quarantine zones
+LABEL = "label"
+WEIGHT = "weight"
+REASON = "reason"
+DS = "ds"
+
+# index and tables
+USER_IDX = "user_idx"
+ITEM_IDX = "item_idx"
+SPLIT = "split"
+SPLITS = ("train", "valid", "test")
+
+# augmentation, examples, recommendations
+CONFIDENCE = "confidence"
+SOURCE = "source"
+SOURCES = ("real_pos", "gan_pos", "cooc_pos", "syn_user", "neg_uniform", "neg_pop", "neg_hard")
+RANK = "rank"
+SCORE = "score"
+
+
+def require_columns(columns: list[str] | tuple[str, ...], needed: tuple[str, ...], where: str) -> None:
+    """Raise ValueError naming the first column of ``needed`` missing from ``columns``."""
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise ValueError(f"{where}: missing column(s) {', '.join(missing)}; has {', '.join(columns)}")

@@ -1,0 +1,123 @@
+"""The lake's layout in one place, and the write-aside-then-commit rule that keeps dates atomic.
+
+Layout under the lake root (``$RECSYS_LAKE``, by default ``$RECSYS_HOME/lake``)::
+
+    raw/ds=YYYY-MM-DD/          raw event logs, all columns strings (jobs.generate, jobs.ingest)
+    raw/_source.json            how the raw zone was filled, and the original id types
+    clean/ds=.../               typed, valid, deduplicated events with label and weight,
+                                and _reconciliation.json (counts by outcome and reason)
+    quarantine/ds=.../          rejected raw rows with a reason code
+    index/{users,items}.parquet stable id -> index tables (append only)
+    tables/ds=.../              COO interactions with split, matrices.npz (CSR per split),
+                                users.parquet/items.parquet (index snapshot), _stats.json
+    augment/ds=.../             GAN outputs and quality.json
+    examples/ds=.../            expanded training examples with their source, _summary.json
+    models/ds=.../              trained recommenders (.keras) and training facts
+    eval/ds=.../                metrics.json: model, ablation and baselines on held-out data
+    registry/ds=.../            registration.json: MLflow run, version, gate decision
+    reports/ds=.../             report.html, the run at a glance
+    recs/ds=.../                published top-K recommendations (the output contract)
+
+Files whose names start with ``_`` sit beside Parquet parts; Spark and pyarrow skip them.
+
+A partition directory appears only by an atomic rename of a complete staging directory, so
+readers never see half a date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from jobs.common.config import REPO_ROOT
+
+ZONES = (
+    "raw", "clean", "quarantine", "tables", "augment", "examples", "models", "eval", "registry", "reports", "recs",
+)
+
+
+def recsys_home() -> Path:
+    """The folder holding all local state: ``$RECSYS_HOME`` or ``<repo>/.recsys``."""
+    return Path(os.environ.get("RECSYS_HOME") or REPO_ROOT / ".recsys").resolve()
+
+
+def lake_root() -> Path:
+    """The lake root: ``$RECSYS_LAKE`` or ``$RECSYS_HOME/lake``."""
+    return Path(os.environ.get("RECSYS_LAKE") or recsys_home() / "lake").resolve()
+
+
+class Lake:
+    """Paths of the lake and atomic commits of date partitions."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root) if root is not None else lake_root()
+
+    def path(self, zone: str, ds: str | None = None) -> Path:
+        """``<root>/<zone>`` or, with a date, ``<root>/<zone>/ds=<ds>``."""
+        if zone not in ZONES and zone != "index":
+            raise ValueError(f"unknown lake zone {zone!r}; known: {', '.join(ZONES)}, index")
+        base = self.root / zone
+        return base / f"ds={ds}" if ds else base
+
+    def dates(self, zone: str) -> list[str]:
+        """The committed dates of a zone, oldest first."""
+        base = self.path(zone)
+        if not base.is_dir():
+            return []
+        return sorted(p.name[3:] for p in base.iterdir() if p.is_dir() and p.name.startswith("ds="))
+
+    def staging_dir(self, label: str) -> Path:
+        """A fresh private directory on the lake's file system to write aside in."""
+        path = self.root / "_staging" / f"{label}-{uuid.uuid4().hex[:12]}"
+        path.mkdir(parents=True)
+        return path
+
+    def commit(self, staged: Path, final: Path) -> None:
+        """Move a complete staged directory to ``final``, replacing what was there.
+
+        The new directory appears by a single rename; a previous version is renamed aside first
+        and removed after, so a reader sees the old complete partition, none, or the new one.
+        """
+        final.parent.mkdir(parents=True, exist_ok=True)
+        old = None
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(final, old)
+        os.rename(staged, final)
+        if old is not None:
+            shutil.rmtree(old)
+
+    @contextlib.contextmanager
+    def writing(self, zone: str, ds: str) -> Iterator[Path]:
+        """Write a date partition aside and commit it only if the block completes."""
+        staged = self.staging_dir(f"{zone}-{ds}")
+        try:
+            yield staged
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        self.commit(staged, self.path(zone, ds))
+
+    def require(self, zone: str, ds: str) -> Path:
+        """The committed partition of a date, or a clear error naming what is missing."""
+        path = self.path(zone, ds)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"{zone} partition for {ds} is missing at {path}; run the upstream stage for {ds} first"
+            )
+        return path
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON with sorted keys so reruns give identical bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())

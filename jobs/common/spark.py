@@ -1,0 +1,29 @@
+"""The one place a Spark session is built: master, time zone and memory from the environment."""
+
+from __future__ import annotations
+
+import os
+
+from pyspark.sql import SparkSession
+
+
+def spark_session(app_name: str) -> SparkSession:
+    """Get or create the job's Spark session.
+
+    ``SPARK_MASTER`` picks the master (``local[*]`` by default); ``SPARK_DRIVER_MEMORY`` the driver's
+    memory. Timestamps are always handled in UTC.
+    """
+    master = os.environ.get("SPARK_MASTER", "local[*]")
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(master)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.memory", os.environ.get("SPARK_DRIVER_MEMORY", "4g"))
+        .config("spark.sql.shuffle.partitions", os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8"))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
+    return spark
