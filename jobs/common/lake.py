@@ -27,15 +27,18 @@ readers never see half a date.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from jobs.common.config import REPO_ROOT
 
+SOURCE_FILE = "_source.json"
 ZONES = (
     "raw", "clean", "quarantine", "tables", "augment", "examples", "models", "eval", "registry", "reports", "recs",
 )
@@ -103,6 +106,11 @@ class Lake:
             raise
         self.commit(staged, self.path(zone, ds))
 
+    def source(self) -> dict[str, Any]:
+        """What ``raw/_source.json`` says about how the raw zone was filled; ``{}`` when it is missing."""
+        path = self.path("raw") / SOURCE_FILE
+        return read_json(path) if path.is_file() else {}
+
     def require(self, zone: str, ds: str) -> Path:
         """The committed partition of a date, or a clear error naming what is missing."""
         path = self.path(zone, ds)
@@ -111,6 +119,13 @@ class Lake:
                 f"{zone} partition for {ds} is missing at {path}; run the upstream stage for {ds} first"
             )
         return path
+
+
+def window_start(ds: str, days: int) -> str:
+    """The first date of the ``days``-day window that ends on ``ds`` (inclusive), as YYYY-MM-DD."""
+    if days < 1:
+        raise ValueError(f"a window needs at least one day, got {days}")
+    return (dt.date.fromisoformat(ds) - dt.timedelta(days=days - 1)).isoformat()
 
 
 def write_json(path: Path, payload: Any) -> None:

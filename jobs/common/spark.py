@@ -23,6 +23,8 @@ def spark_session(app_name: str) -> SparkSession:
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        # INT96 is legacy; microsecond UTC timestamps read back the same in pyarrow, pandas and polars
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
