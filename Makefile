@@ -1,0 +1,67 @@
+# recsys-augment: `make demo` runs the nightly DAG once on synthetic data; `make test` runs the suite.
+# All local state lives under $(RECSYS_HOME) (default .recsys/). Every setting below can be overridden
+# from the environment; see README, "Settings".
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export RECSYS_HOME ?= $(CURDIR)/.recsys
+export RECSYS_LAKE ?= $(RECSYS_HOME)/lake
+export AIRFLOW_HOME ?= $(RECSYS_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN ?= sqlite:///$(AIRFLOW_HOME)/airflow.db
+export MLFLOW_TRACKING_URI ?= sqlite:///$(RECSYS_HOME)/mlflow/mlflow.db
+export RECSYS_MLFLOW_ARTIFACTS ?= $(RECSYS_HOME)/mlflow/artifacts
+export SPARK_MASTER ?= local[*]
+export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins$(if $(PYTHONPATH),:$(PYTHONPATH))
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(CURDIR)/$(VENV)/bin
+DEMO_DATE ?= 2026-01-31
+PYTEST_ARGS ?=
+
+.PHONY: help venv airflow-db demo test run-on lint lock clean-state
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt
+	@command -v java >/dev/null || { echo "Java 17 is required (Spark needs it): apt-get install openjdk-17-jre-headless"; exit 1; }
+	@if command -v uv >/dev/null; then \
+		uv venv -q --allow-existing --python 3.11 $(VENV) && VIRTUAL_ENV=$(VENV) uv pip install -q -r requirements.txt; \
+	else \
+		python3.11 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -r requirements.txt; \
+	fi
+	@touch $@
+
+venv: $(VENV)/.installed  ## create .venv and install the pinned requirements (uv when present, else pip)
+
+airflow-db: venv  ## set up the embedded Airflow metadata DB under $(AIRFLOW_HOME)
+	@mkdir -p $(AIRFLOW_HOME) $(RECSYS_LAKE) $(RECSYS_MLFLOW_ARTIFACTS)
+	@$(BIN)/airflow db migrate >$(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -50 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
+
+demo: airflow-db  ## generate synthetic data, run the nightly DAG once, print where everything is
+	$(PY) -m jobs.generate --end-date $(DEMO_DATE)
+	$(BIN)/airflow dags test recsys_nightly $(DEMO_DATE)
+	$(PY) -m jobs.summary --ds $(DEMO_DATE)
+
+run-on: airflow-db  ## import FORMAT= SRC= [MAPPING= SEP=] and run the DAG for the last date in it
+	@test -n "$(FORMAT)" -a -n "$(SRC)" || { echo "usage: make run-on FORMAT=<movielens-100k|movielens-1m|movielens-latest|csv> SRC=<file> [MAPPING=user=..,item=..] [SEP=..]"; exit 2; }
+	bin/run-on --format $(FORMAT) --src $(SRC) $(if $(MAPPING),--mapping $(MAPPING)) $(if $(SEP),--sep '$(SEP)') $(if $(WINDOW_DAYS),--window-days $(WINDOW_DAYS))
+
+test: airflow-db  ## run the whole test suite (gpu tests only where a GPU is present)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint:  ## ruff, including Airflow's AIR rules
+	$(BIN)/ruff check .
+
+lock:  ## recompile requirements.txt from requirements.in
+	uv pip compile requirements.in -o requirements.txt --python-version 3.11
+
+clean-state:  ## remove all local state under $(RECSYS_HOME)
+	rm -rf $(RECSYS_HOME)

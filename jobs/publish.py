@@ -1,0 +1,59 @@
+"""Publish every known user's top-K from the `champion` model to ``recs/ds=<ds>/`` (the output contract).
+
+Columns: ``user_id`` and ``item_id`` (the original ids, in their input type), ``rank`` (1..K) and
+``score``. Users are those with any interaction in the date's training window; items they already
+interacted with are never recommended. Scores come from the champion applied to today's histories
+(stable indexes keep its item columns aligned with today's tables).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+
+from jobs.common.cli import JobContext, job_parser, run_job
+from jobs.common.matrices import load_matrices
+from jobs.common.tracking import setup_mlflow
+from jobs.serving import recs_frame
+
+log = logging.getLogger(__name__)
+RECS_FILE = "recs.parquet"
+
+
+def body(ctx: JobContext) -> dict[str, Any]:
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    ds, lake = ctx.ds, ctx.lake
+    name, k = ctx.config["register"]["model_name"], int(ctx.config["publish"]["k"])
+    setup_mlflow()
+    try:
+        version = MlflowClient().get_model_version_by_alias(name, "champion").version
+    except MlflowException as err:
+        raise RuntimeError(f"model {name!r} has no `champion` alias yet; nothing to publish for {ds}") from err
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion").unwrap_python_model()
+    m = load_matrices(lake, ds)
+    histories = (m.train + m.valid + m.test).tocsr()
+    known = np.flatnonzero(np.diff(histories.indptr) > 0)
+    log.info("scoring %d users with %s version %s", len(known), name, version)
+    idx, scores = model.recommend_histories(histories[known], k)
+    source = lake.source_info()
+    frame = recs_frame(m.user_ids[known], idx, scores, m.item_ids,
+                       source.get("user_id_type", "string"), source.get("item_id_type", "string"))
+    with lake.writing("recs", ds) as out:
+        frame.to_parquet(out / RECS_FILE, index=False)
+    path = lake.path("recs", ds)
+    log.info("published %d recommendations for %d users to %s", len(frame), len(known), path)
+    return {"path": str(path), "users": int(len(known)), "rows": int(len(frame)), "model_version": str(version)}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = job_parser("Publish the champion's top-K recommendations for every known user.")
+    return run_job(parser, body, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Register the night's model in MLflow as `challenger`; move `champion` only when the gate passes.
+
+One MLflow run per DAG run: tags (dag, run, date, git commit, window, dataset fingerprint), the whole
+effective config as params, every evaluation figure as metrics, reports and plots as artifacts, and
+the model as a pyfunc (jobs.serving.RecsysModel) registered as a new version. Re-registering the same
+training (same date, data and config) reuses its version unless ``register.force`` is set.
+
+The gate re-evaluates the current champion on today's test split and promotes the challenger when its
+``register.gate_metric`` reaches ``champion * (1 - gate_tolerance)``; a missing or non-finite metric
+never promotes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from jobs.common.cli import JobContext, job_parser, run_job
+from jobs.common.config import REPO_ROOT, config_hash
+from jobs.common.lake import read_json, write_json
+from jobs.common.matrices import Matrices, load_matrices
+from jobs.common.tracking import setup_mlflow, tracking_uri
+from jobs.report import render_report
+from jobs.serving import DEFAULT_K, Profile, RecsysModel
+
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+SERVING_PACKAGES = ("mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "scipy", "pyarrow")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, with MLflow-safe names (``@`` becomes ``_at_``)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}".replace("@", "_at_")
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def gate_decision(challenger: float | None, champion: float | None, tolerance: float, promote: bool) -> tuple[bool, str]:
+    """Whether the challenger becomes champion, and why (pure: no registry access)."""
+    if not promote:
+        return False, "promotion is switched off (register.promote)"
+    if challenger is None or not math.isfinite(challenger):
+        return False, "the challenger has no valid evaluation"
+    if champion is None:
+        return True, "no champion yet"
+    if challenger >= champion * (1.0 - tolerance):
+        return True, f"challenger {challenger:.4f} >= champion {champion:.4f} x (1 - {tolerance})"
+    return False, f"challenger {challenger:.4f} < champion {champion:.4f} x (1 - {tolerance})"
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _fingerprint(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def build_profile(m: Matrices, source: Mapping[str, Any]) -> Profile:
+    """The serving profile of a date: every interaction of the window is a user's history."""
+    histories = (m.train + m.valid + m.test).tocsr()
+    histories.data[:] = 1.0
+    popularity = np.asarray((histories > 0).sum(axis=0)).ravel().astype(np.float32)
+    return Profile(m.user_ids, m.item_ids, histories, popularity,
+                   source.get("user_id_type", "string"), source.get("item_id_type", "string"))
+
+
+def champion_metric(client: Any, name: str, m: Matrices, metric: str) -> tuple[str | None, float | None]:
+    """The current champion's version and its ``metric`` re-evaluated on today's test split."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from jobs.metrics import ranking_metrics
+
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None, None
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}").unwrap_python_model()
+    seen = (m.train + m.valid).tocsr()
+    k = int(metric.split("@")[1])
+    idx, _ = model.recommend_histories(seen, k)
+    scores = np.full(seen.shape, -np.inf, dtype=np.float32)
+    np.put_along_axis(scores, idx, np.arange(k, 0, -1, dtype=np.float32)[None, :], axis=1)
+    value = ranking_metrics(scores, seen, m.test, [k])[metric]
+    return version.version, float(value)
+
+
+def _existing_version(client: Any, name: str, training_key: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    matches = [v for v in versions if v.tags.get("training_key") == training_key]
+    return max(matches, key=lambda v: int(v.version)) if matches else None
+
+
+def _log_new_version(ctx: JobContext, name: str, m: Matrices, tags: dict[str, str], metrics: Mapping[str, Any],
+                     artifacts: Sequence[Path]) -> tuple[str, str]:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    source = ctx.lake.source_info()
+    model_dir = ctx.lake.require("models", ctx.ds)
+    with mlflow.start_run(run_name=f"recsys-{ctx.ds}", tags=tags) as run, tempfile.TemporaryDirectory() as tmp:
+        params = flatten(ctx.config)
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in flatten(metrics).items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)})
+        for path in artifacts:
+            if path.exists():
+                mlflow.log_artifact(str(path), artifact_path="reports")
+        profile_path = Path(tmp) / "profile.npz"
+        profile = build_profile(m, source)
+        profile.save(profile_path)
+        known = [u for u in profile.user_ids if u][:3]
+        example = pd.DataFrame({"user_id": [int(u) if profile.user_id_type == "int64" else u for u in known]})
+        files = {"model": str(model_dir / "model.keras"), "profile": str(profile_path)}
+        preview = RecsysModel()
+        preview.load_files(files["model"], files["profile"])
+        signature = infer_signature(example, preview.predict(None, example, {"k": 3}), params={"k": DEFAULT_K})
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=RecsysModel(), artifacts=files,
+            code_paths=[str(REPO_ROOT / "jobs")], signature=signature, input_example=example,
+            pip_requirements=[f"{p}=={metadata.version(p)}" for p in SERVING_PACKAGES],
+        )
+        version = mlflow.register_model(info.model_uri, name, tags=tags)
+        return run.info.run_id, str(version.version)
+
+
+def body(ctx: JobContext) -> dict[str, Any]:
+    from mlflow import MlflowClient
+
+    ds, cfg, lake = ctx.ds, ctx.config["register"], ctx.lake
+    name = cfg["model_name"]
+    metrics = read_json(lake.require("eval", ds) / "metrics.json")
+    tables = lake.require("tables", ds)
+    m = load_matrices(lake, ds)
+    experiment_id = setup_mlflow()
+    client = MlflowClient()
+    dataset_fp = _fingerprint(tables / "matrices.npz")
+    training_key = hashlib.sha256(f"{ds}|{dataset_fp}|{config_hash(ctx.config)}".encode()).hexdigest()[:16]
+    tags = {
+        "dag_id": os.environ.get("RECSYS_DAG_ID", "manual"), "dag_run_id": os.environ.get("RECSYS_DAG_RUN_ID", "manual"),
+        "ds": ds, "git_commit": _git_commit(), "dataset_fingerprint": dataset_fp, "training_key": training_key,
+        "window_days": str(ctx.config["tables"]["window_days"]), "config_hash": config_hash(ctx.config),
+    }
+    augment_dir = lake.path("augment", ds)
+    artifacts = [lake.path("eval", ds) / "metrics.json", lake.path("models", ds) / "train.json",
+                 tables / "_stats.json", *(sorted(augment_dir.glob("*.json")) + sorted(augment_dir.glob("*.png")))]
+
+    challenger_value = metrics["models"]["model"]["all"].get(cfg["gate_metric"])
+    champion_version, champion_value = champion_metric(client, name, m, cfg["gate_metric"])
+    existing = None if cfg["force"] else _existing_version(client, name, training_key)
+    if existing is not None:
+        run_id, version = existing.run_id, str(existing.version)
+        log.info("training %s already registered as %s version %s; reusing it", training_key, name, version)
+    else:
+        run_id, version = _log_new_version(ctx, name, m, tags, metrics, artifacts)
+        log.info("registered %s version %s from run %s", name, version, run_id)
+    if champion_version == version:
+        promoted, reason = True, f"version {version} is already the champion"
+    else:
+        promoted, reason = gate_decision(challenger_value, champion_value, cfg["gate_tolerance"], cfg["promote"])
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    client.set_model_version_tag(name, version, "validation_status", "passed" if promoted else "rejected")
+    client.set_model_version_tag(name, version, cfg["gate_metric"], str(challenger_value))
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    gate = {"promoted": promoted, "reason": reason, "metric": cfg["gate_metric"], "challenger": challenger_value,
+            "champion_before": champion_value, "champion_version_before": champion_version}
+    log.info("gate: %s", reason)
+    quality_path = augment_dir / "quality.json"
+    quality = read_json(quality_path) if quality_path.exists() else {}
+    stats = read_json(tables / "_stats.json") if (tables / "_stats.json").exists() else {}
+    report = render_report(ds, metrics, gate, quality, stats)
+    with lake.writing("reports", ds) as out:
+        (out / "report.html").write_text(report)
+    client.log_text(run_id, report, "reports/report.html")
+    facts = {"model_name": name, "version": version, "run_id": run_id, "experiment_id": experiment_id,
+             "tracking_uri": tracking_uri(), "champion": version if promoted else champion_version,
+             "gate": gate, "reused": existing is not None}
+    with lake.writing("registry", ds) as out:
+        write_json(out / "registration.json", facts)
+    return {k: facts[k] for k in ("model_name", "version", "run_id", "champion", "reused")}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = job_parser("Register the night's model in MLflow and apply the promotion gate.")
+    return run_job(parser, body, argv)
+
+
+if __name__ == "__main__":
+    main()

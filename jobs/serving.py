@@ -1,0 +1,138 @@
+"""The registered model: a recommender plus the id maps and histories it serves from (MLflow pyfunc).
+
+``mlflow.pyfunc.load_model("models:/<name>@champion").predict(pd.DataFrame({"user_id": [...]}))``
+returns each user's top-K as rows ``user_id, rank, item_id, score`` (K from ``params={"k": K}``,
+default 20). Known users are scored from their history; unknown users get the most popular items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from jobs.common.columns import ITEM_ID, RANK, SCORE, USER_ID
+
+DEFAULT_K = 20
+SCORE_BATCH = 2048  # users scored at once; bounds memory at SCORE_BATCH x items floats
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of each row's ``k`` highest scores, best first (ties by lower index)."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    idx = np.take_along_axis(part, order, axis=1)
+    return idx, np.take_along_axis(scores, idx, axis=1)
+
+
+def typed_ids(ids: np.ndarray, id_type: str) -> np.ndarray:
+    """Original ids back in the type they had in the input (``int64`` or ``string``)."""
+    return ids.astype(np.int64) if id_type == "int64" else ids.astype(object)
+
+
+@dataclass
+class Profile:
+    """What the model serves from: id maps, each user's history and item popularity."""
+
+    user_ids: np.ndarray  # strings, by user index
+    item_ids: np.ndarray  # strings, by item index
+    histories: sp.csr_matrix  # users x items, every interaction of the training window
+    popularity: np.ndarray  # interactions per item
+    user_id_type: str
+    item_id_type: str
+
+    def save(self, path: Path) -> None:
+        h = self.histories
+        np.savez(
+            path, user_ids=self.user_ids.astype(str), item_ids=self.item_ids.astype(str),
+            indptr=h.indptr, indices=h.indices, data=h.data, shape=np.asarray(h.shape),
+            popularity=self.popularity, id_types=np.asarray([self.user_id_type, self.item_id_type]),
+        )
+
+    @classmethod
+    def load(cls, path: Path | str) -> Profile:
+        with np.load(path) as z:
+            histories = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+            user_type, item_type = (str(t) for t in z["id_types"])
+            return cls(z["user_ids"].astype(object), z["item_ids"].astype(object), histories,
+                       z["popularity"], user_type, item_type)
+
+
+def recommend(model: Any, histories: sp.csr_matrix, popularity: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` item indices and scores for each history row, seen items removed.
+
+    Rows with an empty history get the most popular items (a cold user); item columns the model has
+    not seen (newer than it) are never recommended.
+    """
+    from jobs.models.recommender import score_histories
+
+    n_items = histories.shape[1]
+    pop = np.full(n_items, -np.inf, dtype=np.float32)
+    pop[: len(popularity)] = np.log1p(popularity)
+    out_idx, out_scores = [], []
+    for start in range(0, histories.shape[0], SCORE_BATCH):
+        batch = histories[start : start + SCORE_BATCH]
+        scores = score_histories(model, batch).astype(np.float32)
+        cold = np.diff(batch.indptr) == 0
+        scores[cold] = pop
+        rows, cols = batch.nonzero()
+        scores[rows, cols] = -np.inf
+        idx, val = top_k(scores, k)
+        out_idx.append(idx)
+        out_scores.append(val)
+    return np.vstack(out_idx), np.vstack(out_scores)
+
+
+def recs_frame(user_ids: np.ndarray, idx: np.ndarray, scores: np.ndarray, profile_item_ids: np.ndarray,
+               user_id_type: str, item_id_type: str) -> pd.DataFrame:
+    """Long-format recommendations ``user_id, item_id, rank, score``; never-scored slots are dropped."""
+    n, k = idx.shape
+    frame = pd.DataFrame({
+        USER_ID: np.repeat(typed_ids(np.asarray(user_ids), user_id_type), k),
+        ITEM_ID: typed_ids(profile_item_ids[idx.ravel()], item_id_type),
+        RANK: np.tile(np.arange(1, k + 1, dtype=np.int32), n),
+        SCORE: scores.ravel().astype(np.float32),
+    })
+    return frame[np.isfinite(frame[SCORE])].reset_index(drop=True)
+
+
+class RecsysModel(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc wrapper: artifacts ``model`` (a .keras recommender) and ``profile`` (a Profile .npz)."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.load_files(context.artifacts["model"], context.artifacts["profile"])
+
+    def load_files(self, model_path: str | Path, profile_path: str | Path) -> None:
+        """Load the recommender and its profile from local files."""
+        from jobs.models.recommender import load_recommender
+
+        self.model = load_recommender(model_path)
+        self.profile = Profile.load(profile_path)
+        self._user_index = {u: i for i, u in enumerate(self.profile.user_ids) if u}
+
+    def predict(
+        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Top-K per requested user; ``model_input`` needs a ``user_id`` column."""
+        if USER_ID not in model_input.columns:
+            raise ValueError(f"input needs a {USER_ID!r} column; got {', '.join(map(str, model_input.columns))}")
+        k = int((params or {}).get("k", DEFAULT_K))
+        p = self.profile
+        wanted = model_input[USER_ID].to_numpy()
+        rows = np.array([self._user_index.get(str(u).strip().lower(), -1) for u in wanted])
+        empty = sp.csr_matrix((1, p.histories.shape[1]), dtype=p.histories.dtype)
+        histories = sp.vstack([p.histories, empty]).tocsr()[rows]  # -1 picks the empty row: unknown user
+        idx, scores = recommend(self.model, histories, p.popularity, k)
+        frame = recs_frame(wanted.astype(str), idx, scores, p.item_ids, p.user_id_type, p.item_id_type)
+        return frame
+
+    def recommend_histories(self, histories: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-K for histories indexed like today's tables (stable indexes keep them aligned)."""
+        return recommend(self.model, histories, self.profile.popularity, k)

@@ -1,0 +1,57 @@
+"""Tell where a date's outputs are and how the model did: the closing screen of `make demo` and `make run-on`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+from jobs.common.cli import JobContext, job_parser, run_job
+from jobs.common.lake import read_json
+
+HEADLINE = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
+
+
+def render_summary(ds: str, lake_root: str, registration: dict[str, Any], metrics: dict[str, Any],
+                   paths: dict[str, str]) -> str:
+    """The summary text of one date (pure, for tests)."""
+    lines = [f"recsys-augment: run of {ds}", "", f"lake: {lake_root}"]
+    lines += [f"  {zone:<11} {path}" for zone, path in paths.items()]
+    gate = registration.get("gate", {})
+    lines += [
+        "", f"MLflow tracking URI: {registration.get('tracking_uri')}",
+        f"  run id:           {registration.get('run_id')}",
+        f"  registered model: {registration.get('model_name')} version {registration.get('version')}"
+        f" (alias challenger{', champion' if gate.get('promoted') else ''})",
+        f"  champion:         version {registration.get('champion')}",
+        f"  gate:             {gate.get('reason')}", "", "held-out test metrics (all users | sparse segment):",
+    ]
+    for name, result in metrics.get("models", {}).items():
+        cells = "  ".join(
+            f"{m} {result.get('all', {}).get(m, float('nan')):.4f}|{result.get('sparse', {}).get(m, float('nan')):.4f}"
+            for m in HEADLINE
+        )
+        lines.append(f"  {name:<12} {cells}")
+    verdict = metrics.get("augmentation", {}).get("verdict")
+    if verdict:
+        lines += ["", f"augmentation: {verdict}"]
+    return "\n".join(lines) + "\n"
+
+
+def body(ctx: JobContext) -> dict[str, Any]:
+    ds, lake = ctx.ds, ctx.lake
+    registration = read_json(lake.require("registry", ds) / "registration.json")
+    metrics = read_json(lake.require("eval", ds) / "metrics.json")
+    paths = {zone: str(lake.path(zone, ds)) for zone in ("raw", "clean", "quarantine", "tables", "augment",
+                                                         "examples", "models", "eval", "recs")}
+    paths["report"] = str(lake.path("reports", ds) / "report.html")
+    sys.stdout.write(render_summary(ds, str(lake.root), registration, metrics, paths))
+    return {"recs": paths["recs"], "run_id": registration.get("run_id"), "version": registration.get("version")}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = job_parser("Print where a date's outputs are and the headline metrics.")
+    return run_job(parser, body, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Airflow-side helpers of recsys-augment: how jobs are launched from tasks. Standard library only."""
