@@ -40,7 +40,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
     known = np.flatnonzero(np.diff(histories.indptr) > 0)
     log.info("scoring %d users with %s version %s", len(known), name, version)
     idx, scores = model.recommend_histories(histories[known], k)
-    source = lake.source_info()
+    source = lake.source()
     frame = recs_frame(m.user_ids[known], idx, scores, m.item_ids,
                        source.get("user_id_type", "string"), source.get("item_id_type", "string"))
     with lake.writing("recs", ds) as out:

@@ -121,7 +121,7 @@ def _log_new_version(ctx: JobContext, name: str, m: Matrices, tags: dict[str, st
     import mlflow
     from mlflow.models import infer_signature
 
-    source = ctx.lake.source_info()
+    source = ctx.lake.source()
     model_dir = ctx.lake.require("models", ctx.ds)
     with mlflow.start_run(run_name=f"recsys-{ctx.ds}", tags=tags) as run, tempfile.TemporaryDirectory() as tmp:
         params = flatten(ctx.config)

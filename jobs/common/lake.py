@@ -42,7 +42,6 @@ SOURCE_FILE = "_source.json"
 ZONES = (
     "raw", "clean", "quarantine", "tables", "augment", "examples", "models", "eval", "registry", "reports", "recs",
 )
-SOURCE_FILE = "_source.json"
 
 
 def recsys_home() -> Path:
@@ -111,11 +110,6 @@ class Lake:
         """What ``raw/_source.json`` says about how the raw zone was filled; ``{}`` when it is missing."""
         path = self.path("raw") / SOURCE_FILE
         return read_json(path) if path.is_file() else {}
-
-    def source_info(self) -> dict[str, Any]:
-        """What filled the raw zone (``raw/_source.json``), or ``{}`` before anything did."""
-        path = self.path("raw") / SOURCE_FILE
-        return read_json(path) if path.exists() else {}
 
     def require(self, zone: str, ds: str) -> Path:
         """The committed partition of a date, or a clear error naming what is missing."""
