@@ -24,6 +24,7 @@ SPLITS = ("train", "valid", "test")
 
 # augmentation, examples, recommendations
 CONFIDENCE = "confidence"
+SYN_USER = "syn_user"  # id of a synthetic user (0..n-1 per date), beside user_idx of real ones
 SOURCE = "source"
 SOURCES = ("real_pos", "gan_pos", "cooc_pos", "syn_user", "neg_uniform", "neg_pop", "neg_hard")
 RANK = "rank"
