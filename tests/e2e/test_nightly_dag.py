@@ -1,0 +1,115 @@
+"""End to end: the DAG through `airflow dags test` on small synthetic data, checked against the output contract."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.common.lake import Lake, read_json
+from jobs.common.matrices import load_matrices
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+DS = "2026-01-10"
+MODEL = "recsys-augment-e2e"
+SMALL = {  # a small world that still has planted structure, and short training
+    "RECSYS__GENERATE__USERS": "400", "RECSYS__GENERATE__ITEMS": "300", "RECSYS__GENERATE__EVENTS": "30000",
+    "RECSYS__GENERATE__DAYS": "5", "RECSYS__GENERATE__BOT_EVENTS_PER_DAY": "1500",
+    "RECSYS__AUGMENT__EPOCHS": "5", "RECSYS__AUGMENT__SYNTHETIC_USERS": "50", "RECSYS__TRAIN__EPOCHS": "8",
+    "RECSYS__REGISTER__MODEL_NAME": MODEL,
+}
+
+
+def _popularity_ndcg10(lake: Lake) -> float:
+    """NDCG@10 of most-popular-unseen on the test split, computed here independently of jobs.metrics."""
+    m = load_matrices(lake, DS)
+    seen = (m.train + m.valid).tocsr()
+    popularity = np.asarray((seen > 0).sum(axis=0)).ravel()
+    discounts = 1.0 / np.log2(np.arange(2, 12))
+    values = []
+    for u in np.flatnonzero(np.diff(m.test.indptr)):
+        held = set(m.test.indices[m.test.indptr[u]:m.test.indptr[u + 1]])
+        scores = popularity.astype(float)
+        scores[seen.indices[seen.indptr[u]:seen.indptr[u + 1]]] = -np.inf
+        top = np.argsort(-scores, kind="stable")[:10]
+        dcg = sum(d for d, i in zip(discounts, top, strict=True) if i in held)
+        values.append(dcg / discounts[: min(len(held), 10)].sum())
+    return float(np.mean(values))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    home = tmp_path_factory.mktemp("recsys-home")
+    env = {
+        **os.environ, **SMALL,
+        "RECSYS_HOME": str(home), "RECSYS_LAKE": str(home / "lake"), "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow/airflow.db",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow.db",
+        "RECSYS_MLFLOW_ARTIFACTS": str(home / "mlartifacts"), "PYTHONPATH": f"{REPO}:{REPO / 'plugins'}",
+        "SPARK_DRIVER_MEMORY": "2g",
+    }
+    airflow = str(Path(sys.executable).parent / "airflow")
+    (home / "airflow").mkdir()
+
+    def run(*cmd: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-5000:]}\n{done.stderr[-5000:]}"
+        return done
+
+    run(sys.executable, "-m", "jobs.generate", "--end-date", DS)
+    run(airflow, "db", "migrate")
+    first = run(airflow, "dags", "test", "recsys_nightly", DS)
+    second = run(airflow, "dags", "test", "recsys_nightly", DS)  # a rerun of the same date
+    return {"home": home, "env": env, "lake": Lake(home / "lake"), "logs": (first, second)}
+
+
+def test_recs_follow_the_output_contract(world: dict) -> None:
+    lake: Lake = world["lake"]
+    recs = pd.read_parquet(lake.path("recs", DS))
+    assert list(recs.columns) == ["user_id", "item_id", "rank", "score"]
+    assert recs["user_id"].map(type).eq(str).all() and recs["item_id"].map(type).eq(str).all()
+    m = load_matrices(lake, DS)
+    history = (m.train + m.valid + m.test).tocsr()
+    known = {m.user_ids[u] for u in np.flatnonzero(np.diff(history.indptr))}
+    assert set(recs["user_id"]) == known
+    per_user = recs.groupby("user_id")["rank"].agg(["min", "max", "count"])
+    assert (per_user["min"] == 1).all() and (per_user["max"] == 20).all() and (per_user["count"] == 20).all()
+    item_index = {item: i for i, item in enumerate(m.item_ids)}
+    user_index = {user: u for u, user in enumerate(m.user_ids) if user}
+    rows = recs["user_id"].map(user_index).to_numpy()
+    cols = recs["item_id"].map(item_index).to_numpy()
+    assert np.asarray(history[rows, cols]).ravel().max() == 0, "a recommended item was already seen"
+
+
+def test_model_beats_popularity_on_held_out_interactions(world: dict) -> None:
+    metrics = read_json(world["lake"].path("eval", DS) / "metrics.json")
+    model = metrics["models"]["model"]["all"]["ndcg@10"]
+    popularity = _popularity_ndcg10(world["lake"])
+    assert popularity == pytest.approx(metrics["models"]["popularity"]["all"]["ndcg@10"], rel=1e-6)
+    assert model > popularity * 1.1, f"model NDCG@10 {model:.4f} vs popularity {popularity:.4f}"
+
+
+def test_registry_has_one_champion_version_after_a_rerun(world: dict) -> None:
+    code = f"""
+import mlflow, pandas as pd
+from mlflow import MlflowClient
+client = MlflowClient()
+versions = client.search_model_versions("name='{MODEL}'")
+champion = client.get_model_version_by_alias('{MODEL}', 'champion')
+out = mlflow.pyfunc.load_model('models:/{MODEL}@champion').predict(
+    pd.DataFrame({{'user_id': ['u1', 'no-such-user']}}), params={{'k': 5}})
+print(len(versions), champion.version, sorted(out['user_id'].unique()), out.groupby('user_id').size().tolist())
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=world["env"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    n_versions, champion, users, sizes = done.stdout.strip().splitlines()[-1].split(" ", 3)
+    assert n_versions == "1" and champion == "1"
+    assert "no-such-user" in users and sizes == "[5, 5]"

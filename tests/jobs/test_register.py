@@ -1,0 +1,37 @@
+"""The promotion gate and the MLflow-safe flattening, as pure functions."""
+
+from __future__ import annotations
+
+import math
+
+from jobs.register import flatten, gate_decision
+from jobs.report import render_report
+from jobs.summary import render_summary
+
+
+def test_gate_refuses_a_worse_challenger_and_accepts_a_better_one() -> None:
+    assert gate_decision(0.30, 0.31, 0.0, True)[0] is False
+    assert gate_decision(0.32, 0.31, 0.0, True)[0] is True
+    assert gate_decision(0.305, 0.31, 0.02, True)[0] is True  # within 2% tolerance: 0.31 * 0.98 = 0.3038
+    assert gate_decision(0.30, 0.31, 0.02, True)[0] is False
+
+
+def test_gate_never_promotes_without_a_valid_evaluation_or_when_switched_off() -> None:
+    assert gate_decision(None, None, 0.0, True)[0] is False
+    assert gate_decision(math.nan, 0.1, 0.0, True)[0] is False
+    assert gate_decision(0.9, 0.1, 0.0, False)[0] is False
+    assert gate_decision(0.1, None, 0.0, True) == (True, "no champion yet")
+
+
+def test_flatten_names_are_mlflow_safe() -> None:
+    assert flatten({"model": {"all": {"ndcg@10": 0.5}}, "seed": 1}) == {"model.all.ndcg_at_10": 0.5, "seed": 1}
+
+
+def test_report_and_summary_show_the_decision_and_the_metrics() -> None:
+    metrics = {"models": {"model": {"all": {"ndcg@10": 0.25}, "sparse": {"ndcg@10": 0.125}}},
+               "augmentation": {"verdict": "augmentation did not help"}}
+    page = render_report("2026-01-31", metrics, {"promoted": False, "reason": "worse"}, {"js": 0.1}, {"users": 3})
+    assert "NOT promoted" in page and "0.2500" in page and "0.1250" in page and "did not help" in page
+    text = render_summary("2026-01-31", "/lake", {"gate": {"promoted": True}, "version": "3", "champion": "3"},
+                          metrics, {"recs": "/lake/recs/ds=2026-01-31"})
+    assert "version 3 (alias challenger, champion)" in text and "ndcg@10 0.2500|0.1250" in text
