@@ -1,0 +1,359 @@
+"""Clean raw interaction logs with Spark: validate, quarantine with a reason, dedupe, map to implicit feedback.
+
+One run cleans the raw partition of its date and every raw partition of the training window that has
+no committed clean partition yet, all in one Spark job partitioned by ``ds``; each date's clean and
+quarantine partition is then committed on its own (write aside, then rename).
+
+Every raw row ends in exactly one of three places, in this order of decision:
+
+1. **duplicates**: a row byte-identical to an earlier raw row of the same date (all five columns,
+   nulls equal). Only one of the identical rows goes on to the checks below.
+2. **quarantine** with the first reason that applies, in the order of ``REASONS``: ``null_id``
+   (user or item missing or blank), ``bad_id`` (not ``^[a-z0-9_.:-]+$`` after trim + lowercase),
+   ``unknown_event`` (event kind missing or not in ``clean.events``), ``bad_timestamp`` (not
+   ``YYYY-MM-DDTHH:MM:SSZ``; a missing ts is valid only when ``raw/_source.json`` says
+   ``has_timestamp: false``, and then means the date's midnight UTC), ``future_timestamp`` (at or
+   after the end of the row's date plus ``clean.max_future_seconds``), ``out_of_range`` (a rating
+   missing or outside ``clean.rating_range``; a value that is given but not a finite number; a
+   negative value of another event), and last ``bot``: every remaining row of a user who sent more
+   than ``clean.bot_events_per_day`` such valid events (identical repeats included) that date.
+3. **duplicates** again: a repeat of the same (user, item, event) within ``clean.dedupe_seconds``
+   (inclusive) of the previous *kept* one; the first is kept. Otherwise the row is **clean**.
+
+Clean rows carry implicit feedback from ``clean.events``: label and weight of their event kind; a
+rating is a positive (label and weight of the ``rating`` entry) when ``value >= positive_rating``,
+else label 0 and weight 0 (kept for analysis, never trained on).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from jobs.common.cli import JobContext, job_parser, run_job
+from jobs.common.columns import (
+    DS,
+    EVENT,
+    ITEM_ID,
+    LABEL,
+    RAW_COLUMNS,
+    REASON,
+    TS,
+    USER_ID,
+    VALUE,
+    WEIGHT,
+    require_columns,
+)
+from jobs.common.lake import Lake, window_start, write_json
+from jobs.common.spark import spark_session
+
+log = logging.getLogger(__name__)
+
+RATING_EVENT = "rating"
+ID_PATTERN = r"^[a-z0-9_.:-]+$"
+TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss'Z'"
+REASONS = ("null_id", "bad_id", "unknown_event", "bad_timestamp", "future_timestamp", "out_of_range", "bot")
+DUPLICATES = "duplicates"
+CLEAN = "clean"
+RECONCILIATION_FILE = "_reconciliation.json"
+CLEAN_COLUMNS = (USER_ID, ITEM_ID, EVENT, VALUE, TS, LABEL, WEIGHT)
+QUARANTINE_COLUMNS = (*RAW_COLUMNS, REASON)
+
+# Arrow schemas of what Spark writes, for the empty Parquet file of a date with no rows
+CLEAN_ARROW_SCHEMA = pa.schema([
+    (USER_ID, pa.string()), (ITEM_ID, pa.string()), (EVENT, pa.string()), (VALUE, pa.float64()),
+    (TS, pa.timestamp("us", tz="UTC")), (LABEL, pa.int32()), (WEIGHT, pa.float64()),
+])
+QUARANTINE_ARROW_SCHEMA = pa.schema([(c, pa.string()) for c in QUARANTINE_COLUMNS])
+
+# working columns: the normalised values, next to the raw ones that quarantine keeps untouched
+_N, _USER, _ITEM, _EVENT, _VALUE, _TS = "_n", "_user", "_item", "_event", "_value", "_ts"
+_EVENTS, _KEPT = "_events", "_kept"
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass
+class CleanResult:
+    """The lazy outputs of :func:`clean_events`; ``flagged`` and ``repeats`` are worth caching."""
+
+    clean: DataFrame  # CLEAN_COLUMNS + ds
+    quarantine: DataFrame  # raw columns + reason + ds
+    outcomes: DataFrame  # ds, outcome (clean | duplicates | a reason), n
+    flagged: DataFrame  # distinct raw rows with normalised columns and reason
+    repeats: DataFrame  # valid rows grouped by (ds, user, item, event) with the kept ones
+
+
+def dates_to_clean(ds: str, raw_dates: Sequence[str], clean_dates: Sequence[str], window_days: int) -> list[str]:
+    """The dates one run cleans: ``ds`` itself and every raw date of the window not cleaned yet.
+
+    Args:
+        ds: the run's date; it is always cleaned again, so a rerun replaces it.
+        raw_dates: the committed raw partitions.
+        clean_dates: the committed clean partitions.
+        window_days: length of the training window ending on ``ds``.
+
+    Raises:
+        FileNotFoundError: ``ds`` has no raw partition.
+    """
+    if ds not in raw_dates:
+        raise FileNotFoundError(f"raw partition for {ds} is missing; run the ingest or generate stage for {ds} first")
+    first = window_start(ds, window_days)
+    done = set(clean_dates)
+    return sorted(d for d in raw_dates if d == ds or (first <= d <= ds and d not in done))
+
+
+def read_raw(spark: SparkSession, lake: Lake, dates: Sequence[str]) -> DataFrame:
+    """The raw partitions of ``dates`` as one frame of string columns plus ``ds``.
+
+    Raises:
+        ValueError: a raw column is missing or not a string.
+    """
+    base = lake.path("raw")
+    frame = spark.read.option("basePath", str(base)).parquet(*(str(lake.path("raw", d)) for d in dates))
+    require_columns(frame.columns, RAW_COLUMNS, f"raw partitions under {base}")
+    types = dict(frame.dtypes)
+    for column in RAW_COLUMNS:
+        if types[column] != "string":
+            raise ValueError(f"raw partitions under {base}: column {column} is {types[column]}, expected string")
+    # partition discovery reads ds=YYYY-MM-DD as a date; the lake's partition key is the string
+    return frame.select(*RAW_COLUMNS, F.col(DS).cast("string").alias(DS))
+
+
+def _blank_to_null(column: Column) -> Column:
+    trimmed = F.trim(column)
+    return F.when(trimmed != "", trimmed)
+
+
+def _check_config(cfg: Mapping[str, Any]) -> None:
+    for kind, spec in cfg["events"].items():
+        if not isinstance(spec, Mapping) or {LABEL, WEIGHT} - set(spec):
+            raise ValueError(f"clean.events.{kind} needs label and weight, got {spec!r}")
+    low, high = cfg["rating_range"]
+    if low > high:
+        raise ValueError(f"clean.rating_range must be [low, high], got {cfg['rating_range']!r}")
+
+
+def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) -> DataFrame:
+    """Collapse identical raw rows and give each distinct row its normalised values and reason.
+
+    Args:
+        raw: raw columns and ``ds``.
+        cfg: the ``clean`` config section.
+        has_timestamp: whether the source has timestamps (a missing ts is valid only when it has none).
+
+    Returns:
+        One row per distinct raw row of a date: the raw columns, ``ds``, ``_n`` (how many raw rows it
+        stands for), the normalised ``_user, _item, _event, _value, _ts`` and ``reason`` (null = valid).
+    """
+    require_columns(raw.columns, (*RAW_COLUMNS, DS), "flag_rows")
+    _check_config(cfg)
+    low, high = (float(x) for x in cfg["rating_range"])
+    rows = raw.groupBy(DS, *RAW_COLUMNS).agg(F.count(F.lit(1)).alias(_N))
+
+    day_start = F.to_timestamp(F.col(DS), "yyyy-MM-dd")
+    raw_ts = _blank_to_null(F.col(TS))
+    parsed_ts = F.try_to_timestamp(raw_ts, F.lit(TS_FORMAT))
+    raw_value = _blank_to_null(F.col(VALUE))
+    rows = rows.select(
+        "*",
+        F.lower(_blank_to_null(F.col(USER_ID))).alias(_USER),
+        F.lower(_blank_to_null(F.col(ITEM_ID))).alias(_ITEM),
+        F.lower(_blank_to_null(F.col(EVENT))).alias(_EVENT),
+        raw_value.try_cast("double").alias(_VALUE),
+        (parsed_ts if has_timestamp else F.when(raw_ts.isNull(), day_start).otherwise(parsed_ts)).alias(_TS),
+    )
+    user, item, event, value, ts = (F.col(c) for c in (_USER, _ITEM, _EVENT, _VALUE, _TS))
+    is_rating = event == RATING_EVENT
+    not_finite = value.isNull() | F.isnan(value) | (F.abs(value) == float("inf"))
+    future_from = F.unix_seconds(day_start) + SECONDS_PER_DAY + int(cfg["max_future_seconds"])
+    reason = (
+        F.when(user.isNull() | item.isNull(), "null_id")
+        .when(~user.rlike(ID_PATTERN) | ~item.rlike(ID_PATTERN), "bad_id")
+        .when(event.isNull() | ~event.isin(list(cfg["events"])), "unknown_event")
+        .when(ts.isNull(), "bad_timestamp")
+        .when(F.unix_seconds(ts) >= future_from, "future_timestamp")
+        .when(raw_value.isNotNull() & not_finite, "out_of_range")
+        .when(is_rating & (value.isNull() | ~value.between(low, high)), "out_of_range")
+        .when(~is_rating & (value < 0), "out_of_range")
+    )
+    rows = rows.withColumn(REASON, reason)
+    # bots: count the user's valid raw events of the day, identical repeats included
+    valid_events = F.sum(F.when(F.col(REASON).isNull(), F.col(_N))).over(Window.partitionBy(DS, _USER))
+    is_bot = F.col(REASON).isNull() & (valid_events > int(cfg["bot_events_per_day"]))
+    return rows.withColumn(REASON, F.when(is_bot, F.lit("bot")).otherwise(F.col(REASON)))
+
+
+def group_repeats(flagged: DataFrame, dedupe_seconds: int) -> DataFrame:
+    """Keep the first of repeated (user, item, event) within ``dedupe_seconds`` of the previous kept one.
+
+    Returns:
+        One row per (ds, user, item, event) of the valid rows: ``_events`` (all, sorted by time, then
+        value) and ``_kept`` (the ones kept); ``size(_events) - size(_kept)`` are duplicates.
+    """
+    events = F.array_sort(F.collect_list(F.struct(F.col(_TS).alias("ts"), F.col(_VALUE).alias("value"))))
+    grouped = flagged.where(F.col(REASON).isNull()).groupBy(DS, _USER, _ITEM, _EVENT).agg(events.alias(_EVENTS))
+
+    # "previous kept one" makes each decision depend on the last one: a fold over the sorted events
+    def keep_or_skip(acc: Column, event: Column) -> Column:
+        keep = acc["last"].isNull() | (F.unix_seconds(event["ts"]) - F.unix_seconds(acc["last"]) > dedupe_seconds)
+        kept = F.struct(event["ts"].alias("last"), F.concat(acc["kept"], F.array(event)).alias("kept"))
+        return F.when(keep, kept).otherwise(acc)
+
+    start = F.struct(
+        F.lit(None).cast("timestamp").alias("last"), F.filter(_EVENTS, lambda _: F.lit(False)).alias("kept")
+    )
+    return grouped.withColumn(_KEPT, F.aggregate(_EVENTS, start, keep_or_skip, lambda acc: acc["kept"]))
+
+
+def to_feedback(repeats: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
+    """The kept events as clean rows with label and weight (columns ``CLEAN_COLUMNS`` + ds)."""
+    spec = cfg["events"]
+    labels = F.create_map(*(F.lit(x) for kind in spec for x in (kind, int(spec[kind][LABEL]))))
+    weights = F.create_map(*(F.lit(x) for kind in spec for x in (kind, float(spec[kind][WEIGHT]))))
+    rows = repeats.select(DS, _USER, _ITEM, _EVENT, F.explode(_KEPT).alias("e"))
+    event, value = F.col(_EVENT), F.col("e.value")
+    failed_rating = (event == RATING_EVENT) & ~(value >= float(cfg["positive_rating"]))
+    return rows.select(
+        F.col(_USER).alias(USER_ID),
+        F.col(_ITEM).alias(ITEM_ID),
+        event.alias(EVENT),
+        value.alias(VALUE),
+        F.col("e.ts").alias(TS),
+        F.when(failed_rating, 0).otherwise(F.try_element_at(labels, event)).cast("int").alias(LABEL),
+        F.when(failed_rating, 0.0).otherwise(F.try_element_at(weights, event)).cast("double").alias(WEIGHT),
+        DS,
+    )
+
+
+def count_outcomes(flagged: DataFrame, repeats: DataFrame) -> DataFrame:
+    """Raw rows per (ds, outcome): ``clean``, ``duplicates`` and each quarantine reason."""
+    # a distinct row stands for _n raw rows: _n - 1 identical copies, then itself if quarantined
+    exact = flagged.select(DS, F.lit(DUPLICATES).alias("outcome"), (F.col(_N) - 1).alias("n"))
+    quarantined = flagged.where(F.col(REASON).isNotNull()).select(DS, F.col(REASON).alias("outcome"), F.lit(1).alias("n"))
+    repeated = repeats.select(DS, F.lit(DUPLICATES).alias("outcome"), (F.size(_EVENTS) - F.size(_KEPT)).alias("n"))
+    kept = repeats.select(DS, F.lit(CLEAN).alias("outcome"), F.size(_KEPT).alias("n"))
+    everything = exact.unionByName(quarantined).unionByName(repeated).unionByName(kept)
+    return everything.groupBy(DS, "outcome").agg(F.sum("n").cast("long").alias("n"))
+
+
+def clean_events(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) -> CleanResult:
+    """The whole cleaning of raw rows (raw columns + ds) as lazy frames; see the module docstring."""
+    flagged = flag_rows(raw, cfg, has_timestamp=has_timestamp)
+    repeats = group_repeats(flagged, int(cfg["dedupe_seconds"]))
+    quarantine = flagged.where(F.col(REASON).isNotNull()).select(*QUARANTINE_COLUMNS, DS)
+    return CleanResult(
+        clean=to_feedback(repeats, cfg),
+        quarantine=quarantine,
+        outcomes=count_outcomes(flagged, repeats),
+        flagged=flagged,
+        repeats=repeats,
+    )
+
+
+def reconcile(inputs: Mapping[str, int], outcomes: Sequence[tuple[str, str, int]], dates: Sequence[str]) -> dict:
+    """Per date: input, clean, duplicates, quarantined and by_reason, checked to add up.
+
+    Args:
+        inputs: raw rows per date.
+        outcomes: (ds, outcome, n) as counted by :func:`count_outcomes`.
+        dates: every date cleaned (dates without any row count as zeros).
+
+    Raises:
+        ValueError: a date's clean + duplicates + quarantined differs from its input.
+    """
+    by_date: dict[str, dict[str, int]] = {d: {} for d in dates}
+    for ds, outcome, n in outcomes:
+        by_date[ds][outcome] = by_date[ds].get(outcome, 0) + int(n)
+    report = {}
+    for ds, counts in by_date.items():
+        by_reason = {reason: counts.get(reason, 0) for reason in REASONS}
+        entry = {
+            "input": int(inputs.get(ds, 0)),
+            CLEAN: counts.get(CLEAN, 0),
+            DUPLICATES: counts.get(DUPLICATES, 0),
+            "quarantined": sum(by_reason.values()),
+            "by_reason": by_reason,
+        }
+        if entry[CLEAN] + entry[DUPLICATES] + entry["quarantined"] != entry["input"]:
+            raise ValueError(f"clean {ds}: clean + duplicates + quarantined does not add up to input: {entry}")
+        report[ds] = entry
+    return report
+
+
+def _write_partitioned(frame: DataFrame, path: Path, order: Sequence[str]) -> None:
+    # one task per date gives one file per date; sorting makes the bytes of a rerun identical
+    frame.repartition(DS).sortWithinPartitions(DS, *order).write.partitionBy(DS).parquet(str(path))
+
+
+def _ensure_parquet(path: Path, schema: pa.Schema) -> None:
+    """Give a date without rows an empty Parquet file, so readers still find its schema."""
+    if not any(path.glob("*.parquet")):
+        path.mkdir(parents=True, exist_ok=True)
+        pq.write_table(schema.empty_table(), path / "part-00000.parquet")
+
+
+def body(ctx: JobContext) -> dict[str, Any]:
+    """Clean the run's date and the window's uncleaned dates, commit each date, return the totals."""
+    cfg, lake, ds = ctx.config["clean"], ctx.lake, ctx.ds
+    dates = dates_to_clean(ds, lake.dates("raw"), lake.dates("clean"), int(ctx.config["tables"]["window_days"]))
+    has_timestamp = bool(lake.source().get("has_timestamp", True))
+    log.info("cleaning %d date(s) %s..%s (has_timestamp=%s)", len(dates), dates[0], dates[-1], has_timestamp)
+
+    spark = spark_session("recsys-clean")
+    raw = read_raw(spark, lake, dates)
+    result = clean_events(raw, cfg, has_timestamp=has_timestamp)
+    result.flagged.persist()
+    result.repeats.persist()
+    staging = lake.staging_dir(f"clean-{ds}")
+    try:
+        _write_partitioned(result.clean, staging / CLEAN, (USER_ID, TS, ITEM_ID, EVENT, VALUE))
+        _write_partitioned(result.quarantine, staging / "quarantine", (REASON, *RAW_COLUMNS))
+        inputs = {r[DS]: r["count"] for r in raw.groupBy(DS).count().collect()}
+        outcomes = [(r[DS], r["outcome"], r["n"]) for r in result.outcomes.collect()]
+        report = reconcile(inputs, outcomes, dates)
+        for d in dates:
+            # quarantine first: a committed clean partition implies its quarantine is there too
+            staged = staging / "quarantine" / f"ds={d}"
+            _ensure_parquet(staged, QUARANTINE_ARROW_SCHEMA)
+            lake.commit(staged, lake.path("quarantine", d))
+            staged = staging / CLEAN / f"ds={d}"
+            _ensure_parquet(staged, CLEAN_ARROW_SCHEMA)
+            write_json(staged / RECONCILIATION_FILE, report[d])
+            lake.commit(staged, lake.path("clean", d))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        result.flagged.unpersist()
+        result.repeats.unpersist()
+
+    totals = {key: sum(r[key] for r in report.values()) for key in ("input", CLEAN, DUPLICATES, "quarantined")}
+    by_reason = {reason: sum(r["by_reason"][reason] for r in report.values()) for reason in REASONS}
+    log.info("cleaned %s; by reason %s", totals, by_reason)
+    return {
+        "ds": ds,
+        "dates_cleaned": len(dates),
+        "first_date": dates[0],
+        "last_date": dates[-1],
+        "has_timestamp": has_timestamp,
+        "clean_path": str(lake.path("clean", ds)),
+        **totals,
+        "by_reason": by_reason,
+        "ds_counts": report[ds],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line: ``python -m jobs.clean --ds YYYY-MM-DD [--lake PATH] [--set clean.KEY=VALUE]``."""
+    return run_job(job_parser(__doc__.splitlines()[0]), body, argv)
+
+
+if __name__ == "__main__":
+    main()
