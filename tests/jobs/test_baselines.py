@@ -1,0 +1,89 @@
+"""Baselines against small worked examples computed independently of their implementation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from jobs.baselines import EASE, ItemKNN, Popularity, choose_ease
+from jobs.metrics import ranking_metrics
+
+# 4 users x 5 items, weighted; item 4 has no interaction at all
+X = np.array([
+    [1.0, 2.0, 0.0, 0.0, 0.0],
+    [1.0, 0.0, 1.0, 3.0, 0.0],
+    [0.0, 1.0, 1.0, 0.0, 0.0],
+    [2.0, 1.0, 0.0, 1.0, 0.0],
+])
+HIST = np.array([[0.0, 1.0, 0.0, 2.0, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0]])
+
+
+def test_popularity_counts_distinct_users() -> None:
+    got = Popularity(sp.csr_matrix(X)).scores(sp.csr_matrix(HIST))
+    np.testing.assert_array_equal(got, [[3, 3, 2, 2, 0]] * 2)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.sqrt((a * a).sum()), np.sqrt((b * b).sum())
+    return 0.0 if na == 0 or nb == 0 else float((a * b).sum() / (na * nb))
+
+
+def test_itemknn_cosine_scores() -> None:
+    n = X.shape[1]
+    sim = np.array([[0.0 if i == j else _cosine(X[:, i], X[:, j]) for j in range(n)] for i in range(n)])
+    expected = np.array([[sum(h[i] * sim[i, j] for i in range(n)) for j in range(n)] for h in HIST])
+    got = ItemKNN(sp.csr_matrix(X), neighbors=10).scores(sp.csr_matrix(HIST))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_itemknn_keeps_only_nearest_neighbours() -> None:
+    n = X.shape[1]
+    sim = np.array([[0.0 if i == j else _cosine(X[:, i], X[:, j]) for j in range(n)] for i in range(n)])
+    nearest = sim.argmax(axis=0)  # each candidate j keeps its single most similar item
+    expected = np.array([[h[nearest[j]] * sim[nearest[j], j] for j in range(n)] for h in HIST])
+    got = ItemKNN(sp.csr_matrix(X), neighbors=1).scores(sp.csr_matrix(HIST))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def _ease_by_ridge(x: np.ndarray, lam: float) -> np.ndarray:
+    """EASE column by column: ridge regression of item j on every other item (so b_jj = 0)."""
+    n = x.shape[1]
+    b = np.zeros((n, n))
+    for j in range(n):
+        others = [i for i in range(n) if i != j]
+        xo = x[:, others]
+        b[others, j] = np.linalg.solve(xo.T @ xo + lam * np.eye(n - 1), xo.T @ x[:, j])
+    return b
+
+
+@pytest.mark.parametrize("lam", [0.5, 3.0])
+def test_ease_matches_per_item_ridge_regression(lam: float) -> None:
+    expected = HIST @ _ease_by_ridge(X, lam)
+    got = EASE(sp.csr_matrix(X), lam=lam).scores(sp.csr_matrix(HIST))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert got.dtype == np.float32
+
+
+def test_ease_rejects_other_catalogue() -> None:
+    with pytest.raises(ValueError, match="fitted on 5"):
+        EASE(sp.csr_matrix(X), lam=1.0).scores(sp.csr_matrix(HIST[:, :4]))
+
+
+def test_choose_ease_keeps_the_best_validation_lambda() -> None:
+    rng = np.random.default_rng(0)
+    train = (rng.random((30, 8)) < 0.4).astype(float)
+    valid = ((rng.random((30, 8)) < 0.2) & (train == 0)).astype(float)
+    lambdas = [0.1, 10.0, 1000.0]
+    expected = {
+        lam: ranking_metrics(train @ _ease_by_ridge(train, lam), sp.csr_matrix(train), sp.csr_matrix(valid), [2])["ndcg@2"]
+        for lam in lambdas
+    }
+    best, tried = choose_ease(sp.csr_matrix(train), sp.csr_matrix(valid), lambdas, k=2)
+    assert tried == pytest.approx(expected)
+    assert best.lam == max(expected, key=expected.get)
+
+
+def test_choose_ease_needs_a_lambda() -> None:
+    with pytest.raises(ValueError, match="ease_lambdas"):
+        choose_ease(sp.csr_matrix(X), sp.csr_matrix(X), [])

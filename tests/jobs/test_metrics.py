@@ -1,0 +1,72 @@
+"""Full-ranking metrics against values worked out by hand on tiny rankings."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from jobs.metrics import ranking_metrics, top_k
+
+# user 0: item 0 seen, ranking of the rest 1,2,3,4,5, targets {2, 5}
+# user 1: nothing seen, ranking 5,4,3,2,1,0, target {5}
+# user 2: no target, so not evaluated
+SCORES = np.array([
+    [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+    [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+    [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
+], dtype=np.float32)
+SEEN = sp.csr_matrix(np.array([[1, 0, 0, 0, 0, 0], [0] * 6, [0, 0, 1, 0, 0, 0]], dtype=np.float32))
+TARGETS = sp.csr_matrix(np.array([[0, 0, 1, 0, 0, 1], [0, 0, 0, 0, 0, 1], [0] * 6], dtype=np.float32))
+
+L3, L6 = math.log2(3), math.log2(6)
+USER0 = {
+    "recall@2": 0.5, "ndcg@2": (1 / L3) / (1 + 1 / L3), "precision@2": 0.5, "map@2": 0.25, "hitrate@2": 1.0,
+    "recall@5": 1.0, "ndcg@5": (1 / L3 + 1 / L6) / (1 + 1 / L3), "precision@5": 0.4, "map@5": (1 / 2 + 2 / 5) / 2,
+    "hitrate@5": 1.0,
+}
+USER1 = {
+    "recall@2": 1.0, "ndcg@2": 1.0, "precision@2": 0.5, "map@2": 1.0, "hitrate@2": 1.0,
+    "recall@5": 1.0, "ndcg@5": 1.0, "precision@5": 0.2, "map@5": 1.0, "hitrate@5": 1.0,
+}
+
+
+def test_metrics_match_hand_computed_values() -> None:
+    got = ranking_metrics(SCORES, SEEN, TARGETS, [5, 2])
+    assert got["users"] == 2
+    for name, value in USER0.items():
+        assert got[name] == pytest.approx((value + USER1[name]) / 2), name
+    # top 5 of user 0 is {1..5}, of user 1 {1..5}: five of six items
+    assert got["coverage"] == pytest.approx(5 / 6)
+
+
+def test_users_argument_selects_rows() -> None:
+    got = ranking_metrics(SCORES, SEEN, TARGETS, [2, 5], users=np.array([0, 2]))
+    assert got["users"] == 1
+    for name, value in USER0.items():
+        assert got[name] == pytest.approx(value), name
+
+
+def test_seen_target_cannot_be_hit() -> None:
+    targets = sp.csr_matrix(np.array([[1, 0, 0, 0, 0, 0]], dtype=np.float32))  # the only target is seen
+    got = ranking_metrics(SCORES[:1], SEEN[:1], targets, [2])
+    assert got["users"] == 1
+    assert got["recall@2"] == 0.0 and got["ndcg@2"] == 0.0 and got["hitrate@2"] == 0.0
+
+
+def test_no_users_with_targets_gives_zeros() -> None:
+    empty = sp.csr_matrix((3, 6), dtype=np.float32)
+    got = ranking_metrics(SCORES, SEEN, empty, [2])
+    assert got["users"] == 0 and got["ndcg@2"] == 0.0 and got["coverage"] == 0.0
+
+
+def test_shape_mismatch_is_an_error() -> None:
+    with pytest.raises(ValueError, match="shapes differ"):
+        ranking_metrics(SCORES[:2], SEEN, TARGETS, [2])
+
+
+def test_top_k_orders_best_first_and_breaks_ties_by_index() -> None:
+    scores = np.array([[0.5, 0.9, 0.5, 0.1, 0.5]], dtype=np.float32)
+    assert top_k(scores, 3).tolist() == [[1, 0, 2]]
