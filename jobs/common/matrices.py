@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,13 @@ def save_matrices(path: Path, splits: dict[str, sp.csr_matrix]) -> None:
         arrays[f"{name}_indptr"] = m.indptr.astype(np.int64)
         arrays[f"{name}_indices"] = m.indices.astype(np.int32)
         arrays[f"{name}_data"] = m.data.astype(np.float32)
-    np.savez(path, shape=np.asarray(shape, dtype=np.int64), **arrays)
+    arrays["shape"] = np.asarray(shape, dtype=np.int64)
+    # np.savez stamps each member with the current time; a fixed stamp makes reruns byte-identical
+    with zipfile.ZipFile(path, "w") as archive:
+        for key in sorted(arrays):
+            member = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, arrays[key], allow_pickle=False)
 
 
 def _ids(path: Path, id_col: str, idx_col: str, n: int) -> np.ndarray:

@@ -1,0 +1,379 @@
+"""Build a date's sparse interaction tables with Spark: stable indexes, per-user split, CSR export, stats.
+
+The tables of ``ds`` hold the positives (label 1) of the committed clean partitions of the window
+``[ds - tables.window_days + 1, ds]``, one row per (user, item) with the largest weight and the latest
+timestamp, after a k-core filter (``tables.min_user_core`` / ``tables.min_item_core``, repeated until
+nothing changes or ``tables.core_rounds``; 1 turns a side off).
+
+Stable indexes (``<lake>/index/users.parquet`` and ``items.parquet``, columns id and int64 idx) follow
+one rule: **an id keeps the index it first got, forever; the index only grows.** A run gives the ids
+of its tables that have no index yet the next free numbers, ``max + 1, max + 2, ...``, in the order of
+(first timestamp of the id in the run's window, id). So a rerun of a date after nothing else ran
+gets the same numbers; a backfill of an earlier date appends its unseen ids after everything already
+there and never renumbers; ids dropped by the k-core filter get no index until they pass it. Index
+files are replaced whole (temporary file, then ``os.replace``) under a lock file.
+
+Written to ``tables/ds=<ds>/``:
+
+* ``interactions/part-00000.parquet``: user_idx int32, item_idx int32, weight float32, ts timestamp,
+  split string (train | valid | test), sorted by (user_idx, ts, item_idx).
+* ``matrices.npz``: per-split CSR of weights, rows = every indexed user, columns = every indexed item
+  (read it with ``jobs.common.matrices.load_matrices``).
+* ``users.parquet`` / ``items.parquet``: the index as it was for this run (id, idx).
+* ``_stats.json``: sizes, interactions per split, density, degree quantiles, item Gini, cold shares.
+
+The split is per user and by time (``tables.split``): ``ratio`` puts the last
+``max(1, round(n * test_ratio))`` interactions in test and the ``max(1, round(n * valid_ratio))``
+before them in valid (a ratio of 0 gives none); ``leave_last_n`` puts the last ``leave_last_n`` in
+test and as many before them in valid. Ties in time are ordered by item_idx. A user with fewer than
+``tables.min_user_interactions`` positives, or who would be left with no train interaction, keeps all
+in train. Without timestamps (``has_timestamp: false`` in ``raw/_source.json``) each user's order is a
+seeded hash of (seed, user_idx, item_idx) instead of time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from jobs.common.cli import JobContext, job_parser, run_job
+from jobs.common.columns import (
+    ITEM_ID,
+    ITEM_IDX,
+    LABEL,
+    SPLIT,
+    SPLITS,
+    TS,
+    USER_ID,
+    USER_IDX,
+    WEIGHT,
+    require_columns,
+)
+from jobs.common.lake import Lake, window_start, write_json
+from jobs.common.matrices import MATRICES_FILE, save_matrices
+from jobs.common.spark import spark_session
+
+log = logging.getLogger(__name__)
+
+INTERACTIONS_DIR = "interactions"
+STATS_FILE = "_stats.json"
+USERS_FILE = "users.parquet"
+ITEMS_FILE = "items.parquet"
+SPLIT_METHODS = ("ratio", "leave_last_n")
+QUANTILES = {"min": 0.0, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p90": 0.9, "p99": 0.99, "max": 1.0}
+FIRST_TS = "first_ts"
+INT32_MAX = np.iinfo(np.int32).max
+
+
+def read_window(spark: SparkSession, lake: Lake, ds: str, window_days: int) -> tuple[DataFrame, list[str]]:
+    """The committed clean partitions of the window ending on ``ds``, and their dates.
+
+    Raises:
+        FileNotFoundError: the clean partition of ``ds`` itself is missing.
+    """
+    lake.require("clean", ds)
+    first = window_start(ds, window_days)
+    dates = [d for d in lake.dates("clean") if first <= d <= ds]
+    frame = spark.read.parquet(*(str(lake.path("clean", d)) for d in dates))
+    require_columns(frame.columns, (USER_ID, ITEM_ID, TS, LABEL, WEIGHT), f"clean partitions {dates[0]}..{ds}")
+    return frame, dates
+
+
+def positive_pairs(clean: DataFrame) -> DataFrame:
+    """One row per (user_id, item_id) of the label-1 rows: the largest weight, the latest ts, the first ts."""
+    require_columns(clean.columns, (USER_ID, ITEM_ID, TS, LABEL, WEIGHT), "positive_pairs")
+    return (
+        clean.where(F.col(LABEL) == 1)
+        .groupBy(USER_ID, ITEM_ID)
+        .agg(F.max(WEIGHT).alias(WEIGHT), F.max(TS).alias(TS), F.min(TS).alias(FIRST_TS))
+    )
+
+
+def k_core(pairs: DataFrame, min_user: int, min_item: int, rounds: int) -> DataFrame:
+    """Drop users with fewer than ``min_user`` items and items with fewer than ``min_item`` users.
+
+    Each round drops both at once; rounds repeat until none is dropped or ``rounds`` ran.
+    """
+    if min_user <= 1 and min_item <= 1:
+        return pairs
+    size = pairs.count()
+    for round_no in range(1, rounds + 1):
+        users = F.count(F.lit(1)).over(Window.partitionBy(USER_ID))
+        items = F.count(F.lit(1)).over(Window.partitionBy(ITEM_ID))
+        kept = (
+            pairs.select("*", users.alias("_users"), items.alias("_items"))
+            .where((F.col("_users") >= min_user) & (F.col("_items") >= min_item))
+            .drop("_users", "_items")
+            .localCheckpoint()  # materialise: each round works on the last one's result, not its lineage
+        )
+        kept_size = kept.count()
+        log.info("k-core round %d: %d -> %d pairs", round_no, size, kept_size)
+        pairs, done, size = kept, kept_size == size, kept_size
+        if done:
+            break
+    return pairs
+
+
+def first_seen(pairs: DataFrame, id_col: str) -> DataFrame:
+    """Each id of ``id_col`` with its earliest ``first_ts`` in ``pairs``."""
+    return pairs.groupBy(id_col).agg(F.min(FIRST_TS).alias(FIRST_TS))
+
+
+def extend_index(index: pa.Table, unseen: pa.Table, id_col: str, idx_col: str) -> pa.Table:
+    """Append ``unseen`` ids (id_col, first_ts) to ``index`` as max + 1, ... in (first_ts, id) order."""
+    order = pc.sort_indices(unseen, sort_keys=[(FIRST_TS, "ascending"), (id_col, "ascending")])
+    ids = unseen.column(id_col).take(order).cast(pa.string())
+    start = len(index)  # indexes are 0..n-1 (checked by read_index), so max + 1 == n
+    new = pa.table({id_col: ids, idx_col: pa.array(np.arange(start, start + len(ids), dtype=np.int64))})
+    # one chunk: the file written from it must not depend on how the rows were put together
+    return pa.concat_tables([index.select([id_col, idx_col]), new]).combine_chunks()
+
+
+def index_path(lake: Lake, id_col: str) -> Path:
+    """``<lake>/index/users.parquet`` or ``items.parquet``."""
+    return lake.path("index") / (USERS_FILE if id_col == USER_ID else ITEMS_FILE)
+
+
+def read_index(path: Path, id_col: str, idx_col: str) -> pa.Table:
+    """A stable index file, or an empty one when it does not exist yet.
+
+    Raises:
+        ValueError: the file's ids repeat or its indexes are not exactly 0..n-1.
+    """
+    if not path.exists():
+        return _index_table([], [], id_col, idx_col)
+    table = pq.read_table(path, columns=[id_col, idx_col])
+    table = _index_table(table.column(id_col), table.column(idx_col), id_col, idx_col)
+    if pc.count_distinct(table.column(id_col)).as_py() != len(table):
+        raise ValueError(f"index {path}: {id_col} repeats")
+    if not np.array_equal(table.column(idx_col).to_numpy(), np.arange(len(table))):
+        raise ValueError(f"index {path}: {idx_col} must be 0..{len(table) - 1} in order")
+    return table
+
+
+def _index_table(ids: Any, idxs: Any, id_col: str, idx_col: str) -> pa.Table:
+    return pa.table({id_col: pa.array(ids, pa.string()), idx_col: pa.array(idxs, pa.int64())})
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file beside its final place, then swap it in with one rename."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    pq.write_table(table, temporary)
+    os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def index_lock(lake: Lake) -> Iterator[None]:
+    """Hold the index lock, so two runs (say a backfill and tonight's) never number ids at once."""
+    folder = lake.path("index")
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def split_interactions(
+    interactions: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool, seed: int
+) -> DataFrame:
+    """Add ``split`` (train | valid | test) per user, the latest interactions held out; see the module docstring.
+
+    Args:
+        interactions: user_idx, item_idx, ts and any other columns.
+        cfg: the ``tables`` config section.
+        has_timestamp: order each user's interactions by time; otherwise by a seeded hash.
+        seed: the seed of that hash.
+
+    Raises:
+        ValueError: ``tables.split`` or its ratios are invalid.
+    """
+    require_columns(interactions.columns, (USER_IDX, ITEM_IDX, TS), "split_interactions")
+    method = cfg["split"]
+    n = F.count(F.lit(1)).over(Window.partitionBy(USER_IDX))
+    if method == "ratio":
+        ratios = float(cfg["valid_ratio"]), float(cfg["test_ratio"])
+        if not all(0 <= r < 1 for r in ratios):
+            raise ValueError(f"tables.valid_ratio and tables.test_ratio must be in [0, 1), got {ratios}")
+        n_valid, n_test = (F.greatest(F.lit(1), F.round(n * r).cast("long")) if r > 0 else F.lit(0) for r in ratios)
+    elif method == "leave_last_n":
+        n_valid = n_test = F.lit(int(cfg["leave_last_n"]))
+    else:
+        raise ValueError(f"tables.split must be one of {', '.join(SPLIT_METHODS)}, got {method!r}")
+
+    key = F.col(TS) if has_timestamp else F.xxhash64(F.lit(seed), USER_IDX, ITEM_IDX)
+    position = F.row_number().over(Window.partitionBy(USER_IDX).orderBy(key, ITEM_IDX))  # 1-based
+    held_out = n_valid + n_test
+    split = (
+        F.when((n < int(cfg["min_user_interactions"])) | (held_out >= n), "train")
+        .when(position > n - n_test, "test")
+        .when(position > n - held_out, "valid")
+        .otherwise("train")
+    )
+    return interactions.withColumn(SPLIT, split)
+
+
+def csr_splits(users: np.ndarray, items: np.ndarray, weights: np.ndarray, splits: np.ndarray,
+               shape: tuple[int, int]) -> dict[str, sp.csr_matrix]:
+    """One users x items CSR matrix of weights per split."""
+    out = {}
+    for name in SPLITS:
+        mask = splits == name
+        matrix = sp.csr_matrix((weights[mask], (users[mask], items[mask])), shape=shape)
+        matrix.sort_indices()
+        out[name] = matrix
+    return out
+
+
+def gini(counts: np.ndarray) -> float:
+    """The Gini coefficient of non-negative counts: 0 when all equal, towards 1 when one takes all."""
+    x = np.sort(np.asarray(counts, dtype=np.float64))
+    n, total = len(x), x.sum()
+    if n == 0 or total == 0:
+        return 0.0
+    ranks = np.arange(1, n + 1)
+    return float(((2 * ranks - n - 1) * x).sum() / (n * total))
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float]:
+    if len(values) == 0:
+        return {name: 0.0 for name in QUANTILES}
+    return {name: round(float(np.quantile(values, q)), 4) for name, q in QUANTILES.items()}
+
+
+def table_stats(users: np.ndarray, items: np.ndarray, splits: np.ndarray, first_us: np.ndarray,
+                last_day_us: int) -> dict[str, Any]:
+    """Sparsity and popularity statistics of one date's interactions.
+
+    Args:
+        users, items, splits: per interaction, the user and item index and the split name.
+        first_us: per interaction, its first timestamp in microseconds since the epoch (UTC).
+        last_day_us: the start of the window's last day; ids first seen at or after it count as cold.
+
+    Returns:
+        users and items with interactions, interactions per split and in all, density over those
+        users x items, degree quantiles, the Gini coefficient of item popularity (over items with
+        interactions) and the shares of cold users and items.
+    """
+    def first_times(ids: np.ndarray) -> np.ndarray:
+        first = np.full(ids.max() + 1 if len(ids) else 0, np.iinfo(np.int64).max)
+        np.minimum.at(first, ids, first_us)
+        return first[np.unique(ids)]
+
+    user_degree = np.unique(users, return_counts=True)[1]
+    item_degree = np.unique(items, return_counts=True)[1]
+    n_users, n_items, total = len(user_degree), len(item_degree), len(users)
+    return {
+        "users": n_users,
+        "items": n_items,
+        "interactions": {**{name: int((splits == name).sum()) for name in SPLITS}, "total": total},
+        "density": round(total / (n_users * n_items), 8) if total else 0.0,
+        "user_degree": _quantiles(user_degree),
+        "item_degree": _quantiles(item_degree),
+        "item_gini": round(gini(item_degree), 6),
+        "cold_user_share": round(float((first_times(users) >= last_day_us).mean()), 6) if total else 0.0,
+        "cold_item_share": round(float((first_times(items) >= last_day_us).mean()), 6) if total else 0.0,
+    }
+
+
+def _unseen(spark: SparkSession, pairs: DataFrame, index: pa.Table, id_col: str) -> pa.Table:
+    """The ids of ``pairs`` missing from ``index``, with their first timestamp."""
+    known = spark.createDataFrame(index)
+    return first_seen(pairs, id_col).join(known, on=id_col, how="left_anti").toArrow()
+
+
+def body(ctx: JobContext) -> dict[str, Any]:
+    """Build and commit the tables of the run's date, growing the stable indexes; return the sizes."""
+    cfg, lake, ds = ctx.config["tables"], ctx.lake, ctx.ds
+    has_timestamp = bool(lake.source().get("has_timestamp", True))
+    spark = spark_session("recsys-tables")
+    clean, dates = read_window(spark, lake, ds, int(cfg["window_days"]))
+    log.info("tables for %s over %d clean date(s) %s..%s", ds, len(dates), dates[0], ds)
+    pairs = k_core(
+        positive_pairs(clean), int(cfg["min_user_core"]), int(cfg["min_item_core"]), int(cfg["core_rounds"])
+    ).persist()
+    try:
+        with index_lock(lake):
+            indexes, new = {}, {}
+            for id_col, idx_col in ((USER_ID, USER_IDX), (ITEM_ID, ITEM_IDX)):
+                known = read_index(index_path(lake, id_col), id_col, idx_col)
+                indexes[id_col] = extend_index(known, _unseen(spark, pairs, known, id_col), id_col, idx_col)
+                new[id_col] = len(indexes[id_col]) - len(known)
+            if max(len(t) for t in indexes.values()) > INT32_MAX:
+                raise ValueError("an index outgrew int32; the tables store user_idx and item_idx as int32")
+            interactions = (
+                pairs.join(spark.createDataFrame(indexes[USER_ID]), USER_ID)
+                .join(spark.createDataFrame(indexes[ITEM_ID]), ITEM_ID)
+                .select(
+                    F.col(USER_IDX).cast("int").alias(USER_IDX),
+                    F.col(ITEM_IDX).cast("int").alias(ITEM_IDX),
+                    F.col(WEIGHT).cast("float").alias(WEIGHT),
+                    TS,
+                    FIRST_TS,
+                )
+            )
+            interactions = split_interactions(interactions, cfg, has_timestamp=has_timestamp, seed=int(ctx.config["seed"]))
+            table = interactions.orderBy(USER_IDX, TS, ITEM_IDX).toArrow()
+            if table.num_rows == 0:
+                raise ValueError(f"tables {ds}: no positive interactions left in clean {dates[0]}..{ds}")
+            # the index grows only once this date's tables are computed; an id numbered here but not
+            # committed below stays numbered, which the append-only rule allows
+            for id_col, index in indexes.items():
+                _write_parquet(index, index_path(lake, id_col))
+    finally:
+        pairs.unpersist()
+
+    columns = {name: table.column(name).to_numpy() for name in (USER_IDX, ITEM_IDX, WEIGHT)}
+    splits = np.asarray(table.column(SPLIT).to_pylist())
+    first_us = table.column(FIRST_TS).cast(pa.int64()).to_numpy()
+    table = table.drop_columns([FIRST_TS])
+    shape = (len(indexes[USER_ID]), len(indexes[ITEM_ID]))
+    last_day_us = int(dt.datetime.fromisoformat(f"{ds}T00:00:00+00:00").timestamp() * 1_000_000)
+    stats = table_stats(columns[USER_IDX], columns[ITEM_IDX], splits, first_us, last_day_us)
+    stats.update(ds=ds, window_start=dates[0], clean_dates=len(dates), has_timestamp=has_timestamp,
+                 indexed_users=shape[0], indexed_items=shape[1])
+
+    with lake.writing("tables", ds) as out:
+        (out / INTERACTIONS_DIR).mkdir()
+        pq.write_table(table, out / INTERACTIONS_DIR / "part-00000.parquet")
+        save_matrices(out / MATRICES_FILE, csr_splits(columns[USER_IDX], columns[ITEM_IDX], columns[WEIGHT], splits, shape))
+        pq.write_table(indexes[USER_ID], out / USERS_FILE)
+        pq.write_table(indexes[ITEM_ID], out / ITEMS_FILE)
+        write_json(out / STATS_FILE, stats)
+    log.info("tables %s: %s", ds, stats["interactions"])
+    return {
+        "ds": ds,
+        "tables_path": str(lake.path("tables", ds)),
+        "users": stats["users"],
+        "items": stats["items"],
+        "indexed_users": shape[0],
+        "indexed_items": shape[1],
+        "new_users": new[USER_ID],
+        "new_items": new[ITEM_ID],
+        "interactions": stats["interactions"],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line: ``python -m jobs.tables --ds YYYY-MM-DD [--lake PATH] [--set tables.KEY=VALUE]``."""
+    return run_job(job_parser(__doc__.splitlines()[0]), body, argv)
+
+
+if __name__ == "__main__":
+    main()

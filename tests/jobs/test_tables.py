@@ -1,0 +1,201 @@
+"""Tests of jobs.tables: pairs and k-core, the split, stable indexes, stats and the CSR round trip."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import tables
+from jobs.clean import CLEAN_ARROW_SCHEMA
+from jobs.common.config import load_config
+from jobs.common.lake import Lake, read_json
+from jobs.common.matrices import MATRICES_FILE, load_matrices
+
+UTC = dt.UTC
+
+
+def at(day: int, hour: int = 0, minute: int = 0) -> dt.datetime:
+    return dt.datetime(2026, 1, day, hour, minute, tzinfo=UTC)
+
+
+def tables_cfg(**changes: Any) -> dict:
+    cfg = copy.deepcopy(load_config()["tables"])
+    cfg.update(changes)
+    return cfg
+
+
+@pytest.mark.spark
+def test_positive_pairs_keep_label_1_with_max_weight_and_latest_ts(spark) -> None:
+    from pyspark.sql import functions as F
+
+    rows = [
+        ("u1", "i1", at(1, 9), 1, 1.0),
+        ("u1", "i1", at(1, 8), 1, 5.0),
+        ("u1", "i2", at(1, 9), 0, 0.0),  # a failed rating: not a positive
+        ("u2", "i1", at(1, 7), 1, 1.5),
+    ]
+    clean = spark.createDataFrame(rows, "user_id string, item_id string, ts timestamp, label int, weight double")
+    pairs = tables.positive_pairs(clean).select("user_id", "item_id", "weight", F.hour("ts"), F.hour("first_ts"))
+    got = sorted(tuple(r) for r in pairs.collect())
+    assert got == [("u1", "i1", 5.0, 9, 8), ("u2", "i1", 1.5, 7, 7)]
+
+
+@pytest.mark.spark
+def test_k_core_repeats_until_a_fixed_point_or_the_round_limit(spark) -> None:
+    edges = [("u1", "i1"), ("u1", "i2"), ("u1", "i3"), ("u2", "i1"), ("u2", "i2"), ("u3", "i3"), ("u4", "i1"),
+             ("u4", "i4")]
+    pairs = spark.createDataFrame([(u, i, 1.0, at(1)) for u, i in edges], "user_id string, item_id string, weight double, ts timestamp")
+
+    def run(rounds: int) -> list[tuple[str, str]]:
+        return sorted((r["user_id"], r["item_id"]) for r in tables.k_core(pairs, 2, 2, rounds).collect())
+
+    # round 1 drops u3 (one item) and i4 (one user); then i3 and u4 fall below 2; round 3 changes nothing
+    assert run(1) == [("u1", "i1"), ("u1", "i2"), ("u1", "i3"), ("u2", "i1"), ("u2", "i2"), ("u4", "i1")]
+    assert run(10) == [("u1", "i1"), ("u1", "i2"), ("u2", "i1"), ("u2", "i2")]
+    assert tables.k_core(pairs, 1, 1, 10) is pairs
+
+
+def split_of(spark, rows: list[tuple], *, has_timestamp: bool = True, seed: int = 42, **changes: Any) -> dict:
+    frame = spark.createDataFrame(rows, "user_idx int, item_idx int, ts timestamp")
+    out = tables.split_interactions(frame, tables_cfg(**changes), has_timestamp=has_timestamp, seed=seed)
+    return {(r["user_idx"], r["item_idx"]): r["split"] for r in out.collect()}
+
+
+@pytest.mark.spark
+def test_ratio_split_holds_out_each_users_latest(spark) -> None:
+    rows = [(0, i, at(1, i)) for i in range(10)]  # 10 interactions: 8 / 1 / 1
+    rows += [(1, 0, at(1)), (1, 1, at(2))]  # under min_user_interactions: all train
+    rows += [(2, 5, at(3)), (2, 3, at(3)), (2, 9, at(2))]  # 3 interactions, a tie in time ordered by item_idx
+    rows += [(3, i, at(1, i)) for i in range(20)]  # 20 at 0.25 / 0.25: 10 / 5 / 5
+    got = split_of(spark, rows, split="ratio", valid_ratio=0.1, test_ratio=0.1, min_user_interactions=3)
+    assert {i: got[(0, i)] for i in range(10)} == {**{i: "train" for i in range(8)}, 8: "valid", 9: "test"}
+    assert got[(1, 0)] == got[(1, 1)] == "train"
+    assert (got[(2, 9)], got[(2, 3)], got[(2, 5)]) == ("train", "valid", "test")
+    assert [sum(got[(3, i)] == s for i in range(20)) for s in ("train", "valid", "test")] == [16, 2, 2]
+
+    quarter = split_of(spark, rows[-20:], split="ratio", valid_ratio=0.25, test_ratio=0.25)
+    assert [quarter[(3, i)] for i in range(20)] == ["train"] * 10 + ["valid"] * 5 + ["test"] * 5
+
+
+@pytest.mark.spark
+def test_leave_last_n_and_the_seeded_split_without_timestamps(spark) -> None:
+    rows = [(0, i, at(1, i)) for i in range(5)] + [(1, i, at(1, i)) for i in range(4)]
+    got = split_of(spark, rows, split="leave_last_n", leave_last_n=2, min_user_interactions=3)
+    assert [got[(0, i)] for i in range(5)] == ["train", "valid", "valid", "test", "test"]
+    assert [got[(1, i)] for i in range(4)] == ["train"] * 4  # 2 + 2 held out would leave no train
+
+    many = [(0, i, at(1)) for i in range(40)]
+    first = split_of(spark, many, has_timestamp=False, seed=1, split="ratio", valid_ratio=0.1, test_ratio=0.1)
+    assert sorted(first.values()).count("test") == 4 and sorted(first.values()).count("valid") == 4
+    assert split_of(spark, many, has_timestamp=False, seed=1, split="ratio", valid_ratio=0.1, test_ratio=0.1) == first
+    other = split_of(spark, many, has_timestamp=False, seed=2, split="ratio", valid_ratio=0.1, test_ratio=0.1)
+    assert other != first
+    held = [i for i in range(40) if first[(0, i)] != "train"]
+    assert held != list(range(32, 40))  # not the time (here: item) order
+
+
+@pytest.mark.spark
+def test_split_rejects_an_unknown_method(spark) -> None:
+    frame = spark.createDataFrame([(0, 0, at(1))], "user_idx int, item_idx int, ts timestamp")
+    with pytest.raises(ValueError, match="tables.split"):
+        tables.split_interactions(frame, tables_cfg(split="random"), has_timestamp=True, seed=1)
+
+
+def test_extend_index_appends_in_first_seen_then_id_order(tmp_path) -> None:
+    known = pa.table({"user_id": ["a", "b"], "user_idx": pa.array([0, 1], pa.int64())})
+    unseen = pa.table({"user_id": ["c", "e", "d"], "first_ts": pa.array([at(3), at(2), at(2)], pa.timestamp("us", "UTC"))})
+    got = tables.extend_index(known, unseen, "user_id", "user_idx")
+    assert got.to_pylist() == [
+        {"user_id": "a", "user_idx": 0}, {"user_id": "b", "user_idx": 1}, {"user_id": "d", "user_idx": 2},
+        {"user_id": "e", "user_idx": 3}, {"user_id": "c", "user_idx": 4},
+    ]
+    broken = tmp_path / "users.parquet"
+    pq.write_table(pa.table({"user_id": ["a", "b"], "user_idx": pa.array([0, 2], pa.int64())}), broken)
+    with pytest.raises(ValueError, match="0..1"):
+        tables.read_index(broken, "user_id", "user_idx")
+    assert tables.read_index(tmp_path / "missing.parquet", "user_id", "user_idx").num_rows == 0
+
+
+def test_gini_and_stats_against_hand_computed_values() -> None:
+    assert tables.gini(np.array([2, 2, 2])) == 0.0
+    assert tables.gini(np.array([1, 3])) == pytest.approx(0.25)  # mean |xi - xj| / (2 mean) = 1 / 4
+    users = np.array([0, 0, 0, 1, 2])
+    items = np.array([0, 1, 2, 0, 0])
+    splits = np.array(["train", "valid", "test", "train", "train"])
+    day = 86_400_000_000
+    ts = np.array([0, 0, 0, 5 * day, 4 * day])  # user 1 and only user 1 first seen on the last day (day 5)
+    stats = tables.table_stats(users, items, splits, ts, 5 * day)
+    assert stats["interactions"] == {"train": 3, "valid": 1, "test": 1, "total": 5}
+    assert (stats["users"], stats["items"], stats["density"]) == (3, 3, round(5 / 9, 8))
+    assert stats["user_degree"] == {"min": 1.0, "p25": 1.0, "p50": 1.0, "p75": 2.0, "p90": 2.6, "p99": 2.96, "max": 3.0}
+    assert stats["item_gini"] == round(tables.gini(np.array([3, 1, 1])), 6) == round(4 / 15, 6)
+    assert stats["cold_user_share"] == round(1 / 3, 6) and stats["cold_item_share"] == 0.0
+
+
+def write_clean(lake: Lake, ds: str, rows: list[tuple]) -> None:
+    """A committed clean partition of (user, item, ts, weight) positives."""
+    names = CLEAN_ARROW_SCHEMA.names
+    full = [(u, i, "view", None, ts, 1, w) for u, i, ts, w in rows]
+    table = pa.Table.from_pylist([dict(zip(names, r, strict=True)) for r in full], schema=CLEAN_ARROW_SCHEMA)
+    path = lake.path("clean", ds)
+    path.mkdir(parents=True)
+    pq.write_table(table, path / "part-00000.parquet")
+
+
+def run_tables(ds: str) -> dict:
+    return tables.main(["--ds", ds, "--set", "tables.window_days=2", "--set", "tables.min_user_core=1"])
+
+
+@pytest.mark.spark
+def test_job_keeps_indexes_stable_across_dates_reruns_and_backfills(lake: Lake) -> None:
+    write_clean(lake, "2026-01-01", [("ub", "ix", at(1, 10), 1.0), ("ua", "ix", at(1, 9), 2.0),
+                                      ("ua", "iy", at(1, 9, 30), 1.0)])
+    write_clean(lake, "2026-01-02", [("uc", "iz", at(2, 8), 5.0), ("ub", "iz", at(2, 9), 1.0),
+                                      ("ua", "ix", at(2, 7), 1.0)])
+    first = run_tables("2026-01-01")
+    assert (first["new_users"], first["new_items"]) == (2, 2)
+    index = lake.path("index")
+    users = lambda: pq.read_table(index / "users.parquet").to_pylist()  # noqa: E731
+    items = lambda: pq.read_table(index / "items.parquet").to_pylist()  # noqa: E731
+    assert users() == [{"user_id": "ua", "user_idx": 0}, {"user_id": "ub", "user_idx": 1}]
+
+    second = run_tables("2026-01-02")
+    assert (second["new_users"], second["new_items"]) == (1, 1)
+    assert users()[2] == {"user_id": "uc", "user_idx": 2} and items()[2] == {"item_id": "iz", "item_idx": 2}
+    out = lake.path("tables", "2026-01-02")
+    files = ("interactions/part-00000.parquet", MATRICES_FILE, "users.parquet", "items.parquet", "_stats.json")
+    before = {name: (out / name).read_bytes() for name in files}
+
+    interactions = pq.read_table(out / "interactions")
+    assert interactions.schema.types == [pa.int32(), pa.int32(), pa.float32(), pa.timestamp("us", tz="UTC"), pa.string()]
+    # (ua, ix) was seen on both days: the largest weight and the latest ts
+    assert interactions.select(["user_idx", "item_idx", "weight"]).to_pylist() == [
+        {"user_idx": 0, "item_idx": 1, "weight": 1.0}, {"user_idx": 0, "item_idx": 0, "weight": 2.0},
+        {"user_idx": 1, "item_idx": 0, "weight": 1.0}, {"user_idx": 1, "item_idx": 2, "weight": 1.0},
+        {"user_idx": 2, "item_idx": 2, "weight": 5.0},
+    ]
+    stats = read_json(out / "_stats.json")
+    assert (stats["users"], stats["items"], stats["indexed_users"], stats["interactions"]["total"]) == (3, 3, 3, 5)
+    assert stats["cold_user_share"] == round(1 / 3, 6) and stats["cold_item_share"] == round(1 / 3, 6)
+
+    m = load_matrices(lake, "2026-01-02")
+    assert (m.n_users, m.n_items) == (3, 3) and list(m.user_ids) == ["ua", "ub", "uc"]
+    everything = (m.train + m.valid + m.test).toarray()
+    assert everything.tolist() == [[2.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 5.0]]
+    assert m.train.nnz == 5  # nobody reaches min_user_interactions=3
+
+    assert run_tables("2026-01-02")["new_users"] == 0
+    assert {name: (out / name).read_bytes() for name in files} == before
+
+    # a backfill of an earlier date appends its unseen user after everyone, even though it came first
+    write_clean(lake, "2025-12-31", [("u0", "ix", at(1) - dt.timedelta(hours=1), 1.0)])
+    backfill = run_tables("2025-12-31")
+    assert (backfill["new_users"], backfill["new_items"], backfill["indexed_users"]) == (1, 0, 4)
+    assert [u["user_id"] for u in users()] == ["ua", "ub", "uc", "u0"]
+    assert load_matrices(lake, "2025-12-31").train.toarray().tolist() == [[0.0] * 3] * 3 + [[1.0, 0.0, 0.0]]
