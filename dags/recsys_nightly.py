@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
-
 from recsys_airflow.launch import launch_job
 
 

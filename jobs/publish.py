@@ -9,7 +9,8 @@ interacted with are never recommended. Scores come from the champion applied to 
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -18,9 +18,10 @@ import math
 import os
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -96,12 +97,14 @@ def champion_metric(client: Any, name: str, m: Matrices, metric: str) -> tuple[s
     except MlflowException:
         return None, None
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}").unwrap_python_model()
-    seen = (m.train + m.valid).tocsr()
+    rows = np.flatnonzero(np.diff(m.test.indptr))  # only users with held-out items are ranked
+    seen = (m.train + m.valid).tocsr()[rows]
     k = int(metric.split("@")[1])
     idx, _ = model.recommend_histories(seen, k)
+    # rank-valued scores reproduce the champion's top-k order; the metric only looks at the top k
     scores = np.full(seen.shape, -np.inf, dtype=np.float32)
     np.put_along_axis(scores, idx, np.arange(k, 0, -1, dtype=np.float32)[None, :], axis=1)
-    value = ranking_metrics(scores, seen, m.test, [k])[metric]
+    value = ranking_metrics(scores, seen, m.test[rows], [k])[metric]
     return version.version, float(value)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import html
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 HEADLINE = ("ndcg@10", "recall@10", "ndcg@20", "recall@20", "precision@10", "map@10", "hitrate@10", "coverage")
 

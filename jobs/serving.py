@@ -17,19 +17,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from jobs.common.columns import ITEM_ID, RANK, SCORE, USER_ID
+from jobs.metrics import top_k
 
 DEFAULT_K = 20
 SCORE_BATCH = 2048  # users scored at once; bounds memory at SCORE_BATCH x items floats
-
-
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of each row's ``k`` highest scores, best first (ties by lower index)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    idx = np.take_along_axis(part, order, axis=1)
-    return idx, np.take_along_axis(scores, idx, axis=1)
 
 
 def typed_ids(ids: np.ndarray, id_type: str) -> np.ndarray:
@@ -84,9 +75,9 @@ def recommend(model: Any, histories: sp.csr_matrix, popularity: np.ndarray, k: i
         scores[cold] = pop
         rows, cols = batch.nonzero()
         scores[rows, cols] = -np.inf
-        idx, val = top_k(scores, k)
+        idx = top_k(scores, k)
         out_idx.append(idx)
-        out_scores.append(val)
+        out_scores.append(np.take_along_axis(scores, idx, axis=1))
     return np.vstack(out_idx), np.vstack(out_scores)
 
 

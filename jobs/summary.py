@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from jobs.common.cli import JobContext, job_parser, run_job
 from jobs.common.lake import read_json

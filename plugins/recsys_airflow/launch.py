@@ -12,8 +12,9 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULT_MARKER = "RECSYS_RESULT "  # the last stdout line of a job; see jobs/common/cli.py

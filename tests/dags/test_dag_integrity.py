@@ -71,9 +71,9 @@ def test_run_date_rule() -> None:
     from recsys_airflow.launch import overrides_from_params, run_date
 
     class Run:
-        run_after = dt.datetime(2026, 3, 5, 3, 0, tzinfo=dt.timezone.utc)
+        run_after = dt.datetime(2026, 3, 5, 3, 0, tzinfo=dt.UTC)
 
-    assert run_date({"logical_date": dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)}) == "2026-03-01"
+    assert run_date({"logical_date": dt.datetime(2026, 3, 1, tzinfo=dt.UTC)}) == "2026-03-01"
     assert run_date({"logical_date": None, "dag_run": Run()}) == "2026-03-04"
     assert overrides_from_params({"overrides": {"train.epochs": 3, "augment.enabled": False}}) == [
         "--set=augment.enabled=false", "--set=train.epochs=3"]
