@@ -1,0 +1,149 @@
+"""Evaluate the recommender, its no-augmentation ablation and baselines on real held-out test data."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from jobs.baselines import ItemKNN, Popularity, choose_ease
+from jobs.common.cli import JobContext, job_parser, run_job
+from jobs.common.lake import write_json
+from jobs.common.matrices import load_matrices
+from jobs.metrics import ranking_metrics
+from jobs.train import MODEL_FILE, NOAUG_MODEL_FILE
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+EASE_VALID_K = 10  # EASE's lambda is chosen on validation NDCG at this cut-off, like the model's early stopping
+
+
+def sparse_segment(train: sp.csr_matrix, users: np.ndarray, share: float) -> np.ndarray:
+    """The ``share`` of ``users`` with the shortest train history (at least one user; ties by index).
+
+    Returns:
+        Positions into ``users`` (not user indices), sorted.
+    """
+    if not 0 < share <= 1:
+        raise ValueError(f"evaluate.sparse_share must lie in (0, 1], got {share}")
+    if len(users) == 0:
+        return np.array([], dtype=np.int64)
+    lengths = np.diff(train.indptr)[users]
+    size = max(1, int(round(share * len(users))))
+    return np.sort(np.argsort(lengths, kind="stable")[:size])
+
+
+def segment_metrics(
+    scores: np.ndarray, seen: sp.csr_matrix, test: sp.csr_matrix, ks: Sequence[int], sparse: np.ndarray
+) -> dict[str, dict[str, float | int]]:
+    """Ranking metrics of one model's scores for all given rows and for the sparse rows among them."""
+    return {
+        "all": ranking_metrics(scores, seen, test, ks),
+        "sparse": ranking_metrics(scores, seen, test, ks, users=sparse),
+    }
+
+
+def _lift(value: float, reference: float) -> float | None:
+    return value / reference if reference > 0 else None
+
+
+def augmentation_verdict(
+    augmented: Mapping[str, Mapping[str, float]], ablation: Mapping[str, Mapping[str, float]], metric: str
+) -> dict[str, Any]:
+    """Did augmentation help? Compare the model with its ablation on ``metric`` in both segments.
+
+    Augmentation helped when the augmented model is no worse on all users and on the sparse
+    segment, and better on at least one of them.
+
+    Returns:
+        ``{"metric", "lift_all", "lift_sparse", "helped", "verdict"}``; a lift is ``None`` when the
+        ablation scored 0.
+    """
+    a_all, n_all = float(augmented["all"][metric]), float(ablation["all"][metric])
+    a_sp, n_sp = float(augmented["sparse"][metric]), float(ablation["sparse"][metric])
+    helped = a_all >= n_all and a_sp >= n_sp and (a_all > n_all or a_sp > n_sp)
+    if helped:
+        lead = "Augmentation helped"
+    elif a_all == n_all and a_sp == n_sp:
+        lead = "Augmentation made no difference"
+    else:
+        lead = "Augmentation did not help"
+    verdict = (
+        f"{lead}: {metric} {a_all:.4f} with it vs {n_all:.4f} without on all users, "
+        f"{a_sp:.4f} vs {n_sp:.4f} on the sparse segment."
+    )
+    return {
+        "metric": metric, "lift_all": _lift(a_all, n_all), "lift_sparse": _lift(a_sp, n_sp),
+        "helped": bool(helped), "verdict": verdict,
+    }
+
+
+def body(ctx: JobContext) -> dict[str, Any]:
+    """Score every model for the users with test items and commit ``metrics.json``."""
+    from jobs.models.recommender import load_recommender, score_histories
+
+    assert ctx.ds is not None
+    settings = ctx.config["evaluate"]
+    ks = sorted({int(k) for k in settings["k"]})
+    primary = f"ndcg@{ks[0]}"
+    matrices = load_matrices(ctx.lake, ctx.ds)
+    models_dir = ctx.lake.require("models", ctx.ds)
+
+    # test users only; their history is everything before test, which is also what gets removed
+    users = np.flatnonzero(np.diff(matrices.test.indptr) > 0)
+    history = (matrices.train + matrices.valid).tocsr()[users]
+    test = matrices.test[users]
+    sparse = sparse_segment(matrices.train, users, float(settings["sparse_share"]))
+    log.info("evaluating %d test users (%d in the sparse segment), %d items", len(users), len(sparse),
+             matrices.n_items)
+
+    ease, ease_valid = choose_ease(matrices.train, matrices.valid, settings["ease_lambdas"], k=EASE_VALID_K)
+    scorers: dict[str, Callable[[sp.csr_matrix], np.ndarray]] = {
+        "model": lambda h: score_histories(load_recommender(models_dir / MODEL_FILE), h),
+        "model_noaug": lambda h: score_histories(load_recommender(models_dir / NOAUG_MODEL_FILE), h),
+        "popularity": Popularity(matrices.train).scores,
+        "itemknn": ItemKNN(matrices.train, neighbors=int(settings["knn_neighbors"])).scores,
+        "ease": ease.scores,
+    }
+    results = {}
+    for name, score in scorers.items():
+        results[name] = segment_metrics(score(history), history, test, ks, sparse)
+        log.info("%s: %s %.4f (all), %.4f (sparse)", name, primary, results[name]["all"][primary],
+                 results[name]["sparse"][primary])
+    augmentation = augmentation_verdict(results["model"], results["model_noaug"], primary)
+    log.info("%s", augmentation["verdict"])
+
+    payload = {
+        "ds": ctx.ds,
+        "models": results,
+        "ease_lambda": ease.lam,
+        "ease_validation": {str(lam): value for lam, value in ease_valid.items()},
+        "augmentation": augmentation,
+    }
+    with ctx.lake.writing("eval", ctx.ds) as staged:
+        write_json(staged / METRICS_FILE, payload)
+    facts: dict[str, Any] = {
+        "metrics_path": str(ctx.lake.path("eval", ctx.ds) / METRICS_FILE),
+        "users": int(len(users)),
+        "sparse_users": int(len(sparse)),
+        "ease_lambda": ease.lam,
+        "helped": augmentation["helped"],
+        "lift_all": augmentation["lift_all"],
+        "lift_sparse": augmentation["lift_sparse"],
+    }
+    for name in scorers:
+        facts[f"{name}_{primary}"] = float(results[name]["all"][primary])
+    return facts
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line: ``python -m jobs.evaluate --ds YYYY-MM-DD``."""
+    return run_job(job_parser("Evaluate the model, its ablation and baselines on held-out test data."), body, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""Mult-DAE style recommender that scores a user from their history vector, trained on weighted examples."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import tensorflow as tf
+
+from jobs.common.columns import ITEM_IDX, LABEL, SOURCE, USER_IDX, WEIGHT, require_columns
+from jobs.common.matrices import Matrices
+from jobs.metrics import ranking_metrics
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_COLUMNS = (USER_IDX, ITEM_IDX, LABEL, WEIGHT, SOURCE)
+SYNTHETIC_USER_SOURCE = "syn_user"
+VALID_K = 10  # early stopping watches validation NDCG at this cut-off
+VALID_METRIC = f"ndcg@{VALID_K}"
+
+# loss(labels, weights, logits) -> scalar; labels and weights are dense users x items batches, and a
+# weight of 0 marks a position that is not an example.
+Loss = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+def weighted_bce(labels: tf.Tensor, weights: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Binary cross-entropy at the example positions, averaged with the example weights."""
+    per_item = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    return tf.reduce_sum(weights * per_item) / tf.maximum(tf.reduce_sum(weights), 1e-9)
+
+
+def weighted_multinomial(labels: tf.Tensor, weights: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Mult-DAE's multinomial log-likelihood of the positives, against the whole catalogue.
+
+    Every item competes in the softmax, so items that are not examples act as implicit negatives;
+    each positive counts with its weight, and the sum is averaged over the users of the batch.
+    """
+    log_probs = tf.nn.log_softmax(logits, axis=-1)
+    per_user = -tf.reduce_sum(labels * weights * log_probs, axis=-1)
+    return tf.reduce_mean(per_user)
+
+
+def multinomial_and_bce(labels: tf.Tensor, weights: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """The multinomial term plus the weighted BCE, so the sampled negatives also push scores down."""
+    return weighted_multinomial(labels, weights, logits) + weighted_bce(labels, weights, logits)
+
+
+LOSSES: dict[str, Loss] = {
+    "bce": weighted_bce,
+    "multinomial": weighted_multinomial,
+    "multinomial+bce": multinomial_and_bce,
+}
+
+
+def resolve_loss(name: str) -> Loss:
+    """The loss function named in ``train.loss``."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"train.loss: unknown loss {name!r}; known: {', '.join(LOSSES)}") from None
+
+
+def build_recommender(n_items: int, config: Mapping[str, Any]) -> keras.Model:
+    """Build the history autoencoder: L2-normalised history -> dropout -> Dense(tanh) -> item logits.
+
+    Args:
+        n_items: catalogue size; the input is a users x n_items history (weights, 0 = no interaction).
+        config: the ``train`` section (``hidden``, ``dropout``, ``l2``) plus the top-level ``seed``
+            under the key ``seed``.
+
+    Returns:
+        An uncompiled functional Keras model mapping histories to float32 logits over the items.
+    """
+    l2 = float(config.get("l2", 0.0))
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+    history = keras.Input(shape=(n_items,), name="history")
+    x = keras.layers.UnitNormalization(axis=-1, name="normalise")(history)
+    x = keras.layers.Dropout(float(config["dropout"]), seed=int(config.get("seed", 0)), name="dropout")(x)
+    x = keras.layers.Dense(int(config["hidden"]), activation="tanh", kernel_regularizer=regularizer, name="encoder")(x)
+    # float32 logits even under a mixed-precision policy: the softmax and the loss need the range
+    logits = keras.layers.Dense(n_items, kernel_regularizer=regularizer, dtype="float32", name="logits")(x)
+    return keras.Model(history, logits, name="history_autoencoder")
+
+
+@dataclass
+class TrainingSet:
+    """Per-row history, example labels and example weights, all rows x items CSR."""
+
+    histories: sp.csr_matrix
+    labels: sp.csr_matrix
+    weights: sp.csr_matrix
+    rows: np.ndarray  # rows that have a history and at least one positive example, trained on
+
+
+def training_set(examples: pd.DataFrame, train: sp.csr_matrix) -> TrainingSet:
+    """Arrange examples as sparse per-user targets, with each user's history.
+
+    A real user's (``user_idx < train.shape[0]``) history is their train row; a synthetic user's
+    (``user_idx`` beyond) is their own ``syn_user`` positive rows. A (user, item) pair given more
+    than once keeps one example: a positive over a negative, then the highest weight.
+
+    Raises:
+        ValueError: a column is missing, an index is out of range, a label is not 0/1, a weight is
+            negative, or a ``syn_user`` row belongs to a real user.
+    """
+    require_columns(list(examples.columns), EXAMPLE_COLUMNS, "examples")
+    n_users, n_items = train.shape
+    users = examples[USER_IDX].to_numpy(np.int64)
+    items = examples[ITEM_IDX].to_numpy(np.int64)
+    labels = examples[LABEL].to_numpy(np.float32)
+    weights = examples[WEIGHT].to_numpy(np.float32)
+    if len(examples) and (users.min() < 0 or items.min() < 0 or items.max() >= n_items):
+        raise ValueError(f"examples: {USER_IDX}/{ITEM_IDX} out of range (items must lie in [0, {n_items}))")
+    if not np.isin(labels, (0.0, 1.0)).all():
+        raise ValueError(f"examples: column {LABEL} must be 0 or 1")
+    if not (np.isfinite(weights).all() and (weights >= 0).all()):
+        raise ValueError(f"examples: column {WEIGHT} must be finite and >= 0")
+    synthetic = (examples[SOURCE] == SYNTHETIC_USER_SOURCE).to_numpy()
+    if (synthetic & (users < n_users)).any():
+        raise ValueError(f"examples: {SOURCE}={SYNTHETIC_USER_SOURCE} rows must have {USER_IDX} >= {n_users}")
+    n_rows = max(n_users, int(users.max()) + 1 if len(users) else 0)
+
+    order = np.lexsort((weights, labels, items, users))  # last of each pair: positive, then highest weight
+    users, items, labels, weights, synthetic = (a[order] for a in (users, items, labels, weights, synthetic))
+    last = np.ones(len(users), dtype=bool)
+    last[:-1] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
+    users, items, labels, weights, synthetic = (a[last] for a in (users, items, labels, weights, synthetic))
+
+    shape = (n_rows, n_items)
+    syn_history = synthetic & (labels == 1)
+    histories = sp.vstack([
+        sp.csr_matrix(train, dtype=np.float32),
+        sp.csr_matrix((weights[syn_history], (users[syn_history] - n_users, items[syn_history])),
+                      shape=(n_rows - n_users, n_items), dtype=np.float32),
+    ]).tocsr()
+    label_m = sp.csr_matrix((labels, (users, items)), shape=shape, dtype=np.float32)
+    weight_m = sp.csr_matrix((weights, (users, items)), shape=shape, dtype=np.float32)
+    has_positive = np.bincount(users[labels == 1], minlength=n_rows) > 0
+    has_history = np.diff(histories.indptr) > 0
+    return TrainingSet(histories, label_m, weight_m, np.flatnonzero(has_positive & has_history))
+
+
+def score_histories(model: keras.Model, histories: sp.csr_matrix, batch_size: int = 1024) -> np.ndarray:
+    """Score every item for each history row, densifying one batch of rows at a time.
+
+    Args:
+        model: a model from :func:`build_recommender` (or :func:`load_recommender`).
+        histories: rows x items history weights. Columns beyond the model's items (items indexed
+            after training) are ignored and score -inf; a narrower matrix is padded with zeros.
+        batch_size: rows per forward pass.
+
+    Returns:
+        float32 scores, rows x max(history columns, model items).
+    """
+    n_model = int(model.input_shape[-1])
+    histories = sp.csr_matrix(histories, dtype=np.float32)
+    n_rows, n_cols = histories.shape
+    if n_cols > n_model:
+        inputs = histories[:, :n_model]
+    else:
+        inputs = sp.hstack([histories, sp.csr_matrix((n_rows, n_model - n_cols), dtype=np.float32)]).tocsr()
+    out = np.full((n_rows, max(n_cols, n_model)), -np.inf, dtype=np.float32)
+    for start in range(0, n_rows, batch_size):
+        stop = min(start + batch_size, n_rows)
+        out[start:stop, :n_model] = np.asarray(model(inputs[start:stop].toarray(), training=False), dtype=np.float32)
+    return out
+
+
+def _train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss: Loss, n_items: int) -> Callable:
+    spec = tf.TensorSpec(shape=(None, n_items), dtype=tf.float32)
+
+    @tf.function(input_signature=[spec, spec, spec], reduce_retracing=True)
+    def step(history: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            logits = model(history, training=True)
+            value = loss(labels, weights, logits)
+            total = value + tf.add_n(model.losses) if model.losses else value
+        grads = tape.gradient(total, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return value
+
+    return step
+
+
+def validation_ndcg(model: keras.Model, train: sp.csr_matrix, valid: sp.csr_matrix, users: np.ndarray) -> float:
+    """NDCG@10 of ``valid`` given ``train`` as history (train items removed from the ranking)."""
+    scores = score_histories(model, train[users])
+    return float(ranking_metrics(scores, train[users], valid[users], [VALID_K])[VALID_METRIC])
+
+
+def fit_recommender(
+    examples_df: pd.DataFrame,
+    matrices: Matrices,
+    config: Mapping[str, Any],
+    loss: Loss | None = None,
+) -> tuple[keras.Model, dict[str, Any]]:
+    """Train the recommender on examples, early-stopping on validation NDCG@10.
+
+    Each step takes a batch of users, builds their dense history and example batches from the
+    CSR rows, computes logits over the whole catalogue and the loss at the example positions.
+    After each epoch the model ranks every unseen item for the users with validation items
+    (history = train); the weights of the best epoch are kept.
+
+    Args:
+        examples_df: columns user_idx, item_idx, label, weight, source (see :func:`training_set`).
+        matrices: the date's tables; ``train`` gives real users' histories, ``valid`` the targets of
+            early stopping.
+        config: the ``train`` section plus ``seed``.
+        loss: ``loss(labels, weights, logits)``; default the one named by ``config["loss"]``.
+
+    Returns:
+        The model with its best weights, and ``{"epochs": run, "best_epoch", "best_valid_ndcg@10",
+        "valid_ndcg@10": per epoch, "loss": per epoch, "seconds"}``.
+    """
+    started = time.perf_counter()
+    seed = int(config.get("seed", 0))
+    keras.utils.set_random_seed(seed)
+    loss = loss or resolve_loss(str(config["loss"]))
+    data = training_set(examples_df, matrices.train)
+    if len(data.rows) == 0:
+        raise ValueError("examples: no user has both a history and a positive example to train on")
+    n_items = matrices.n_items
+    model = build_recommender(n_items, {**config, "seed": seed})
+    optimizer = keras.optimizers.Adam(learning_rate=float(config["learning_rate"]))
+    step = _train_step(model, optimizer, loss, n_items)
+    valid_users = np.flatnonzero(np.diff(matrices.valid.indptr) > 0)
+    rng = np.random.default_rng(seed)
+    batch_size = int(config["batch_size"])
+    patience = int(config["patience"])
+    history: dict[str, Any] = {"loss": [], f"valid_{VALID_METRIC}": []}
+    best, best_epoch, best_weights = -1.0, 0, model.get_weights()
+    for epoch in range(1, int(config["epochs"]) + 1):
+        order = data.rows[rng.permutation(len(data.rows))]
+        losses = []
+        for start in range(0, len(order), batch_size):
+            batch = np.sort(order[start:start + batch_size])
+            losses.append(float(step(
+                data.histories[batch].toarray(), data.labels[batch].toarray(), data.weights[batch].toarray()
+            )))
+        ndcg = validation_ndcg(model, matrices.train, matrices.valid, valid_users)
+        history["loss"].append(float(np.mean(losses)))
+        history[f"valid_{VALID_METRIC}"].append(ndcg)
+        log.info("epoch %d: loss %.4f, valid %s %.4f", epoch, history["loss"][-1], VALID_METRIC, ndcg)
+        if ndcg > best:
+            best, best_epoch, best_weights = ndcg, epoch, model.get_weights()
+        elif epoch - best_epoch >= patience:
+            break
+    model.set_weights(best_weights)
+    history.update({
+        "epochs": len(history["loss"]),
+        "best_epoch": best_epoch,
+        f"best_valid_{VALID_METRIC}": best,
+        "users_trained": int(len(data.rows)),
+        "seconds": round(time.perf_counter() - started, 2),
+    })
+    return model, history
+
+
+def save_recommender(model: keras.Model, path: Path | str) -> None:
+    """Save as a native ``.keras`` file."""
+    model.save(Path(path))
+
+
+def load_recommender(path: Path | str) -> keras.Model:
+    """Load a recommender saved by :func:`save_recommender`, ready for :func:`score_histories`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recommender model file {path} does not exist")
+    return keras.saving.load_model(path, compile=False)

@@ -1,0 +1,138 @@
+"""The evaluate job: every model on real held-out test data, both segments, and the verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from jobs.common.lake import Lake
+from jobs.common.matrices import Matrices
+from tests.jobs.test_train import DS, write_tables
+from tests.models.test_recommender import planted_blocks
+
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
+
+SPARSE = range(100, 120)  # users left with 2 train items: exactly the sparse segment at share 20/170
+
+
+def sparse_planted() -> Matrices:
+    """Planted blocks where 20 users keep only their first two train items; 10 users lose their test."""
+    m, _ = planted_blocks()
+    train = m.train.tolil()
+    for u in SPARSE:
+        for i in train.rows[u][2:]:
+            train[u, i] = 0
+    test = m.test.tolil()
+    for u in range(170, 180):
+        for i in list(test.rows[u]):
+            test[u, i] = 0
+    m.train, m.test = sp.csr_matrix(train), sp.csr_matrix(test)
+    m.train.eliminate_zeros()
+    m.test.eliminate_zeros()
+    return m
+
+
+def loop_ndcg(scores: np.ndarray, m: Matrices, users: list[int], k: int) -> float:
+    """NDCG@k the slow, obvious way: one user at a time, train and valid items excluded."""
+    seen = (m.train + m.valid).toarray() > 0
+    test = m.test.toarray() > 0
+    total = 0.0
+    for u in users:
+        ranked = [i for i in np.argsort(-scores[u], kind="stable") if not seen[u, i]][:k]
+        dcg = sum(1 / math.log2(r + 2) for r, i in enumerate(ranked) if test[u, i])
+        ideal = sum(1 / math.log2(r + 2) for r in range(min(k, test[u].sum())))
+        total += dcg / ideal
+    return total / len(users)
+
+
+@pytest.mark.tf
+def test_evaluate_scores_all_models_on_test_users(lake: Lake) -> None:
+    import keras
+
+    from jobs.evaluate import main
+    from jobs.models.recommender import build_recommender
+
+    m = sparse_planted()
+    write_tables(lake, DS, m)
+    config = {"hidden": 8, "dropout": 0.0, "l2": 0.0}
+    models = {name: build_recommender(m.n_items, {**config, "seed": seed}) for seed, name in ((1, "model"),
+                                                                                          (2, "model_noaug"))}
+    with lake.writing("models", DS) as staged:
+        for name, model in models.items():
+            model.save(staged / f"{name}.keras")
+
+    result = main(["--ds", DS, "--lake", str(lake.root), "--set", "evaluate.sparse_share=0.1176471"])
+    metrics = json.loads((lake.path("eval", DS) / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"model", "model_noaug", "popularity", "itemknn", "ease"}
+    assert metrics["ease_lambda"] in (50.0, 200.0, 500.0, 1000.0)
+
+    users = list(range(170))
+    history = (m.train + m.valid).toarray()
+    popularity = np.tile((m.train.toarray() > 0).sum(axis=0).astype(float), (m.n_users, 1))
+    expected = {
+        "popularity": popularity,
+        "model": keras.ops.convert_to_numpy(models["model"](history)),
+        "model_noaug": keras.ops.convert_to_numpy(models["model_noaug"](history)),
+    }
+    for name, scores in expected.items():
+        got = metrics["models"][name]
+        assert got["all"]["users"] == 170 and got["sparse"]["users"] == 20
+        assert got["all"]["ndcg@10"] == pytest.approx(loop_ndcg(scores, m, users, 10), abs=1e-6), name
+        assert got["sparse"]["ndcg@20"] == pytest.approx(loop_ndcg(scores, m, list(SPARSE), 20), abs=1e-6), name
+        assert {"recall@10", "precision@20", "map@10", "hitrate@20", "coverage"} <= set(got["all"])
+    assert result["popularity_ndcg@10"] == pytest.approx(loop_ndcg(popularity, m, users, 10), abs=1e-6)
+    # the planted block structure is what item-item models pick up and popularity cannot
+    assert result["ease_ndcg@10"] > result["popularity_ndcg@10"] + 0.2
+    assert result["itemknn_ndcg@10"] > result["popularity_ndcg@10"] + 0.2
+
+    aug = metrics["augmentation"]
+    a, n = metrics["models"]["model"], metrics["models"]["model_noaug"]
+    assert aug["lift_all"] == pytest.approx(a["all"]["ndcg@10"] / n["all"]["ndcg@10"])
+    assert aug["lift_sparse"] == pytest.approx(a["sparse"]["ndcg@10"] / n["sparse"]["ndcg@10"])
+    assert result["helped"] == aug["helped"]
+
+
+def test_sparse_segment_takes_shortest_histories() -> None:
+    from jobs.evaluate import sparse_segment
+
+    train = sp.csr_matrix(np.array([[1, 1, 1], [1, 0, 0], [1, 1, 0], [0, 0, 1], [1, 1, 1]], np.float32))
+    users = np.array([0, 1, 2, 3, 4])
+    assert sparse_segment(train, users, 0.4).tolist() == [1, 3]
+    assert sparse_segment(train, users[[0, 2, 4]], 0.34).tolist() == [1]  # positions, not user ids
+    with pytest.raises(ValueError, match="sparse_share"):
+        sparse_segment(train, users, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("aug", "noaug", "helped", "lead"),
+    [
+        ((0.30, 0.20), (0.30, 0.10), True, "Augmentation helped"),
+        ((0.31, 0.10), (0.30, 0.12), False, "Augmentation did not help"),
+        ((0.30, 0.10), (0.30, 0.10), False, "Augmentation made no difference"),
+    ],
+)
+def test_augmentation_verdict(aug: tuple, noaug: tuple, helped: bool, lead: str) -> None:
+    from jobs.evaluate import augmentation_verdict
+
+    def seg(v: tuple) -> dict:
+        return {"all": {"ndcg@10": v[0]}, "sparse": {"ndcg@10": v[1]}}
+
+    got = augmentation_verdict(seg(aug), seg(noaug), "ndcg@10")
+    assert got["helped"] is helped
+    assert got["verdict"].startswith(lead)
+    assert got["lift_all"] == pytest.approx(aug[0] / noaug[0])
+    assert got["lift_sparse"] == pytest.approx(aug[1] / noaug[1])
+
+
+def test_augmentation_verdict_without_reference() -> None:
+    from jobs.evaluate import augmentation_verdict
+
+    zero = {"all": {"ndcg@10": 0.0}, "sparse": {"ndcg@10": 0.0}}
+    got = augmentation_verdict({"all": {"ndcg@10": 0.1}, "sparse": {"ndcg@10": 0.0}}, zero, "ndcg@10")
+    assert got["lift_all"] is None and got["helped"] is True

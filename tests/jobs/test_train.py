@@ -1,0 +1,112 @@
+"""The train job: both models trained from the lake's tables and examples, committed with facts."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.common.columns import SOURCES
+from jobs.common.lake import Lake
+from jobs.common.matrices import MATRICES_FILE, Matrices, save_matrices
+from tests.models.test_recommender import planted_blocks
+
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
+
+DS = "2026-01-31"
+FAST = ["--set", "train.epochs=6", "--set", "train.patience=3", "--set", "train.hidden=16",
+        "--set", "train.batch_size=64", "--set", "train.learning_rate=0.01"]
+
+
+def write_tables(lake: Lake, ds: str, matrices: Matrices) -> None:
+    """A tables partition as the tables job leaves it: matrices.npz and the index snapshots."""
+    with lake.writing("tables", ds) as staged:
+        save_matrices(staged / MATRICES_FILE, {"train": matrices.train, "valid": matrices.valid,
+                                                "test": matrices.test})
+        pd.DataFrame({"user_id": matrices.user_ids, "user_idx": np.arange(matrices.n_users, dtype=np.int32)}
+                     ).to_parquet(staged / "users.parquet")
+        pd.DataFrame({"item_id": matrices.item_ids, "item_idx": np.arange(matrices.n_items, dtype=np.int32)}
+                     ).to_parquet(staged / "items.parquet")
+
+
+def augmented_examples(matrices: Matrices, examples: pd.DataFrame) -> pd.DataFrame:
+    """The planted examples plus a few GAN positives and two synthetic users with a negative each."""
+    n = matrices.n_users
+    extra = pd.DataFrame({
+        "user_idx": [0, 1, n, n, n + 1, n + 1, n],
+        "item_idx": [9, 8, 0, 1, 12, 13, 30],
+        "label": [1, 1, 1, 1, 1, 1, 0],
+        "weight": [0.2, 0.2, 0.3, 0.3, 0.25, 0.25, 1.0],
+        "source": ["gan_pos", "gan_pos", "syn_user", "syn_user", "syn_user", "syn_user", "neg_uniform"],
+    })
+    return pd.concat([examples, extra], ignore_index=True).astype(examples.dtypes.to_dict())
+
+
+def write_examples(lake: Lake, ds: str, examples: pd.DataFrame) -> None:
+    with lake.writing("examples", ds) as staged:
+        examples.to_parquet(staged / "examples.parquet", index=False)
+
+
+@pytest.fixture
+def lake_with_inputs(lake: Lake) -> tuple[Lake, pd.DataFrame]:
+    matrices, examples = planted_blocks()
+    examples = augmented_examples(matrices, examples)
+    write_tables(lake, DS, matrices)
+    write_examples(lake, DS, examples)
+    return lake, examples
+
+
+@pytest.mark.tf
+def test_train_writes_both_models_and_facts(lake_with_inputs: tuple[Lake, pd.DataFrame]) -> None:
+    from jobs.models.recommender import load_recommender
+    from jobs.train import main
+
+    lake, examples = lake_with_inputs
+    result = main(["--ds", DS, "--lake", str(lake.root), *FAST])
+    out = lake.path("models", DS)
+    assert result["models_path"] == str(out)
+    assert result["examples"] == len(examples)
+    assert result["examples_noaug"] == len(examples) - 6  # 2 gan_pos and 4 syn_user rows left out
+    facts = json.loads((out / "train.json").read_text())
+    expected_counts = {s: 0 for s in SOURCES} | {"real_pos": 900, "gan_pos": 2, "syn_user": 4}
+    expected_counts["neg_uniform"] = int((examples["source"] == "neg_uniform").sum())
+    assert facts["examples_by_source"] == expected_counts
+    for name in ("model", "model_noaug"):
+        run = facts["models"][name]
+        assert 1 <= run["epochs"] <= 6
+        assert run["best_valid_ndcg@10"] == max(run["valid_ndcg@10"])
+        model = load_recommender(out / f"{name}.keras")
+        assert model.input_shape == (None, 40) and model.output_shape == (None, 40)
+    assert facts["models"]["model"]["examples"] == len(examples)
+    assert facts["models"]["model"]["users_trained"] == 182  # 180 real users and 2 synthetic ones
+    assert facts["models"]["model_noaug"]["users_trained"] == 180
+    assert not list((lake.root / "_staging").iterdir())
+
+
+def test_train_reports_missing_examples(lake: Lake) -> None:
+    from jobs.train import main
+
+    matrices, _ = planted_blocks()
+    write_tables(lake, DS, matrices)
+    with pytest.raises(FileNotFoundError, match="examples partition for 2026-01-31 is missing"):
+        main(["--ds", DS, "--lake", str(lake.root)])
+
+
+def test_read_examples_rejects_unknown_source(lake: Lake) -> None:
+    from jobs.train import read_examples
+
+    frame = pd.DataFrame({"user_idx": [0], "item_idx": [0], "label": [1], "weight": [1.0], "source": ["made_up"]})
+    write_examples(lake, DS, frame)
+    with pytest.raises(ValueError, match="unknown value.*made_up"):
+        read_examples(lake, DS)
+
+
+def test_without_augmentation_keeps_real_positives_and_negatives() -> None:
+    from jobs.train import without_augmentation
+
+    frame = pd.DataFrame({"user_idx": range(7), "source": list(SOURCES)})
+    assert without_augmentation(frame)["source"].tolist() == ["real_pos", "neg_uniform", "neg_pop", "neg_hard"]
