@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from jobs.sampling.seen import SeenItems
+# Cells of one dense block of scores (users x items): 32 MB of float64.
+_BLOCK_CELLS = 1 << 22
 
 
 class CooccurrenceSampler:
@@ -29,8 +30,7 @@ class CooccurrenceSampler:
         counts = np.asarray(x.sum(axis=0)).ravel()
         inv_sqrt = np.divide(1.0, np.sqrt(counts), out=np.zeros_like(counts), where=counts > 0)
         self._x = x
-        self._x_scaled = (x @ sp.diags(inv_sqrt)).tocsr()
-        self._seen = SeenItems(x)
+        self._x_scaled = (x @ sp.diags(inv_sqrt)).tocsc()  # sliced by columns
         self.per_user = per_user
         self.min_score = min_score
 
@@ -38,20 +38,32 @@ class CooccurrenceSampler:
         """Co-occurrence positives of ``users`` (distinct user indexes).
 
         Returns:
-            ``(users, items, confidence)``: int32, int32, float32 arrays ordered by user, then by
-            descending confidence.
+            ``(users, items, confidence)``: int32, int32, float32 arrays in the order of ``users``,
+            each user's items by descending confidence (ties: lower item index first).
         """
         users = np.asarray(users, dtype=np.int64)
-        rows = self._x_scaled[users]
-        # (Xs D^-1/2) Xᵀ X D^-1/2: similarity sums of every item to each user's items
-        scores = ((rows @ self._x.T) @ self._x_scaled).tocoo()
-        n_own = np.diff(self._x.indptr)[users]
-        user = users[scores.row]
-        score = scores.data / n_own[scores.row]
-        keep = (score > 0) & (score >= self.min_score) & ~self._seen.contains(user, scores.col)
-        user, item, score = user[keep], scores.col[keep], score[keep]
-        order = np.lexsort((item, -score, user))
-        user, item, score = user[order], item[order], score[order]
-        rank = np.arange(user.size) - np.searchsorted(user, user, side="left")
-        top = rank < self.per_user
-        return user[top].astype(np.int32), item[top].astype(np.int32), score[top].astype(np.float32)
+        if users.size == 0 or self.per_user == 0:
+            return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
+        rows = self._x[users]
+        # cosine rows of only the items these users have (D^-1/2 XᵀX D^-1/2 restricted to them)
+        own = np.unique(rows.indices)
+        cosine = (self._x_scaled[:, own].T @ self._x_scaled).tocsr()
+        rows_own = rows[:, own]
+        n_own = np.maximum(np.diff(rows.indptr), 1)
+        n_items = self._x.shape[1]
+        k = min(self.per_user, n_items)
+        block = max(1, _BLOCK_CELLS // n_items)
+        picked = []
+        for start in range(0, users.size, block):
+            part = slice(start, start + block)
+            # dense block of mean cosines; the users' own items can never qualify
+            scores = (rows_own[part] @ cosine).toarray() / n_own[part, None]
+            scores[rows[part].nonzero()] = 0.0
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n_items else np.indices(scores.shape)[1]
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            order = np.lexsort((top, -top_scores), axis=1)
+            top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+            keep = (top_scores > 0) & (top_scores >= self.min_score)
+            picked.append((np.broadcast_to(users[part, None], top.shape)[keep], top[keep], top_scores[keep]))
+        user, item, score = (np.concatenate(c) for c in zip(*picked, strict=True))
+        return user.astype(np.int32), item.astype(np.int32), score.astype(np.float32)
