@@ -1,0 +1,1 @@
+"""Keras models of the pipeline: the augmentation GAN, the recommender, and the runtime they share."""

@@ -1,0 +1,133 @@
+"""The GAN's losses against hand-computed values, its masks' shares, its noise, and its saved form."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+from jobs.models.gan import (  # noqa: E402
+    NOISE,
+    PROFILE,
+    SEGMENT,
+    build_generator,
+    dense_rows,
+    discriminator_loss,
+    generate,
+    generator_adversarial_loss,
+    mode_seeking_loss,
+    sample_masks,
+    zero_reconstruction_loss,
+)
+
+pytestmark = pytest.mark.tf
+
+
+def _np(x: object) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(x), dtype=np.float64)
+
+
+def test_discriminator_loss_is_binary_cross_entropy() -> None:
+    real = np.array([[2.0], [0.0]], dtype=np.float32)
+    fake = np.array([[-1.0], [3.0]], dtype=np.float32)
+    sigmoid = lambda x: 1.0 / (1.0 + math.exp(-x))  # noqa: E731
+    expected = -(math.log(sigmoid(2.0)) + math.log(sigmoid(0.0))) / 2 - (
+        math.log(1 - sigmoid(-1.0)) + math.log(1 - sigmoid(3.0))
+    ) / 2
+    assert _np(discriminator_loss(real, fake)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_generator_adversarial_loss_is_minus_log_d() -> None:
+    fake = np.array([[0.0], [1.0]], dtype=np.float32)
+    expected = (math.log(2.0) + math.log(1.0 + math.exp(-1.0))) / 2
+    assert _np(generator_adversarial_loss(fake)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_zero_reconstruction_sums_squares_on_masked_items_per_user() -> None:
+    scores = np.array([[0.5, 0.2, 0.9], [0.1, 0.4, 0.3]], dtype=np.float32)
+    mask = np.array([[1, 0, 1], [0, 1, 0]], dtype=np.float32)
+    expected = ((0.25 + 0.81) + 0.16) / 2
+    assert _np(zero_reconstruction_loss(scores, mask)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_mode_seeking_is_inverse_output_change_per_noise_change() -> None:
+    a = np.array([[0.0, 1.0]], dtype=np.float32)
+    b = np.array([[1.0, 1.0]], dtype=np.float32)
+    za = np.array([[0.0, 0.0]], dtype=np.float32)
+    zb = np.array([[2.0, 2.0]], dtype=np.float32)
+    # mean|a - b| = 0.5, mean|za - zb| = 2 -> ratio 0.25 -> loss 4
+    assert _np(mode_seeking_loss(a, b, za, zb, eps=0.0)) == pytest.approx(4.0, rel=1e-6)
+
+
+def test_masks_have_the_configured_shares_and_are_resampled() -> None:
+    rng = np.random.default_rng(0)
+    real = (rng.random((400, 500)) < 0.1).astype(np.float32)
+    ratios = {"zr_ratio": 0.1, "pm_ratio": 0.3, "condition_dropout": 0.2, "profile_drop": 0.25}
+    seed = keras.random.SeedGenerator(7)
+    masks = {k: _np(v) for k, v in sample_masks(real, seed=seed, **ratios).items()}
+    unobserved = 1.0 - real
+    n_unobserved = unobserved.sum()
+
+    def within(share: float, expected: float, n: float) -> bool:
+        return abs(share - expected) < 4 * math.sqrt(expected * (1 - expected) / n)
+
+    assert np.all(masks["zr"] <= unobserved) and np.all(masks["pm"] <= unobserved)
+    assert within(masks["zr"].sum() / n_unobserved, 0.1, n_unobserved)
+    assert within(masks["pm"].sum() / n_unobserved, 0.3, n_unobserved)
+    keep = masks["keep"].ravel()
+    assert set(np.unique(keep)) == {0.0, 1.0}
+    assert within(1.0 - keep.mean(), 0.25, len(keep))
+    # the condition: kept rows show their items minus ~20%, dropped rows show nothing
+    assert np.all(masks["condition"] <= real)
+    assert masks["condition"][keep == 0].sum() == 0
+    kept_observed = real[keep == 1].sum()
+    assert within(1.0 - masks["condition"][keep == 1].sum() / kept_observed, 0.2, kept_observed)
+    # D sees observed + PM items of kept rows and everything of dropped rows
+    np.testing.assert_array_equal(masks["visible"][keep == 1], (real + masks["pm"])[keep == 1])
+    np.testing.assert_array_equal(masks["visible"][keep == 0], 1.0)
+    again = _np(sample_masks(real, seed=seed, **ratios)["zr"])
+    assert not np.array_equal(again, masks["zr"])
+
+
+def test_two_noise_draws_for_one_condition_differ() -> None:
+    keras.utils.set_random_seed(3)
+    generator = build_generator(n_items=40, n_segments=3, hidden=16, noise_dim=4)
+    profile = np.zeros((8, 40), dtype=np.float32)
+    profile[:, :5] = 1.0
+    segment = np.arange(8) % 3
+    rng = np.random.default_rng(0)
+    noise_a, noise_b = rng.standard_normal((8, 4)), rng.standard_normal((8, 4))
+    first = generate(generator, profile, segment, noise_a)
+    second = generate(generator, profile, segment, noise_b)
+    np.testing.assert_array_equal(generate(generator, profile, segment, noise_a), first)
+    # the noise modulates every hidden layer, so even an untrained generator moves with it
+    assert np.mean(np.abs(first - second)) > 1e-3
+
+
+def test_generator_save_load_round_trip(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(5)
+    generator = build_generator(n_items=30, n_segments=2, hidden=8, noise_dim=3)
+    path = tmp_path / "generator.keras"
+    generator.save(path)
+    loaded = keras.saving.load_model(path)
+    rng = np.random.default_rng(1)
+    inputs = {
+        PROFILE: (rng.random((5, 30)) < 0.2).astype(np.float32),
+        SEGMENT: np.array([0, 1, 0, 1, 1], dtype=np.int32),
+        NOISE: rng.standard_normal((5, 3)).astype(np.float32),
+    }
+    np.testing.assert_allclose(_np(loaded(inputs)), _np(generator(inputs)), rtol=1e-6)
+
+
+def test_dense_rows_densifies_only_the_requested_rows() -> None:
+    matrix = sp.csr_matrix(np.array([[0, 2.0, 0], [1.0, 0, 0], [0, 0, 3.0]]))
+    np.testing.assert_array_equal(dense_rows(matrix, np.array([2, 0])), [[0, 0, 1], [0, 1, 0]])
