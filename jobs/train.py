@@ -56,16 +56,18 @@ def counts_by_source(examples: pd.DataFrame) -> dict[str, int]:
 
 def body(ctx: JobContext) -> dict[str, Any]:
     """Train both models on the date's examples and commit them with their training facts."""
-    from jobs.models.recommender import fit_recommender, save_recommender
-    from jobs.models.runtime import configure_runtime
-
     assert ctx.ds is not None
     started = time.perf_counter()
     config = {**ctx.config["train"], "seed": int(ctx.config["seed"])}
-    configure_runtime(config["seed"])
     matrices = load_matrices(ctx.lake, ctx.ds)
     examples = read_examples(ctx.lake, ctx.ds)
     ablation = without_augmentation(examples)
+
+    # TensorFlow is imported only once the inputs are known to be there
+    from jobs.models.recommender import fit_recommender, save_recommender
+    from jobs.models.runtime import configure_runtime
+
+    configure_runtime(config["seed"])
     log.info("training on %d examples (%d without augmentation), %d users x %d items",
              len(examples), len(ablation), matrices.n_users, matrices.n_items)
 
