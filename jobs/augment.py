@@ -28,6 +28,7 @@ from jobs.models.gan import (
     SEGMENT,
     VECTOR,
     build_gan,
+    build_generator,
     dense_rows,
     generate,
     training_dataset,
@@ -467,7 +468,7 @@ def augment(
     strategy = configure_runtime(seed)
     with strategy.scope():
         gan = build_gan(n_items, n_segments, config, seed)
-        untrained = build_gan(n_items, n_segments, config, seed).generator
+        untrained = build_generator(n_items, n_segments, int(config["hidden"]), int(config["noise_dim"]))
     untrained.set_weights(gan.generator.get_weights())
     dataset = training_dataset(train, np.maximum(segments, 0), active, int(config["batch_size"]), seed)
     history = gan.fit(dataset, epochs=int(config["epochs"]), verbose=0, shuffle=False)  # the dataset shuffles
@@ -603,10 +604,17 @@ def _filter(
     reference: np.ndarray, threshold: float, d_quantile: float,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Apply the discriminator, memorisation and duplicate filters in turn; return kept rows and counts."""
-    real_d = discriminator_scores(discriminator, real[reference], reference_segments)
-    d_cut = float(np.quantile(real_d, d_quantile))
-    kept = np.flatnonzero(discriminator_scores(discriminator, syn.items, syn.requested) >= d_cut)
-    filters = [{"name": "discriminator", "threshold": d_cut, "before": syn.items.shape[0], "after": len(kept)}]
+    real_cut = float(np.quantile(discriminator_scores(discriminator, real[reference], reference_segments), d_quantile))
+    syn_d = discriminator_scores(discriminator, syn.items, syn.requested)
+    syn_cut = float(np.quantile(syn_d, d_quantile)) if len(syn_d) else 0.0
+    # below the worst real users' score, but an over-confident D (it can tell every synthetic user
+    # apart on a wide catalogue) must not wipe out the sample: never drop more than the quantile
+    d_cut = min(real_cut, syn_cut)
+    kept = np.flatnonzero(syn_d >= d_cut)
+    filters = [{
+        "name": "discriminator", "threshold": d_cut, "real_quantile": real_cut, "synthetic_quantile": syn_cut,
+        "before": syn.items.shape[0], "after": len(kept),
+    }]
     before = len(kept)
     kept = kept[~memorised(syn.items[kept], real, threshold)]
     filters.append({"name": "memorisation", "threshold": threshold, "before": before, "after": len(kept)})

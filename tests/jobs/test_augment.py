@@ -209,6 +209,8 @@ def test_job_writes_outputs_with_their_contract(run: tuple[Lake, dict]) -> None:
     # filters chain: each one starts from what the previous kept
     counts = [(f["before"], f["after"]) for f in quality["filters"]]
     assert counts[0][0] == TINY["synthetic_users"]
+    # the discriminator filter drops at most its quantile (0.05) of the synthetic users
+    assert counts[0][1] >= 0.95 * counts[0][0] - 1
     assert all(after <= before for before, after in counts)
     assert all(counts[i][1] == counts[i + 1][0] for i in range(len(counts) - 1))
     assert quality["memorisation"]["share"]["written"] == 0.0
