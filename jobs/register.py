@@ -188,7 +188,8 @@ def body(ctx: JobContext) -> dict[str, Any]:
         promoted, reason = gate_decision(challenger_value, champion_value, cfg["gate_tolerance"], cfg["promote"])
     client.set_registered_model_alias(name, CHALLENGER, version)
     client.set_model_version_tag(name, version, "validation_status", "passed" if promoted else "rejected")
-    client.set_model_version_tag(name, version, cfg["gate_metric"], str(challenger_value))
+    for key, value in flatten({"test": metrics["models"]["model"]["all"]}).items():
+        client.set_model_version_tag(name, version, key, str(value))
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     gate = {"promoted": promoted, "reason": reason, "metric": cfg["gate_metric"], "challenger": challenger_value,

@@ -27,12 +27,15 @@ def artifact_root() -> str:
 
 
 def setup_mlflow() -> str:
-    """Point MLflow at the configured store and return the id of the pipeline's experiment."""
+    """Point MLflow at the configured store and the pipeline's experiment (created on first use); return its id."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(tracking_uri())
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root())
+    experiment_id = (
+        experiment.experiment_id if experiment is not None
+        else mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root())
+    )
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
