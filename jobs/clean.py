@@ -317,7 +317,8 @@ def body(ctx: JobContext) -> dict[str, Any]:
     try:
         _write_partitioned(result.clean, staging / CLEAN, (USER_ID, TS, ITEM_ID, EVENT, VALUE))
         _write_partitioned(result.quarantine, staging / "quarantine", (REASON, *RAW_COLUMNS))
-        inputs = {r[DS]: r["count"] for r in raw.groupBy(DS).count().collect()}
+        # a distinct row stands for _n raw rows, so this counts the input in the scan already cached
+        inputs = {r[DS]: r["n"] for r in result.flagged.groupBy(DS).agg(F.sum(_N).alias("n")).collect()}
         outcomes = [(r[DS], r["outcome"], r["n"]) for r in result.outcomes.collect()]
         report = reconcile(inputs, outcomes, dates)
         for d in dates:

@@ -335,7 +335,8 @@ def body(ctx: JobContext) -> dict[str, Any]:
             # the index grows only once this date's tables are computed; an id numbered here but not
             # committed below stays numbered, which the append-only rule allows
             for id_col, index in indexes.items():
-                _write_parquet(index, index_path(lake, id_col))
+                if new[id_col] or not index_path(lake, id_col).exists():
+                    _write_parquet(index, index_path(lake, id_col))
     finally:
         pairs.unpersist()
 
