@@ -17,8 +17,9 @@ Every raw row ends in exactly one of three places, in this order of decision:
    missing or outside ``clean.rating_range``; a value that is given but not a finite number; a
    negative value of another event), and last ``bot``: every remaining row of a user who sent more
    than ``clean.bot_events_per_day`` such valid events (identical repeats included) that date.
-3. **duplicates** again: a repeat of the same (user, item, event) within ``clean.dedupe_seconds``
-   (inclusive) of the previous *kept* one; the first is kept. Otherwise the row is **clean**.
+3. **duplicates** again: a repeat of the same (user, item, event) of the same date within
+   ``clean.dedupe_seconds`` (inclusive) of the previous *kept* one; the first is kept. Otherwise
+   the row is **clean**.
 
 Clean rows carry implicit feedback from ``clean.events``: label and weight of their event kind; a
 rating is a positive (label and weight of the ``rating`` entry) when ``value >= positive_rating``,
