@@ -105,7 +105,7 @@ def champion_metric(client: Any, name: str, m: Matrices, metric: str) -> tuple[s
     scores = np.full(seen.shape, -np.inf, dtype=np.float32)
     np.put_along_axis(scores, idx, np.arange(k, 0, -1, dtype=np.float32)[None, :], axis=1)
     value = ranking_metrics(scores, seen, m.test[rows], [k])[metric]
-    return version.version, float(value)
+    return str(version.version), float(value)
 
 
 def _existing_version(client: Any, name: str, training_key: str) -> Any | None:
