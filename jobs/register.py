@@ -103,7 +103,7 @@ def champion_metric(client: Any, name: str, m: Matrices, metric: str) -> tuple[s
     idx, _ = model.recommend_histories(seen, k)
     # rank-valued scores reproduce the champion's top-k order; the metric only looks at the top k
     scores = np.full(seen.shape, -np.inf, dtype=np.float32)
-    np.put_along_axis(scores, idx, np.arange(k, 0, -1, dtype=np.float32)[None, :], axis=1)
+    np.put_along_axis(scores, idx, np.arange(idx.shape[1], 0, -1, dtype=np.float32)[None, :], axis=1)
     value = ranking_metrics(scores, seen, m.test[rows], [k])[metric]
     return str(version.version), float(value)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,10 +28,13 @@ SMALL = {  # a small world that still has planted structure, and short training
 
 
 def _popularity_ndcg10(lake: Lake) -> float:
-    """NDCG@10 of most-popular-unseen on the test split, computed here independently of jobs.metrics."""
+    """NDCG@10 of most-popular-unseen on the test split, computed here independently of jobs.metrics.
+
+    Popularity is counted on train (every model is fitted on train); train and valid items are not ranked.
+    """
     m = load_matrices(lake, DS)
     seen = (m.train + m.valid).tocsr()
-    popularity = np.asarray((seen > 0).sum(axis=0)).ravel()
+    popularity = np.asarray((m.train > 0).sum(axis=0)).ravel()
     discounts = 1.0 / np.log2(np.arange(2, 12))
     values = []
     for u in np.flatnonzero(np.diff(m.test.indptr)):
@@ -98,18 +102,18 @@ def test_model_beats_popularity_on_held_out_interactions(world: dict) -> None:
 
 def test_registry_has_one_champion_version_after_a_rerun(world: dict) -> None:
     code = f"""
-import mlflow, pandas as pd
+import json, mlflow, pandas as pd
 from mlflow import MlflowClient
 client = MlflowClient()
 versions = client.search_model_versions("name='{MODEL}'")
 champion = client.get_model_version_by_alias('{MODEL}', 'champion')
 out = mlflow.pyfunc.load_model('models:/{MODEL}@champion').predict(
     pd.DataFrame({{'user_id': ['u1', 'no-such-user']}}), params={{'k': 5}})
-print(len(versions), champion.version, sorted(out['user_id'].unique()), out.groupby('user_id').size().tolist())
+print(json.dumps([len(versions), str(champion.version), sorted(out['user_id'].unique()), out.groupby('user_id').size().tolist()]))
 """
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=world["env"], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
-    n_versions, champion, users, sizes = done.stdout.strip().splitlines()[-1].split(" ", 3)
-    assert n_versions == "1" and champion == "1"
-    assert "no-such-user" in users and sizes == "[5, 5]"
+    n_versions, champion, users, sizes = json.loads(done.stdout.strip().splitlines()[-1])
+    assert n_versions == 1 and champion == "1"
+    assert "no-such-user" in users and sizes == [5, 5]

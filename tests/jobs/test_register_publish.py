@@ -1,0 +1,95 @@
+"""register and publish on a tiny lake against a real MLflow (SQLite): versions, aliases, gate, recs contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from jobs.common.config import load_config
+from jobs.common.lake import Lake, read_json, write_json
+from jobs.common.matrices import save_matrices
+
+pytestmark = pytest.mark.tf
+DS = "2026-02-01"
+NAME = "recsys-test"
+
+
+def _tiny_lake(lake: Lake, ndcg: float) -> None:
+    """6 users x 5 items with int64 ids, a (briefly trained) recommender and an evaluation result."""
+    from jobs.models.recommender import build_recommender, save_recommender
+
+    train = sp.csr_matrix(np.array([[1, 1, 0, 0, 0], [1, 0, 1, 0, 0], [0, 1, 1, 0, 0],
+                                    [0, 0, 0, 1, 1], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]], dtype=np.float32))
+    test = sp.csr_matrix(np.array([[0, 0, 1, 0, 0], [0, 1, 0, 0, 0], [1, 0, 0, 0, 0],
+                                   [0, 0, 1, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], dtype=np.float32))
+    empty = sp.csr_matrix(train.shape, dtype=np.float32)
+    tables = lake.path("tables", DS)
+    tables.mkdir(parents=True)
+    save_matrices(tables / "matrices.npz", {"train": train, "valid": empty, "test": test})
+    pd.DataFrame({"user_id": [str(u) for u in (10, 20, 30, 40, 50, 60)], "user_idx": range(6)}).to_parquet(
+        tables / "users.parquet")
+    pd.DataFrame({"item_id": [str(i) for i in (100, 200, 300, 400, 500)], "item_idx": range(5)}).to_parquet(
+        tables / "items.parquet")
+    write_json(lake.path("raw") / "_source.json", {"user_id_type": "int64", "item_id_type": "int64"})
+    models = lake.path("models", DS)
+    models.mkdir(parents=True)
+    config = {**load_config()["train"], "seed": 1}
+    save_recommender(build_recommender(5, config), models / "model.keras")
+    write_json(lake.path("eval", DS) / "metrics.json", {"models": {"model": {"all": {"ndcg@10": ndcg}}}})
+
+
+@pytest.fixture
+def mlflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("RECSYS_MLFLOW_ARTIFACTS", str(tmp_path / "artifacts"))
+    return tmp_path
+
+
+def _register(lake: Lake, *flags: str) -> dict:
+    from jobs import register
+
+    return register.main(["--ds", DS, "--lake", str(lake.root), "--set", f"register.model_name={NAME}", *flags])
+
+
+def test_register_is_idempotent_and_the_gate_refuses_a_worse_challenger(lake: Lake, mlflow_home: Path) -> None:
+    from mlflow import MlflowClient
+
+    _tiny_lake(lake, ndcg=0.5)
+    first = _register(lake)
+    assert (first["version"], first["champion"], first["reused"]) == ("1", "1", False)
+    assert _register(lake)["reused"] is True  # same training: no second version
+
+    # a forced re-registration claiming a much worse evaluation must not take the champion alias
+    write_json(lake.path("eval", DS) / "metrics.json", {"models": {"model": {"all": {"ndcg@10": 0.0}}}})
+    third = _register(lake, "--set", "register.force=true")
+    client = MlflowClient()
+    assert third["version"] == "2"
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "2"
+    assert client.get_model_version(NAME, "2").tags["validation_status"] == "rejected"
+    gate = read_json(lake.path("registry", DS) / "registration.json")["gate"]
+    assert gate["promoted"] is False and gate["champion_before"] > 0.0
+    assert (lake.path("reports", DS) / "report.html").read_text().count("NOT promoted") == 1
+
+
+def test_publish_writes_the_champions_top_k_with_original_id_types(lake: Lake, mlflow_home: Path) -> None:
+    from jobs import publish
+
+    _tiny_lake(lake, ndcg=0.5)
+    _register(lake)
+    result = publish.main(["--ds", DS, "--lake", str(lake.root), "--set", f"register.model_name={NAME}",
+                           "--set", "publish.k=2"])
+    recs = pd.read_parquet(lake.path("recs", DS) / "recs.parquet")
+    assert result["users"] == 5  # user 60 has no interaction in the window
+    assert recs["user_id"].dtype == np.int64 and recs["item_id"].dtype == np.int64
+    assert sorted(recs["user_id"].unique()) == [10, 20, 30, 40, 50]
+    seen = {(10, 100), (10, 200), (10, 300), (20, 100), (20, 300), (20, 200), (30, 200), (30, 300), (30, 100),
+            (40, 400), (40, 500), (40, 300), (50, 400), (50, 500)}
+    assert not seen & set(zip(recs["user_id"], recs["item_id"], strict=True))
+    assert recs.groupby("user_id")["rank"].apply(list).map(lambda r: r[: len(r)] == list(range(1, len(r) + 1))).all()
+    # user 50 has seen 400 and 500, so exactly three items remain and k=2 of them are published
+    assert (recs.groupby("user_id").size() == 2).all()
