@@ -7,7 +7,8 @@ import datetime as dt
 import json
 import logging
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from jobs.common.config import load_config
 from jobs.common.lake import Lake
