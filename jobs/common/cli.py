@@ -14,6 +14,11 @@ from jobs.common.config import load_config
 from jobs.common.lake import Lake
 
 RESULT_MARKER = "RECSYS_RESULT "
+DATA_QUALITY_EXIT = 65  # EX_DATAERR: the input data is wrong; retrying will not help
+
+
+class DataQualityError(Exception):
+    """The data failed a quality check; the run must stop before training, without retries."""
 log = logging.getLogger("recsys")
 
 
@@ -60,6 +65,10 @@ def run_job(
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-    result = body(JobContext(args))
+    try:
+        result = body(JobContext(args))
+    except DataQualityError as err:
+        log.error("data quality check failed: %s", err)
+        sys.exit(DATA_QUALITY_EXIT)
     print(RESULT_MARKER + json.dumps(result, sort_keys=True, default=str), flush=True)
     return result
