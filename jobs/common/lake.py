@@ -39,6 +39,10 @@ from typing import Any
 from jobs.common.config import REPO_ROOT
 
 SOURCE_FILE = "_source.json"
+# augment/ds=D outputs (jobs.augment writes them, jobs.expand reads them)
+GAN_POS_FILE = "gan_pos.parquet"  # user_idx, item_idx, confidence: GAN positives of sparse users
+SYN_USERS_FILE = "syn_users.parquet"  # syn_user, item_idx, confidence: synthetic users' items
+CANDIDATES_FILE = "candidates.parquet"  # user_idx, item_idx, score: hard-negative candidates
 ZONES = (
     "raw", "clean", "quarantine", "tables", "augment", "examples", "models", "eval", "registry", "reports", "recs",
 )
