@@ -24,6 +24,14 @@ Every raw row ends in exactly one of three places, in this order of decision:
 Clean rows carry implicit feedback from ``clean.events``: label and weight of their event kind; a
 rating is a positive (label and weight of the ``rating`` entry) when ``value >= positive_rating``,
 else label 0 and weight 0 (kept for analysis, never trained on).
+
+**Quality gate** (config ``quality``): the job raises :class:`jobs.common.cli.DataQualityError` (exit
+code 65, no retries) and commits nothing when a raw partition it cleans has drifted from the raw
+schema (a raw column missing, an extra column, a column that is not a string), when the raw
+partition of the run's date has no rows or yields no clean row, or when the run's clean-row count
+falls more than ``quality.max_drop_share`` below the mean of the ``quality.trailing_dates`` previous
+cleaned dates (checked once ``quality.min_history`` of them exist). The pipeline then stops before
+training and the ``champion`` alias stays where it was.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.common.cli import JobContext, job_parser, run_job
+from jobs.common.cli import DataQualityError, JobContext, job_parser, run_job
 from jobs.common.columns import (
     DS,
     EVENT,
@@ -54,7 +62,7 @@ from jobs.common.columns import (
     WEIGHT,
     require_columns,
 )
-from jobs.common.lake import Lake, window_start, write_json
+from jobs.common.lake import Lake, read_json, window_start, write_json
 from jobs.common.spark import spark_session
 
 log = logging.getLogger(__name__)
@@ -290,6 +298,75 @@ def reconcile(inputs: Mapping[str, int], outcomes: Sequence[tuple[str, str, int]
     return report
 
 
+def _data_files(path: Path) -> list[Path]:
+    # what Spark reads of a partition: every file not hidden by a leading "_" or "."
+    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
+
+
+def raw_findings(lake: Lake, dates: Sequence[str], ds: str) -> list[str]:
+    """Quality findings of the raw partitions about to be cleaned, from the Parquet footers alone.
+
+    Returns:
+        One sentence per problem: a file whose columns or types drifted from the raw schema (every
+        column a string, exactly ``RAW_COLUMNS``), and a raw partition of ``ds`` without rows.
+    """
+    findings = []
+    for d in dates:
+        rows = 0
+        for part in _data_files(lake.path("raw", d)):
+            meta = pq.read_metadata(part)
+            rows += meta.num_rows
+            types = {field.name: field.type for field in meta.schema.to_arrow_schema()}
+            drift = [f"missing {c}" for c in RAW_COLUMNS if c not in types]
+            drift += [f"extra {c}" for c in types if c not in RAW_COLUMNS]
+            drift += [f"{c} is {types[c]}" for c in RAW_COLUMNS if c in types and types[c] != pa.string()]
+            if drift:
+                findings.append(f"schema drift in raw {d} ({part.name}): {', '.join(drift)}; "
+                                f"expected string columns {', '.join(RAW_COLUMNS)}")
+        if d == ds and rows == 0:
+            findings.append(f"raw partition {ds} is empty (no rows in {lake.path('raw', ds)})")
+    return findings
+
+
+def clean_history(lake: Lake, ds: str, report: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """Clean rows of every cleaned date before ``ds``: this run's report first, then committed partitions."""
+    history = {}
+    for d in lake.dates("clean"):
+        path = lake.path("clean", d) / RECONCILIATION_FILE
+        if d < ds and path.is_file():
+            history[d] = int(read_json(path)[CLEAN])
+    history.update({d: int(entry[CLEAN]) for d, entry in report.items() if d < ds})
+    return history
+
+
+def volume_findings(ds: str, clean_rows: int, history: Mapping[str, int], cfg: Mapping[str, Any]) -> list[str]:
+    """Quality findings of the run's clean-row count against the trailing mean of earlier dates.
+
+    Args:
+        ds: the run's date.
+        clean_rows: clean rows of ``ds``.
+        history: clean rows of earlier dates (later dates are ignored).
+        cfg: the ``quality`` config section.
+    """
+    if clean_rows == 0:
+        return [f"clean {ds} has no rows: every raw row was quarantined or a duplicate"]
+    previous = sorted(d for d in history if d < ds)[-int(cfg["trailing_dates"]):]
+    if len(previous) < int(cfg["min_history"]):
+        return []
+    mean = sum(history[d] for d in previous) / len(previous)
+    floor = mean * (1.0 - float(cfg["max_drop_share"]))
+    if clean_rows < floor:
+        drop = 1.0 - clean_rows / mean
+        return [f"clean {ds} has {clean_rows} rows, {drop:.0%} below the mean {mean:.0f} of the {len(previous)} "
+                f"previous dates {previous[0]}..{previous[-1]} (quality.max_drop_share {cfg['max_drop_share']})"]
+    return []
+
+
+def _gate(findings: list[str]) -> None:
+    if findings:
+        raise DataQualityError("; ".join(findings))
+
+
 def _write_partitioned(frame: DataFrame, path: Path, order: Sequence[str]) -> None:
     # one task per date gives one file per date; sorting makes the bytes of a rerun identical
     frame.repartition(DS).sortWithinPartitions(DS, *order).write.partitionBy(DS).parquet(str(path))
@@ -308,6 +385,8 @@ def body(ctx: JobContext) -> dict[str, Any]:
     dates = dates_to_clean(ds, lake.dates("raw"), lake.dates("clean"), int(ctx.config["tables"]["window_days"]))
     has_timestamp = bool(lake.source().get("has_timestamp", True))
     log.info("cleaning %d date(s) %s..%s (has_timestamp=%s)", len(dates), dates[0], dates[-1], has_timestamp)
+    # the cheap checks first, before Spark starts
+    _gate(raw_findings(lake, dates, ds))
 
     spark = spark_session("recsys-clean")
     raw = read_raw(spark, lake, dates)
@@ -322,6 +401,8 @@ def body(ctx: JobContext) -> dict[str, Any]:
         inputs = {r[DS]: r["n"] for r in result.flagged.groupBy(DS).agg(F.sum(_N).alias("n")).collect()}
         outcomes = [(r[DS], r["outcome"], r["n"]) for r in result.outcomes.collect()]
         report = reconcile(inputs, outcomes, dates)
+        # before any commit: a failed gate leaves every partition as it was
+        _gate(volume_findings(ds, report[ds][CLEAN], clean_history(lake, ds, report), ctx.config["quality"]))
         for d in dates:
             # quarantine first: a committed clean partition implies its quarantine is there too
             staged = staging / "quarantine" / f"ds={d}"
