@@ -5,83 +5,139 @@ Retrains the recommender every night with GAN-based data augmentation and sample
 
 clean → tables → augment → expand → train → evaluate → register → publish
 
-Each task launches one program of `jobs/` in its own process for the run's date (the logical date;
-runs without one process the day before `run_after`), reads its inputs from the lake partitions of
-that date and replaces its own partition atomically, so a retry, a rerun or a backfill redoes exactly
-that day. XCom carries only the small facts each job returns.
+Each task launches one program of `jobs/` in its own process for the run's date, reads its inputs from
+the lake partitions of that date and replaces its own partition atomically, so a retry, a rerun (clear)
+or a backfill redoes exactly that day. XCom carries only the small facts each job returns.
 
-Params: `overrides`, a mapping `{"section.key": value}` of `conf/recsys.yaml` values for this run,
-e.g. `{"tables.window_days": 60, "augment.enabled": false}`.
+**Date rule.** A run processes the date of its logical date (scheduled runs, backfills, `dags test`).
+The schedule is a daily data interval (`RECSYS_NIGHTLY_CRON`, default `0 3 * * *` UTC): the run at
+03:00 on day D+1 has logical date D and processes day D, which is complete by then. Runs without a
+logical date (manual or asset-triggered) process the day before their `run_after`: the same day.
+
+**Trigger form.** Every param left empty means "use conf/recsys.yaml"; filled ones override that key for
+this run only: window days, augmentation on/off and sample sources, GAN epochs, negatives per positive,
+negative sampler mix, promote, force re-registration, plus free-form `overrides` (`{"section.key": v}`).
+
+**Failures.** Transient failures are retried with exponential backoff; a failed data-quality gate
+(exit 65) fails at once. Every failure and a missed deadline write a `RECSYS ALERT` line and post to
+the `recsys_alerts` webhook connection when it exists.
+
+**Output.** `publish` updates the asset `recsys://lake/recs` (extra: `ds`), for DAGs scheduled on it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
-from recsys_airflow.launch import launch_job
+from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task, task_group
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+from recsys_airflow.alerts import RecsysAlertNotifier
+from recsys_airflow.launch import launch_job, run_date
+from recsys_airflow.params import dag_params
+
+NIGHTLY_CRON = os.environ.get("RECSYS_NIGHTLY_CRON", "0 3 * * *")  # UTC; see the DAG docs above
+RECS = Asset(name="recsys_recs", uri="recsys://lake/recs", group="recsys")
+RETRIES = {"retries": 2, "retry_delay": dt.timedelta(minutes=2), "retry_exponential_backoff": 2.0,
+           "max_retry_delay": dt.timedelta(minutes=30)}
+SPARK = {"pool": "spark"}
+GPU = {"pool": "gpu", "queue": "gpu"}  # one slot: the GAN gets the accelerator to itself
 
 
 def _run(module: str) -> dict:
     return launch_job(module, get_current_context())
 
 
-@task(doc_md="Clean the day's raw logs with Spark: valid rows to `clean/`, the rest to `quarantine/`.")
+@task(**SPARK, execution_timeout=dt.timedelta(hours=1),
+      doc_md="Clean the day's raw logs with Spark: valid rows to `clean/`, the rest to `quarantine/`.")
 def clean() -> dict:
     return _run("clean")
 
 
-@task(doc_md="Build stable indexes, the windowed interaction tables, the split and the CSR export (Spark).")
+@task(**SPARK, execution_timeout=dt.timedelta(hours=1),
+      doc_md="Build stable indexes, the windowed interaction tables, the split and the CSR export (Spark).")
 def tables() -> dict:
     return _run("tables")
 
 
-@task(doc_md="Train the conditional GAN; expanded positives, synthetic users, quality report (TensorFlow).")
+@task(**GPU, execution_timeout=dt.timedelta(hours=2),
+      doc_md="Train the conditional GAN; expanded positives, synthetic users, quality report (TensorFlow).")
 def augment() -> dict:
     return _run("augment")
 
 
-@task(doc_md="Expand samples: negatives, GAN and co-occurrence positives, weights, every row tagged by source.")
+@task(execution_timeout=dt.timedelta(hours=1),
+      doc_md="Expand samples: negatives, GAN and co-occurrence positives, weights, every row tagged by source.")
 def expand() -> dict:
     return _run("expand")
 
 
-@task(doc_md="Train the recommender on the expanded examples, and the no-augmentation ablation (TensorFlow).")
+@task(execution_timeout=dt.timedelta(hours=3),
+      doc_md="Train the recommender on the expanded examples, and the no-augmentation ablation (TensorFlow).")
 def train() -> dict:
     return _run("train")
 
 
-@task(doc_md="Evaluate on real held-out test interactions against popularity, ItemKNN, EASE and the ablation.")
+@task(execution_timeout=dt.timedelta(hours=1),
+      doc_md="Evaluate on real held-out test interactions against popularity, ItemKNN, EASE and the ablation.")
 def evaluate() -> dict:
     return _run("evaluate")
 
 
-@task(doc_md="Log the run to MLflow, register a version as `challenger`, move `champion` if the gate passes.")
+@task(execution_timeout=dt.timedelta(minutes=30),
+      doc_md="Log the run to MLflow, register a version as `challenger`, move `champion` if the gate passes.")
 def register() -> dict:
     return _run("register")
 
 
-@task(doc_md="Write every known user's top-K from the `champion` model to `recs/`, and the run report.")
+@task(outlets=[RECS], execution_timeout=dt.timedelta(hours=1),
+      doc_md="Write every known user's top-K from the `champion` model to `recs/`, and the run report.")
 def publish() -> dict:
-    return _run("publish")
+    context = get_current_context()
+    result = _run("publish")
+    context["outlet_events"][RECS].extra = {"ds": run_date(context)}
+    return result
+
+
+@task_group(prefix_group_id=False, tooltip="Spark: raw logs to clean events to windowed tables")
+def prepare() -> None:
+    clean() >> tables()
+
+
+@task_group(prefix_group_id=False, tooltip="GAN augmentation and sample expansion")
+def augmentation() -> None:
+    augment() >> expand()
+
+
+@task_group(prefix_group_id=False, tooltip="Recommender training and offline evaluation")
+def modelling() -> None:
+    train() >> evaluate()
+
+
+@task_group(prefix_group_id=False, tooltip="MLflow registration, promotion gate, recommendations")
+def release() -> None:
+    register() >> publish()
 
 
 @dag(
     dag_id="recsys_nightly",
-    schedule="0 3 * * *",
+    schedule=CronDataIntervalTimetable(NIGHTLY_CRON, timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=1,  # runs share the model registry and the champion alias
     doc_md=__doc__,
     tags=["recsys"],
-    default_args={"retries": 0},
-    params={
-        "overrides": Param(
-            {}, type="object", description="conf/recsys.yaml values for this run, as {\"section.key\": value}"
-        ),
-    },
+    default_args={**RETRIES, "on_failure_callback": RecsysAlertNotifier()},
+    deadline=DeadlineAlert(  # fires in the triggerer when a run is not done 6 h after it was queued
+        reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=dt.timedelta(hours=6),
+        callback=AsyncCallback(RecsysAlertNotifier, kwargs={"kind": "deadline_missed"}),
+    ),
+    params=dag_params(),
 )
 def recsys_nightly() -> None:
-    clean() >> tables() >> augment() >> expand() >> train() >> evaluate() >> register() >> publish()
+    prepare() >> augmentation() >> modelling() >> release()
 
 
 recsys_nightly()

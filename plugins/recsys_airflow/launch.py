@@ -1,7 +1,11 @@
 """Launch a job of jobs/ in its own Python process, stream its log into the task log, return its result.
 
 Heavy libraries (Spark, TensorFlow, MLflow) are only ever imported by the child process, so neither the
-scheduler nor a worker loads them. Standard library only at module level.
+scheduler nor a worker loads them. Only the standard library and ``airflow.sdk`` at module level.
+
+Exit codes: 0 with a result line is success; 65 (``jobs.common.cli.DATA_QUALITY_EXIT``, a failed data
+quality gate) fails the task at once, without retries; any other code is treated as transient and the
+task's retries (with exponential backoff) apply.
 """
 
 from __future__ import annotations
@@ -16,8 +20,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowFailException
+
+from recsys_airflow.params import overrides_from_params
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULT_MARKER = "RECSYS_RESULT "  # the last stdout line of a job; see jobs/common/cli.py
+DATA_QUALITY_EXIT = 65  # jobs.common.cli.DATA_QUALITY_EXIT, not imported: jobs/ stays out of Airflow's processes
+STOP_GRACE_SECONDS = 20  # a job asked to stop (timeout, kill) gets this long before it is killed
 log = logging.getLogger(__name__)
 
 
@@ -35,17 +45,13 @@ def run_date(context: Mapping[str, Any]) -> str:
     return (run_after.date() - dt.timedelta(days=1)).isoformat()
 
 
-def overrides_from_params(params: Mapping[str, Any]) -> list[str]:
-    """Turn the DAG's ``overrides`` param (a ``{"section.key": value}`` mapping) into ``--set`` flags."""
-    overrides = params.get("overrides") or {}
-    return [f"--set={key}={json.dumps(value)}" for key, value in sorted(overrides.items())]
-
-
 def launch_job(module: str, context: Mapping[str, Any], *extra: str) -> dict[str, Any]:
     """Run ``python -m jobs.<module> --ds <date>`` with the run's overrides and return its result.
 
     Raises:
-        RuntimeError: the job exited non-zero (its log is already in the task log) or gave no result.
+        AirflowFailException: the job failed a data-quality check (exit 65); retrying will not help.
+        RuntimeError: the job exited otherwise non-zero (its log is already in the task log) or gave no
+            result; the task's retries apply.
     """
     ds = run_date(context)
     cmd = [sys.executable, "-m", f"jobs.{module}", "--ds", ds, *overrides_from_params(context["params"]), *extra]
@@ -61,16 +67,38 @@ def launch_job(module: str, context: Mapping[str, Any], *extra: str) -> dict[str
         cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     ) as proc:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            if line.startswith(RESULT_MARKER):
-                result = json.loads(line[len(RESULT_MARKER):])
-            else:
-                log.info("%s", line)
-        code = proc.wait()
+        try:
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                if line.startswith(RESULT_MARKER):
+                    result = json.loads(line[len(RESULT_MARKER):])
+                else:
+                    log.info("%s", line)
+            code = proc.wait()
+        except BaseException:
+            # The task is being stopped (execution_timeout, a kill from the UI): stop the job too, or it
+            # would run on unsupervised and could commit a partition after the task is marked failed.
+            _stop(proc, module)
+            raise
+    if code == DATA_QUALITY_EXIT:
+        raise AirflowFailException(f"job {module} for {ds} failed a data-quality check (exit {code}); "
+                                   "see the 'data quality check failed' line above. Not retried.")
     if code != 0:
         raise RuntimeError(f"job {module} for {ds} failed with exit code {code}; its log is above")
     if result is None:
         raise RuntimeError(f"job {module} for {ds} ended without a {RESULT_MARKER.strip()} line")
     log.info("job %s for %s done: %s", module, ds, result)
     return result
+
+
+def _stop(proc: subprocess.Popen, module: str) -> None:
+    """Terminate a job, and kill it if it has not ended within ``STOP_GRACE_SECONDS``."""
+    if proc.poll() is not None:
+        return
+    log.warning("stopping job %s (pid %d)", module, proc.pid)
+    proc.terminate()
+    try:
+        proc.wait(STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

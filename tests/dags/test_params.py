@@ -1,0 +1,71 @@
+"""Trigger-form params: the JSON schema refuses bad values, and filled params become the right config keys."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.sdk.definitions.param import ParamsDict
+from airflow.sdk.exceptions import ParamValidationError
+from recsys_airflow.params import dag_params, overrides_from_params
+
+from jobs.common.config import load_config
+
+DEFAULTS = {name: param.value for name, param in dag_params().items()}
+
+
+def test_defaults_validate_and_add_no_override() -> None:
+    assert ParamsDict(dag_params()).validate() == DEFAULTS
+    assert all(value is None for name, value in DEFAULTS.items() if name != "overrides")
+    assert overrides_from_params(DEFAULTS) == []
+
+
+def test_filled_params_map_to_their_config_keys_in_order() -> None:
+    params = {
+        **DEFAULTS, "window_days": 60, "augment": False, "sources": {"gan_pos": False, "cooc_pos": True},
+        "gan_epochs": 5, "negatives_per_positive": 2,
+        "negative_mix": {"neg_uniform": 0.2, "neg_pop": 0.3, "neg_hard": 0.5}, "promote": False,
+        "force_register": True, "overrides": {"train.epochs": 3, "tables.window_days": 10},
+    }
+    assert overrides_from_params(params) == [
+        "--set=tables.window_days=10", "--set=train.epochs=3",  # free-form first: named params win
+        "--set=augment.enabled=false", "--set=augment.epochs=5",
+        '--set=expand.negative_mix={"neg_uniform": 0.2, "neg_pop": 0.3, "neg_hard": 0.5}',
+        "--set=expand.negatives_per_positive=2", "--set=expand.sources.cooc_pos=true",
+        "--set=expand.sources.gan_pos=false", "--set=register.force=true", "--set=register.promote=false",
+        "--set=tables.window_days=60",
+    ]
+
+
+def test_flags_reach_the_config_the_jobs_load() -> None:
+    flags = overrides_from_params({
+        **DEFAULTS, "window_days": 60, "augment": False, "sources": {"gan_pos": False}, "gan_epochs": 5,
+        "negatives_per_positive": 2, "negative_mix": {"neg_uniform": 0.2, "neg_pop": 0.3, "neg_hard": 0.5},
+        "promote": False, "force_register": True, "overrides": {"tables.window_days": 10},
+    })
+    config = load_config([flag.removeprefix("--set=") for flag in flags], environ={})
+    defaults = load_config([], environ={})
+    assert config["tables"]["window_days"] == 60
+    assert config["augment"]["enabled"] is False and config["augment"]["epochs"] == 5
+    assert config["expand"]["sources"] == {**defaults["expand"]["sources"], "gan_pos": False}
+    assert config["expand"]["negatives_per_positive"] == 2
+    assert config["expand"]["negative_mix"] == {"neg_uniform": 0.2, "neg_pop": 0.3, "neg_hard": 0.5}
+    assert config["register"]["promote"] is False and config["register"]["force"] is True
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("window_days", 0), ("window_days", "30"), ("window_days", 1.5), ("augment", "no"), ("gan_epochs", -1),
+    ("negatives_per_positive", 101), ("sources", {"no_such_source": True}), ("sources", {"gan_pos": "off"}),
+    ("negative_mix", {"neg_uniform": 0.5, "neg_pop": 0.5}), ("negative_mix", {"neg_uniform": 1.5, "neg_pop": 0,
+                                                                               "neg_hard": 0}),
+    ("promote", 1), ("force_register", "true"), ("overrides", ["tables.window_days=3"]),
+])
+def test_schema_refuses_invalid_values(name: str, value: object) -> None:
+    with pytest.raises(ParamValidationError):
+        dag_params()[name].resolve(value)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("window_days", 7), ("augment", True), ("sources", {"neg_hard": True}), ("gan_epochs", None),
+    ("negative_mix", {"neg_uniform": 0.0, "neg_pop": 1.0, "neg_hard": 0.0}),
+])
+def test_schema_accepts_valid_values(name: str, value: object) -> None:
+    assert dag_params()[name].resolve(value) == value

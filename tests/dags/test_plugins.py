@@ -1,0 +1,128 @@
+"""Airflow-side helpers: exit codes of launched jobs, failure alerts with a webhook, the MLflow run link."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+from recsys_airflow.alerts import RecsysAlertNotifier, alert_facts
+from recsys_airflow.launch import launch_job
+from recsys_airflow.links import mlflow_run_url
+
+CONTEXT = {
+    "logical_date": dt.datetime(2026, 3, 1, 3, tzinfo=dt.UTC), "params": {}, "run_id": "scheduled__x",
+    "dag": SimpleNamespace(dag_id="recsys_nightly"),
+}
+
+
+def _fake_python(tmp_path: Path, body: str) -> str:
+    """A stand-in for the interpreter: a shell script that plays a job's part."""
+    script = tmp_path / "python"
+    script.write_text("#!/bin/sh\n" + body + "\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_result_line_becomes_the_return_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", _fake_python(tmp_path, 'echo "$@" >&2; echo \'RECSYS_RESULT {"n": 3}\''))
+    assert launch_job("clean", CONTEXT) == {"n": 3}
+
+
+def test_data_quality_exit_fails_without_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", _fake_python(tmp_path, "exit 65"))
+    with pytest.raises(AirflowFailException, match="data-quality"):
+        launch_job("clean", CONTEXT)
+
+
+def test_other_failures_are_left_to_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", _fake_python(tmp_path, "exit 1"))
+    with pytest.raises(RuntimeError, match="exit code 1") as raised:
+        launch_job("clean", CONTEXT)
+    assert not isinstance(raised.value, AirflowFailException)
+
+
+def test_a_stopped_task_stops_its_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pid_file = tmp_path / "pid"
+    monkeypatch.setattr(sys, "executable", _fake_python(tmp_path, f"echo $$ > {pid_file}; echo started; exec sleep 60"))
+    monkeypatch.setattr("recsys_airflow.launch.log.info", _interrupt_on("started"))
+    with pytest.raises(KeyboardInterrupt):
+        launch_job("clean", CONTEXT)
+    pid = int(pid_file.read_text())
+    assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0, "the job still runs"
+
+
+def _interrupt_on(text: str):  # noqa: ANN202 - a log.info stand-in
+    def info(message: str, *args: object) -> None:
+        if text in (message % args if args else message):
+            raise KeyboardInterrupt  # what a timeout or kill signal raises inside the task
+    return info
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict]]]:
+    received: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/recsys", received
+    server.shutdown()
+
+
+def _failure_context() -> dict:
+    return {"ti": SimpleNamespace(task_id="train", try_number=2), "exception": RuntimeError("job train failed"),
+            "dag_run": SimpleNamespace(run_id="scheduled__2026-03-01", dag_id="recsys_nightly")}
+
+
+def test_failure_alert_writes_a_line_and_posts_to_the_webhook(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, webhook: tuple[str, list[dict]]) -> None:
+    url, received = webhook
+    monkeypatch.setenv("RECSYS_ALERT_LOG", str(tmp_path / "alerts.log"))
+    monkeypatch.setenv("AIRFLOW_CONN_RECSYS_ALERTS", url)
+    RecsysAlertNotifier().notify(_failure_context())
+    line = (tmp_path / "alerts.log").read_text()
+    assert line.startswith("RECSYS ALERT task_failed ") and line.endswith("\n")
+    assert "dag_id=recsys_nightly run_id=scheduled__2026-03-01 task_id=train try_number=2" in line
+    assert "error=job train failed" in line
+    assert len(received) == 1
+    assert {k: received[0][k] for k in ("kind", "task_id", "run_id", "error")} == {
+        "kind": "task_failed", "task_id": "train", "run_id": "scheduled__2026-03-01", "error": "job train failed"}
+
+
+def test_without_a_webhook_connection_only_the_line_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSYS_ALERT_LOG", str(tmp_path / "alerts.log"))
+    monkeypatch.delenv("AIRFLOW_CONN_RECSYS_ALERTS", raising=False)
+    RecsysAlertNotifier().notify(_failure_context())
+    assert len((tmp_path / "alerts.log").read_text().splitlines()) == 1
+
+
+def test_deadline_context_is_json() -> None:
+    facts = alert_facts({"dag_run": {"dag_id": "recsys_nightly", "run_id": "r1"},
+                         "deadline": {"id": "d", "deadline_time": "2026-03-02T09:00:00Z"}}, "deadline_missed")
+    assert (facts["dag_id"], facts["run_id"], facts["deadline"], facts["task_id"]) == (
+        "recsys_nightly", "r1", "2026-03-02T09:00:00Z", None)
+
+
+def test_mlflow_run_url() -> None:
+    result = {"run_id": "abc123", "version": "2", "model_name": "m"}
+    assert mlflow_run_url(result, "http://mlflow:5000/") == "http://mlflow:5000/#/runs/abc123"
+    assert mlflow_run_url(json.dumps(result), "http://m") == "http://m/#/runs/abc123"
+    assert mlflow_run_url(None, "http://m") == ""
