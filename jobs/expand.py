@@ -10,7 +10,9 @@ user_idx   int32    a real user's index, or ``n_users + syn_user`` for a synthet
 item_idx   int32    the item
 label      int8     1 positive, 0 negative
 weight     float32  1.0 for real examples; ``synthetic_weight x confidence`` for synthetic positives
-                    and ``synthetic_weight`` for a synthetic user's negatives
+                    and ``synthetic_weight`` for a synthetic user's negatives; positives times the
+                    item's long-tail multiplier and negatives times the balance factor, when those
+                    are on (see Rebalancing)
 source     string   one of ``jobs.common.columns.SOURCES``
 =========  =======  =============================================================================
 
@@ -24,10 +26,24 @@ any already in train); ``cooc_pos`` co-occurrence positives of users with fewer 
 ``negatives_per_positive`` per train entry of a real user and per item of a synthetic user, allotted
 to ``neg_uniform``/``neg_pop``/``neg_hard`` by ``expand.negative_mix`` (synthetic users have no
 candidates, so their share of ``neg_hard`` is spread over the other two). No negative is ever an item
-in the user's history. Every switch in ``expand.sources`` removes exactly the rows of its source
-(``syn_user`` also removes the synthetic users' negatives: without it those users do not exist);
-the other rows stay identical, so ablations compare like with like. ``_summary.json`` holds the row
-count and weight sum of every source.
+in the user's history, nor one of the user's GAN or co-occurrence positives (those are computed even
+when switched off, so the negatives do not depend on the switches). Every switch in
+``expand.sources`` removes exactly the rows of its source (``syn_user`` also removes the synthetic
+users' negatives: without it those users do not exist); the other rows stay identical, so ablations
+compare like with like. ``_summary.json`` holds the row count and weight sum of every source.
+
+Rebalancing: ``expand.max_positives_per_user`` keeps a seeded random subset of that many train
+positives of a heavy user (and items of a synthetic user); negatives are drawn per kept positive, so
+every user's positive:negative count ratio is exactly ``1 : negatives_per_positive`` (hard-negative
+rows of a user without candidates excepted). ``expand.long_tail_beta`` multiplies every positive's
+weight by ``count_i ** -beta`` (train counts), normalised to mean 1 over the train interactions.
+``expand.pos_neg_weight_ratio`` scales all negative weights by one factor so that the total positive
+weight over the total negative weight is exactly that ratio (it depends on every row, so with it on
+an ablation changes the negatives' weights too). All three are off by default.
+
+Engine: NumPy on one machine; when the train split has more than ``expand.spark_threshold``
+interactions, uniform and popularity negatives are drawn in Spark (candidates, anti-join with the
+seen pairs, top-up rounds; :mod:`jobs.sampling.spark`).
 """
 
 from __future__ import annotations
@@ -38,7 +54,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -59,7 +75,7 @@ from jobs.common.columns import (
     WEIGHT,
     require_columns,
 )
-from jobs.common.lake import Lake, write_json
+from jobs.common.lake import CANDIDATES_FILE, GAN_POS_FILE, SYN_USERS_FILE, Lake, write_json
 from jobs.common.matrices import load_matrices
 from jobs.sampling import (
     NEGATIVE_SOURCES,
@@ -69,14 +85,13 @@ from jobs.sampling import (
     PopularitySampler,
     SeenItems,
     UniformSampler,
+    popularity_weights,
 )
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
-# Written by jobs.augment; named again here because importing that module loads TensorFlow.
-GAN_POS_FILE = "gan_pos.parquet"
-SYN_USERS_FILE = "syn_users.parquet"
-CANDIDATES_FILE = "candidates.parquet"
+log = logging.getLogger(__name__)
 
 EXAMPLES_FILE = "examples.parquet"
 SUMMARY_FILE = "_summary.json"
@@ -136,12 +151,16 @@ def check_config(config: dict[str, Any]) -> None:
     shares = [float(mix.get(k, 0.0)) for k in NEGATIVE_SOURCES]
     if min(shares) < 0 or not math.isclose(sum(shares), 1.0, abs_tol=1e-9):
         raise ValueError(f"expand.negative_mix: shares must be >= 0 and sum to 1, got {dict(mix)}")
-    for key in ("negatives_per_positive", "cooc_min_history", "cooc_per_user"):
-        if int(config[key]) != config[key] or config[key] < 0:
+    for key in ("negatives_per_positive", "cooc_min_history", "cooc_per_user", "max_positives_per_user",
+                "spark_threshold"):
+        if not isinstance(config[key], int) or config[key] < 0:
             raise ValueError(f"expand.{key}: expected an int >= 0, got {config[key]!r}")
-    for key in ("popularity_alpha", "synthetic_weight", "cooc_min_score"):
+    for key in ("popularity_alpha", "synthetic_weight", "cooc_min_score", "long_tail_beta"):
         if not (isinstance(config[key], int | float) and config[key] >= 0):
             raise ValueError(f"expand.{key}: expected a number >= 0, got {config[key]!r}")
+    ratio = config["pos_neg_weight_ratio"]
+    if ratio is not None and not (isinstance(ratio, int | float) and ratio > 0):
+        raise ValueError(f"expand.pos_neg_weight_ratio: expected null or a number > 0, got {ratio!r}")
 
 
 def read_triples(path: Path, columns: tuple[str, str, str], n_users: int | None, n_items: int) -> Triples:
@@ -189,6 +208,42 @@ def _row_users(matrix: sp.csr_matrix, offset: int = 0) -> np.ndarray:
     return offset + np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
 
 
+def cap_per_user(matrix: sp.csr_matrix, cap: int, rng: np.random.Generator) -> sp.csr_matrix:
+    """Keep at most ``cap`` entries of every row, a uniform random subset of the longer rows.
+
+    Args:
+        matrix: users x items CSR.
+        cap: entries kept per row at most; 0 keeps everything.
+        rng: random generator for the subsets.
+
+    Returns:
+        A CSR of the same shape holding the kept entries (rows within the cap are unchanged).
+    """
+    if cap <= 0 or matrix.nnz == 0 or np.diff(matrix.indptr).max() <= cap:
+        return matrix
+    rows = _row_users(matrix)
+    order = np.lexsort((rng.random(matrix.nnz), rows))  # each row's entries in random order
+    rank = np.empty(matrix.nnz, dtype=np.int64)
+    rank[order] = np.arange(matrix.nnz) - matrix.indptr[rows[order]]
+    kept = sp.csr_matrix((matrix.data[rank < cap], (rows[rank < cap], matrix.indices[rank < cap])),
+                         shape=matrix.shape, dtype=matrix.dtype)
+    kept.sort_indices()
+    return kept
+
+
+def long_tail_multipliers(counts: np.ndarray, beta: float) -> np.ndarray:
+    """Per-item weight multipliers ``count ** -beta`` (a zero count counts as 1), with mean 1 over interactions.
+
+    The normaliser is the count-weighted mean, so the train positives' total weight is unchanged and
+    only its split between popular and long-tail items moves; ``beta = 0`` gives all ones.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    raw = np.maximum(counts, 1.0) ** -float(beta)
+    if counts.sum() <= 0:
+        return raw
+    return raw / (counts @ raw / counts.sum())
+
+
 def expand(
     train: sp.csr_matrix,
     gan_pos: Triples,
@@ -197,6 +252,7 @@ def expand(
     config: dict[str, Any],
     max_candidate_score: float,
     rng: np.random.Generator,
+    spark: SparkSession | None = None,
 ) -> Examples:
     """Build the examples of one date (pure: arrays in, arrays out).
 
@@ -208,6 +264,8 @@ def expand(
         config: the ``expand`` config section.
         max_candidate_score: hard negatives skip candidates scored above this (false-negative guard).
         rng: random generator; the same state gives the same examples.
+        spark: when given, uniform and popularity negatives are drawn in Spark
+            (:class:`jobs.sampling.spark.SparkNegativeSampler`) instead of NumPy.
 
     Returns:
         The examples, ordered by user; within a user by source, positives first.
@@ -216,16 +274,24 @@ def expand(
     on = config["sources"]
     synthetic_weight = float(config["synthetic_weight"])
     per_positive = int(config["negatives_per_positive"])
+    cap = int(config["max_positives_per_user"])
+    # every random step draws from its own child, so switching one source off leaves the others' rows
+    real_rng, syn_rng, cap_rng = rng.spawn(3)
+    counts = np.bincount(train.indices, minlength=n_items)
+    boost = long_tail_multipliers(counts, float(config["long_tail_beta"]))
     parts: list[tuple[np.ndarray, ...]] = []
 
     def add(source: str, users: np.ndarray, items: np.ndarray, label: int, weights: np.ndarray | float) -> None:
         if on.get(source, False) and len(users):
             n = len(users)
-            parts.append((users, items, np.full(n, label, np.int8), np.broadcast_to(np.float32(weights), (n,)),
+            weights = np.broadcast_to(np.float32(weights), (n,)) * (boost[items] if label else 1.0)
+            parts.append((users, items, np.full(n, label, np.int8), weights.astype(np.float32),
                           np.full(n, SOURCES.index(source), np.int8)))
 
-    real_users = _row_users(train)
-    add("real_pos", real_users, train.indices, 1, 1.0)
+    real_cap_rng, syn_cap_rng = cap_rng.spawn(2)
+    kept_train = cap_per_user(train, cap, real_cap_rng)
+    real_users = _row_users(kept_train)
+    add("real_pos", real_users, kept_train.indices, 1, 1.0)
 
     in_train = SeenItems(train).contains(gan_pos.users, gan_pos.items)
     if in_train.any():
@@ -233,30 +299,49 @@ def expand(
     add("gan_pos", gan_pos.users[~in_train], gan_pos.items[~in_train], 1,
         synthetic_weight * gan_pos.values[~in_train])
 
-    if on.get("cooc_pos", False):
-        sparse = np.flatnonzero(np.diff(train.indptr) < int(config["cooc_min_history"]))
-        cooc = CooccurrenceSampler(train, int(config["cooc_per_user"]), float(config["cooc_min_score"]))
-        users, items, confidence = cooc.sample(sparse)
-        add("cooc_pos", users, items, 1, synthetic_weight * confidence)
+    # computed even when switched off: negatives avoid these items either way, so an ablation removes
+    # exactly the source's rows and no negative ever contradicts a positive of the full table
+    sparse = np.flatnonzero(np.diff(train.indptr) < int(config["cooc_min_history"]))
+    cooc = CooccurrenceSampler(train, int(config["cooc_per_user"]), float(config["cooc_min_score"]))
+    cooc_users, cooc_items, cooc_confidence = cooc.sample(sparse)
+    add("cooc_pos", cooc_users, cooc_items, 1, synthetic_weight * cooc_confidence)
 
     n_syn = int(syn_users.users.max()) + 1 if len(syn_users.users) else 0
     syn_matrix = sp.csr_matrix(
         (np.ones(len(syn_users.users), np.float32), (syn_users.users, syn_users.items)), shape=(n_syn, n_items)
     )
     syn_matrix.sum_duplicates()
-    add("syn_user", n_users + syn_users.users, syn_users.items, 1, synthetic_weight * syn_users.values)
+    kept_syn = cap_per_user(syn_matrix, cap, syn_cap_rng)
+    syn_kept = SeenItems(kept_syn).contains(syn_users.users, syn_users.items) if n_syn else np.zeros(0, bool)
+    add("syn_user", n_users + syn_users.users[syn_kept], syn_users.items[syn_kept], 1,
+        synthetic_weight * syn_users.values[syn_kept])
 
-    # negatives: never an item of the user's history (train row, or the synthetic user's items)
-    seen = SeenItems(sp.vstack([train, syn_matrix]).tocsr())
-    counts = np.bincount(train.indices, minlength=n_items)
+    # negatives: never an item of the user's history (train row, or the synthetic user's items), nor
+    # one of their GAN or co-occurrence positives
+    expanded = sp.csr_matrix(
+        (np.ones(len(gan_pos.users) + len(cooc_users), np.float32),
+         (np.concatenate([gan_pos.users, cooc_users]), np.concatenate([gan_pos.items, cooc_items]))),
+        shape=train.shape,
+    )
+    history = sp.vstack([train + expanded, syn_matrix]).tocsr()
+    seen = SeenItems(history)
+    pop_weights = popularity_weights(counts, float(config["popularity_alpha"]))
+    if spark is not None:
+        from jobs.sampling.spark import SparkNegativeSampler, seen_pairs
+
+        pairs = seen_pairs(spark, _row_users(history), history.indices).cache()
+        uniform: Any = SparkNegativeSampler(spark, pairs, n_items)
+        popular: Any = SparkNegativeSampler(spark, pairs, n_items, pop_weights)
+    else:
+        uniform = UniformSampler(seen)
+        popular = PopularitySampler(seen, counts, float(config["popularity_alpha"]))
     samplers = {
-        "neg_uniform": UniformSampler(seen) if on.get("neg_uniform") else None,
-        "neg_pop": PopularitySampler(seen, counts, float(config["popularity_alpha"])) if on.get("neg_pop") else None,
+        "neg_uniform": uniform if on.get("neg_uniform") else None,
+        "neg_pop": popular if on.get("neg_pop") else None,
         "neg_hard": HardNegativeSampler(candidates.users, candidates.items, candidates.values, seen,
                                         max_candidate_score) if on.get("neg_hard") else None,
     }
     shares = {k: float(config["negative_mix"].get(k, 0.0)) for k in NEGATIVE_SOURCES}
-    real_rng, syn_rng = rng.spawn(2)
     users, items, codes = NegativeMixer(samplers, shares).sample(np.repeat(real_users, per_positive), real_rng)
     parts.append((users, items, np.zeros(len(users), np.int8), np.ones(len(users), np.float32), codes))
 
@@ -265,7 +350,7 @@ def expand(
     total = sum(syn_shares.values())
     if on.get("syn_user", False) and n_syn and total > 0:
         mixer = NegativeMixer({k: samplers[k] for k in syn_shares}, {k: v / total for k, v in syn_shares.items()})
-        syn_rows = _row_users(syn_matrix, offset=n_users)
+        syn_rows = _row_users(kept_syn, offset=n_users)
         users, items, codes = mixer.sample(np.repeat(syn_rows, per_positive), syn_rng)
         parts.append((users, items, np.zeros(len(users), np.int8),
                       np.full(len(users), synthetic_weight, np.float32), codes))
@@ -275,7 +360,26 @@ def expand(
     columns = [np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(5)]
     order = np.argsort(columns[0], kind="stable")
     dtypes = (np.int32, np.int32, np.int8, np.float32, np.int8)
-    return Examples(*(c[order].astype(t) for c, t in zip(columns, dtypes, strict=True)))
+    examples = Examples(*(c[order].astype(t) for c, t in zip(columns, dtypes, strict=True)))
+    ratio = config["pos_neg_weight_ratio"]
+    if ratio is not None:
+        examples.weights = balance_weights(examples.labels, examples.weights, float(ratio))
+    return examples
+
+
+def balance_weights(labels: np.ndarray, weights: np.ndarray, ratio: float) -> np.ndarray:
+    """Scale the negatives' weights by one factor so that positive weight / negative weight = ``ratio``.
+
+    Returns the weights unchanged when there are no negatives or no positive weight.
+    """
+    negative = labels == 0
+    pos_sum = float(weights[~negative].sum(dtype=np.float64))
+    neg_sum = float(weights[negative].sum(dtype=np.float64))
+    if neg_sum <= 0 or pos_sum <= 0:
+        return weights
+    out = weights.astype(np.float32, copy=True)
+    out[negative] = (weights[negative] * (pos_sum / (ratio * neg_sum))).astype(np.float32)
+    return out
 
 
 def summarise(examples: Examples) -> dict[str, Any]:
@@ -310,10 +414,18 @@ def body(ctx: JobContext) -> dict[str, Any]:
         raise ValueError(f"tables/ds={ctx.ds}: the train split has no positive entries; nothing to expand")
     gan_pos, syn_users, candidates = _read_augment(ctx.lake, ctx.ds, matrices.n_users, matrices.n_items)
     seed = [int(ctx.config["seed"]), int(dt.date.fromisoformat(ctx.ds).strftime("%Y%m%d"))]
+    spark = None
+    if train.nnz > int(config["spark_threshold"]):
+        from jobs.common.spark import spark_session
+
+        log.info("%d train interactions > expand.spark_threshold: uniform and popularity negatives in Spark",
+                 train.nnz)
+        spark = spark_session("recsys-expand")
     examples = expand(train, gan_pos, syn_users, candidates, config,
-                      float(ctx.config["augment"]["confidence_threshold"]), np.random.default_rng(seed))
+                      float(ctx.config["augment"]["confidence_threshold"]), np.random.default_rng(seed), spark)
     summary = summarise(examples)
-    summary.update(ds=ctx.ds, n_users=matrices.n_users, n_items=matrices.n_items, seed=seed, config=config)
+    summary.update(ds=ctx.ds, n_users=matrices.n_users, n_items=matrices.n_items, seed=seed, config=config,
+                   engine="spark" if spark is not None else "numpy")
     log.info("%d examples: %s", summary["rows"], {s: v["rows"] for s, v in summary["sources"].items()})
     with ctx.lake.writing("examples", ctx.ds) as out:
         pq.write_table(examples.table(), out / EXAMPLES_FILE)

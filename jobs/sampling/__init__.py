@@ -3,7 +3,7 @@
 from jobs.sampling.cooccurrence import CooccurrenceSampler
 from jobs.sampling.hard import HardNegativeSampler
 from jobs.sampling.mixer import NEGATIVE_SOURCES, NegativeMixer, allot
-from jobs.sampling.popularity import PopularitySampler
+from jobs.sampling.popularity import PopularitySampler, popularity_weights
 from jobs.sampling.seen import SeenItems, draw_unseen
 from jobs.sampling.uniform import UniformSampler
 
@@ -17,4 +17,5 @@ __all__ = [
     "UniformSampler",
     "allot",
     "draw_unseen",
+    "popularity_weights",
 ]

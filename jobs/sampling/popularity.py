@@ -11,6 +11,18 @@ from jobs.sampling.seen import SeenItems, draw_unseen
 _BUCKETS_PER_ITEM = 16
 
 
+def popularity_weights(counts: np.ndarray, alpha: float) -> np.ndarray:
+    """Unnormalised draw weights ``count ** alpha``; items with a zero count weigh 0.
+
+    Raises:
+        ValueError: counts are negative or all zero, or alpha is negative.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if alpha < 0 or (counts < 0).any() or not (counts > 0).any():
+        raise ValueError("popularity counts must be >= 0 with some > 0, and alpha >= 0")
+    return np.where(counts > 0, counts ** alpha, 0.0)
+
+
 class PopularitySampler:
     """Draws items with p ~ count ** alpha, excluding each user's seen items.
 
@@ -34,10 +46,8 @@ class PopularitySampler:
         counts = np.asarray(counts, dtype=np.float64)
         if counts.shape != (seen.n_items,):
             raise ValueError(f"popularity counts have shape {counts.shape}, expected ({seen.n_items},)")
-        if alpha < 0 or (counts < 0).any() or not (counts > 0).any():
-            raise ValueError("popularity counts must be >= 0 with some > 0, and alpha >= 0")
         self.seen = seen
-        self.weights = np.where(counts > 0, counts ** alpha, 0.0)
+        self.weights = popularity_weights(counts, alpha)
         cdf = np.cumsum(self.weights)
         self._cdf = cdf / cdf[-1]  # the last entries are exactly 1.0, so a draw < 1 never passes them
         n_buckets = 1 << int(np.ceil(np.log2(_BUCKETS_PER_ITEM * seen.n_items)))

@@ -25,9 +25,10 @@ from jobs.common.columns import (
     USER_IDX,
 )
 from jobs.common.config import load_config
-from jobs.common.lake import Lake
+from jobs.common.lake import CANDIDATES_FILE, GAN_POS_FILE, SYN_USERS_FILE, Lake
 from jobs.common.matrices import MATRICES_FILE, save_matrices
 from jobs.expand import Examples, Triples, expand, train_positives
+from jobs.sampling import allot
 
 DS = "2026-01-31"
 N_USERS, N_ITEMS = 4, 8
@@ -185,33 +186,109 @@ def make_lake(lake: Lake, gan_pos: list[tuple[int, int, float]] = GAN_POS) -> No
         tables / "items.parquet")
     augment = lake.path("augment", DS)
     augment.mkdir(parents=True)
-    write_parquet(gan_pos, (USER_IDX, ITEM_IDX, CONFIDENCE), augment / job.GAN_POS_FILE)
-    write_parquet(SYN_USERS, (SYN_USER, ITEM_IDX, CONFIDENCE), augment / job.SYN_USERS_FILE)
-    write_parquet(CANDIDATES, (USER_IDX, ITEM_IDX, SCORE), augment / job.CANDIDATES_FILE)
+    write_parquet(gan_pos, (USER_IDX, ITEM_IDX, CONFIDENCE), augment / GAN_POS_FILE)
+    write_parquet(SYN_USERS, (SYN_USER, ITEM_IDX, CONFIDENCE), augment / SYN_USERS_FILE)
+    write_parquet(CANDIDATES, (USER_IDX, ITEM_IDX, SCORE), augment / CANDIDATES_FILE)
 
 
-def test_expand_job_end_to_end(lake: Lake) -> None:
+def cooc_by_hand(min_history: int, per_user: int, min_score: float) -> set[tuple[int, int, float]]:
+    """Co-occurrence positives of the fixture from dense cosines (independent of the sampler)."""
+    x = (csr(TRAIN).toarray() > 0).astype(float)
+    co = x.T @ x
+    n = np.diag(co)
+    norm = np.sqrt(np.outer(n, n))
+    cos = np.divide(co, norm, out=np.zeros_like(co), where=norm > 0)
+    out = set()
+    for u in range(N_USERS):
+        own = np.flatnonzero(x[u])
+        if len(own) >= min_history:
+            continue
+        score = cos[own].mean(axis=0)
+        ranked = sorted((j for j in range(N_ITEMS) if j not in own and score[j] > 0 and score[j] >= min_score),
+                        key=lambda j: (-score[j], j))
+        out |= {(u, j, round(float(score[j]), 6)) for j in ranked[:per_user]}
+    return out
+
+
+def test_expand_job_end_to_end_every_source_weighted_and_no_accidental_hits(lake: Lake) -> None:
     make_lake(lake)
-    args = ["--ds", DS, "--set", "expand.negatives_per_positive=2", "--set", "expand.synthetic_weight=0.5"]
+    # a tiny catalogue: fewer co-occurrence positives, so every user keeps some popular item unseen
+    args = ["--ds", DS, "--set", "expand.negatives_per_positive=2", "--set", "expand.synthetic_weight=0.5",
+            "--set", "expand.cooc_min_history=3", "--set", "expand.cooc_per_user=1"]
     result = job.main(args)
     out = lake.path("examples", DS)
     table = pq.read_table(out / job.EXAMPLES_FILE)
     assert table.schema.equals(job.EXAMPLES_SCHEMA)
     df = table.to_pandas()
     summary = json.loads((out / job.SUMMARY_FILE).read_text())
-    # default sources: cooc_pos and neg_hard off
-    expected_rows = {"real_pos": 10, "gan_pos": 2, "cooc_pos": 0, "syn_user": 3,
-                     "neg_uniform": 13, "neg_pop": 13, "neg_hard": 0}
+    # default config: every source on, negative mix 0.4 / 0.4 / 0.2; 2 negatives per train positive
+    # (20: 8 / 8 / 4 hard) and per synthetic item (6: 3 / 3, synthetic users have no hard candidates)
+    cooc = cooc_by_hand(3, 1, 0.05)
+    assert len(cooc) == 2  # users 1 and 2
+    # a hard row is kept when its user has a candidate below the guard that is no positive of theirs
+    taken = set(TRAIN) | {(u, i) for u, i, _ in GAN_POS} | {(u, i) for u, i, _ in cooc}
+    eligible = {u for u, i, score in CANDIDATES if score <= THRESHOLD and (u, i) not in taken}
+    rows = np.repeat([u for u in range(N_USERS) for (v, _) in TRAIN if v == u], 2)
+    hard_rows = rows[allot(rows.size, np.array([0.4, 0.4, 0.2])) == 2]
+    assert hard_rows.size == 4
+    n_hard = sum(u in eligible for u in hard_rows)
+    assert 0 < n_hard < 4  # a candidate that became a co-occurrence positive is no hard negative
+    expected_rows = {"real_pos": 10, "gan_pos": 2, "cooc_pos": len(cooc), "syn_user": 3,
+                     "neg_uniform": 11, "neg_pop": 11, "neg_hard": n_hard}
     assert result["rows"] == len(df) == summary["rows"] == sum(expected_rows.values())
-    assert result["sources"] == expected_rows
+    assert result["sources"] == expected_rows and summary["engine"] == "numpy"
     assert {s: v["rows"] for s, v in summary["sources"].items()} == expected_rows
+    # weights per source, row by row
+    assert rows_of(df, "real_pos") == {(u, i, 1, 1.0) for (u, i) in TRAIN}
+    assert rows_of(df, "gan_pos") == {(2, 3, 1, 0.4), (1, 6, 1, 0.3)}
+    assert rows_of(df, "syn_user") == {(4, 1, 1, 0.35), (4, 5, 1, 0.25), (5, 7, 1, 0.5)}
+    assert rows_of(df, "cooc_pos") == {(u, i, 1, round(0.5 * c, 6)) for u, i, c in cooc}
+    negatives = df[df["label"] == 0]
+    assert set(negatives["source"]) == {"neg_uniform", "neg_pop", "neg_hard"}
+    real = negatives["user_idx"] < N_USERS
+    assert (negatives.loc[real, "weight"] == 1.0).all() and (negatives.loc[~real, "weight"] == 0.5).all()
+    expected_per_user = {0: 6, 1: 4, 2: 2, 3: 8, 4: 4, 5: 2}
+    for u in hard_rows[[u not in eligible for u in hard_rows]]:
+        expected_per_user[int(u)] -= 1
+    assert negatives.groupby("user_idx").size().to_dict() == expected_per_user
+    hard = negatives[negatives["source"] == "neg_hard"]
+    allowed = {(u, i) for u, i, score in CANDIDATES if score <= THRESHOLD}
+    assert set(zip(hard["user_idx"], hard["item_idx"], strict=True)) <= allowed
+    # no accidental hits: no negative is a train pair, nor any positive of the table, of its user
+    positives = set(zip(df.loc[df["label"] == 1, "user_idx"], df.loc[df["label"] == 1, "item_idx"], strict=True))
+    for user, item in negatives[["user_idx", "item_idx"]].itertuples(index=False):
+        assert (user, item) not in positives and item not in history_of(user)
     assert summary["sources"]["gan_pos"]["weight_sum"] == pytest.approx(0.5 * (0.8 + 0.6))
-    assert summary["sources"]["syn_user"]["weight_sum"] == pytest.approx(0.5 * (0.7 + 0.5 + 1.0))
-    assert summary["sources"]["neg_pop"]["weight_sum"] == pytest.approx(10 * 1.0 + 3 * 0.5)
+    assert summary["sources"]["neg_pop"]["weight_sum"] == pytest.approx(8 * 1.0 + 3 * 0.5)
     assert not ((df["user_idx"] == 2) & (df["item_idx"] == 7) & (df["label"] == 1)).any()  # valid unused
     assert lake.dates("examples") == [DS] and not any((lake.root / "_staging").iterdir())
     job.main(args)  # a rerun replaces the date with identical rows
     assert pq.read_table(out / job.EXAMPLES_FILE).equals(table)
+
+
+@pytest.mark.spark
+def test_spark_engine_gives_exact_counts_and_no_accidental_hits(lake: Lake, spark: Any) -> None:
+    make_lake(lake)
+    args = ["--ds", DS, "--set", "expand.negatives_per_positive=3", "--set", "expand.spark_threshold=0",
+            "--set", "expand.sources.neg_hard=false", "--set", "expand.sources.cooc_pos=false",
+            "--set", "expand.cooc_min_history=0"]
+    result = job.main(args)
+    summary = json.loads((lake.path("examples", DS) / job.SUMMARY_FILE).read_text())
+    df = pd.read_parquet(lake.path("examples", DS) / job.EXAMPLES_FILE)
+    assert summary["engine"] == "spark"
+    # 30 real negatives allotted 12 / 12 / 6 (hard, switched off: dropped); 9 synthetic ones 5 / 4
+    assert result["sources"]["neg_uniform"] == 12 + 5 and result["sources"]["neg_pop"] == 12 + 4
+    negatives = df[df["label"] == 0]
+    per_user = negatives.groupby("user_idx").size().to_dict()
+    rows = np.repeat([u for u in range(N_USERS) for (v, _) in TRAIN if v == u], 3)
+    kept = rows[allot(rows.size, np.array([0.4, 0.4, 0.2])) != 2]  # the hard share is switched off
+    assert per_user == {**{u: int((kept == u).sum()) for u in range(N_USERS)}, 4: 6, 5: 3}
+    positives = set(zip(df.loc[df["label"] == 1, "user_idx"], df.loc[df["label"] == 1, "item_idx"], strict=True))
+    for user, item in negatives[["user_idx", "item_idx"]].itertuples(index=False):
+        assert (user, item) not in positives and item not in history_of(user)
+    counts = np.bincount([i for (_, i) in TRAIN], minlength=N_ITEMS)
+    popular = negatives.loc[negatives["source"] == "neg_pop", "item_idx"]
+    assert (counts[popular.to_numpy()] > 0).all()  # popularity never draws an item with no train count
 
 
 def test_expand_job_names_the_file_and_row_of_bad_input(lake: Lake) -> None:
@@ -219,3 +296,87 @@ def test_expand_job_names_the_file_and_row_of_bad_input(lake: Lake) -> None:
     with pytest.raises(ValueError, match=r"gan_pos\.parquet: row 1: column item_idx = 99"):
         job.main(["--ds", DS])
     assert lake.dates("examples") == []
+
+
+# --- rebalancing -----------------------------------------------------------------------------------
+
+def test_per_user_cap_keeps_exactly_cap_positives_and_their_negatives() -> None:
+    rng = np.random.default_rng(2)
+    dense = (rng.random((30, 40)) < 0.3).astype(np.float32)
+    dense[0] = 0.0
+    dense[0, :25] = 1.0  # a heavy user
+    train = train_positives(sp.csr_matrix(dense))
+    syn = Triples(np.repeat(np.arange(3), 8), np.tile(np.arange(8, dtype=np.int32), 3) + 30,
+                  np.full(24, 0.5, np.float32))
+    config = expand_config(negatives_per_positive=3, max_positives_per_user=6,
+                           sources={"neg_hard": False, "cooc_pos": False, "gan_pos": False})
+    ex = expand(train, Triples.empty(), syn, Triples.empty(), config, THRESHOLD, np.random.default_rng(5))
+    n_users = train.shape[0]
+    length = np.concatenate([np.diff(train.indptr), np.full(3, 8)])  # real users, then synthetic ones
+    pos = np.bincount(ex.users[ex.labels == 1], minlength=n_users + 3)
+    neg = np.bincount(ex.users[ex.labels == 0], minlength=n_users + 3)
+    np.testing.assert_array_equal(pos, np.minimum(length, 6))
+    np.testing.assert_array_equal(neg, 3 * np.minimum(length, 6))
+    kept = ex.items[(ex.users == 0) & (ex.labels == 1)]
+    assert set(kept.tolist()) <= set(range(25)) and len(set(kept.tolist())) == 6
+    real_neg = (ex.labels == 0) & (ex.users < n_users)
+    assert not dense[ex.users[real_neg], ex.items[real_neg]].any()  # capped-away positives stay unseen
+    other = expand(train, Triples.empty(), syn, Triples.empty(), config, THRESHOLD, np.random.default_rng(6))
+    assert set(other.items[(other.users == 0) & (other.labels == 1)].tolist()) != set(kept.tolist())
+
+
+def test_long_tail_boost_weights_positives_by_inverse_popularity() -> None:
+    beta = 0.5
+    df = frame(run(expand_config(long_tail_beta=beta)))
+    counts = {i: sum(1 for (_, j) in TRAIN if j == i) for i in range(N_ITEMS)}
+    raw = {i: max(c, 1) ** -beta for i, c in counts.items()}
+    mean = sum(counts[i] * raw[i] for i in raw) / len(TRAIN)  # over the train interactions
+    real = df[df["source"] == "real_pos"]
+    expected = [raw[i] / mean for i in real["item_idx"]]
+    np.testing.assert_allclose(real["weight"], expected, rtol=1e-6)
+    assert real["weight"].sum() == pytest.approx(len(TRAIN))  # total real weight unchanged
+    gan = df[df["source"] == "gan_pos"].set_index("item_idx")["weight"]
+    assert gan[3] == pytest.approx(0.5 * 0.8 * raw[3] / mean) and gan[6] == pytest.approx(0.5 * 0.6 * raw[6] / mean)
+    negatives = df[df["label"] == 0]
+    assert set(negatives["weight"].round(6)) == {1.0, 0.5}  # negatives are not boosted
+    plain = frame(run(expand_config(long_tail_beta=0.0)))
+    pd.testing.assert_frame_equal(plain.drop(columns="weight"), df.drop(columns="weight"))
+
+
+@pytest.mark.parametrize("ratio", [0.25, 1.0, 3.0])
+def test_positive_negative_weight_ratio_is_met_exactly(ratio: float) -> None:
+    plain = frame(run(expand_config()))
+    df = frame(run(expand_config(pos_neg_weight_ratio=ratio)))
+    pos, neg = df["label"] == 1, df["label"] == 0
+    assert df.loc[pos, "weight"].sum() / df.loc[neg, "weight"].sum() == pytest.approx(ratio, rel=1e-6)
+    np.testing.assert_array_equal(df.loc[pos, "weight"], plain.loc[pos, "weight"])
+    factor = plain.loc[pos, "weight"].sum() / (ratio * plain.loc[neg, "weight"].sum())
+    np.testing.assert_allclose(df.loc[neg, "weight"], plain.loc[neg, "weight"] * factor, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("key", "value"), [("max_positives_per_user", -1), ("long_tail_beta", -0.5),
+                                            ("pos_neg_weight_ratio", 0), ("spark_threshold", 1.5)])
+def test_bad_rebalancing_knobs_are_refused(key: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=f"expand.{key}"):
+        job.check_config(expand_config(**{key: value}))
+
+
+@pytest.mark.spark
+def test_spark_expand_matches_numpy_counts_on_random_data(spark: Any) -> None:
+    rng = np.random.default_rng(3)
+    dense = (rng.random((25, 30)) < 0.3).astype(np.float32)
+    dense[4] = 1.0
+    dense[4, 7] = 0.0  # user 4 has seen every item but 7: its uniform negatives must be item 7
+    train = train_positives(sp.csr_matrix(dense))
+    config = expand_config(negatives_per_positive=2, sources={"neg_hard": False, "cooc_pos": False},
+                           negative_mix={"neg_uniform": 0.5, "neg_pop": 0.5, "neg_hard": 0.0})
+    args = (train, Triples.empty(), Triples.empty(), Triples.empty(), config, THRESHOLD)
+    numpy_ex = expand(*args, np.random.default_rng(1))
+    spark_ex = expand(*args, np.random.default_rng(1), spark)
+    for ex in (numpy_ex, spark_ex):
+        neg = ex.labels == 0
+        assert not dense[ex.users[neg], ex.items[neg]].any()
+    np.testing.assert_array_equal(numpy_ex.users, spark_ex.users)
+    np.testing.assert_array_equal(numpy_ex.codes, spark_ex.codes)
+    uniform = (spark_ex.users == 4) & (spark_ex.codes == SOURCES.index("neg_uniform"))
+    assert uniform.any() and (spark_ex.items[uniform] == 7).all()
