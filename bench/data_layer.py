@@ -1,0 +1,353 @@
+"""Benchmark: the Spark clean + tables jobs against the same transformation in polars, on N synthetic events.
+
+Generates N events with ``jobs.generate`` into a cached lake under ``.recsys/bench/events-N`` (reused
+when present), then runs, each in a fresh process so time and memory are its own:
+
+* **spark**: ``jobs.clean`` and ``jobs.tables`` for the last date (the window covers every day), as
+  the pipeline runs them, Spark session start included;
+* **polars**: a single-node reference of the same rules (normalise, validate with the same reasons,
+  exact and near-duplicate dedupe, bots, implicit mapping, window positives, k-core, index, split,
+  Parquet + CSR + stats), written to ``.recsys/bench/events-N/polars``.
+
+Prints one JSON line last: events, raw rows, spark_s, polars_s, ratio (spark_s / polars_s), peak RSS
+of each process tree (MiB) and the clean rows and interactions both produced (they should agree).
+Run: ``python -m bench.data_layer --events N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from jobs.common.columns import (
+    DS,
+    EVENT,
+    ITEM_ID,
+    ITEM_IDX,
+    LABEL,
+    RAW_COLUMNS,
+    REASON,
+    SPLIT,
+    TS,
+    USER_ID,
+    USER_IDX,
+    VALUE,
+    WEIGHT,
+)
+from jobs.common.config import REPO_ROOT, load_config
+from jobs.common.lake import Lake, recsys_home, window_start
+
+log = logging.getLogger("bench.data_layer")
+TARGET_RATIO = 1.5
+RESULT = "BENCH_PHASE "
+
+
+class PeakRss:
+    """Samples the resident memory of this process and all its children (the Spark JVM) in a thread."""
+
+    def __init__(self, every_s: float = 0.1) -> None:
+        self.peak = 0
+        self._every = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:  # a child that just ended
+                    continue
+            self.peak = max(self.peak, total)
+            self._stop.wait(self._every)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bench_lake(events: int, days: int) -> Lake:
+    """The cached lake of ``events`` synthetic events, generated on first use."""
+    lake = Lake(recsys_home() / "bench" / f"events-{events}-days-{days}" / "lake")
+    if lake.source().get("rows"):
+        log.info("reusing the synthetic raw zone at %s (%d rows)", lake.root, lake.source()["rows"])
+        return lake
+    from jobs import generate
+
+    # the catalogue grows with N, as in production: about 50 events per user, 200 per item
+    generate.main(["--lake", str(lake.root), "--events", str(events), "--days", str(days), "--replace",
+                   "--users", str(max(2000, events // 50)), "--items", str(max(1000, events // 200))])
+    return lake
+
+
+# --- polars reference --------------------------------------------------------------------------
+
+
+def _keep_first_within(group: np.ndarray, seconds: np.ndarray, window: int) -> np.ndarray:
+    """Rows (sorted by group, then time) kept by the rule "more than ``window`` s after the previous kept one".
+
+    Each row's successor is the first later row of its group more than ``window`` s after it (one
+    binary search); following successors from each group's first row visits exactly the kept rows.
+    """
+    n = len(group)
+    kept = np.zeros(n, bool)
+    if n == 0:
+        return kept
+    key = group.astype(np.int64) * (1 << 33) + (seconds - seconds.min())
+    successor = np.searchsorted(key, key + window, side="right")
+    frontier = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    while frontier.size:
+        kept[frontier] = True
+        nxt = successor[frontier]
+        inside = nxt < n
+        nxt, here = nxt[inside], frontier[inside]
+        frontier = nxt[group[nxt] == group[here]]
+    return kept
+
+
+def polars_clean(raw: Any, cfg: Mapping[str, Any]) -> tuple[Any, Any, dict[str, dict[str, int]]]:
+    """The clean job's rules in polars (timestamps present): clean rows, quarantine rows, counts per date."""
+    import polars as pl
+
+    from jobs.clean import CLEAN, DUPLICATES, ID_PATTERN, RATING_EVENT, SECONDS_PER_DAY
+
+    low, high = (float(x) for x in cfg["rating_range"])
+    kinds = list(cfg["events"])
+
+    def blank_to_null(column: str) -> pl.Expr:
+        trimmed = pl.col(column).str.strip_chars()
+        return pl.when(trimmed != "").then(trimmed)
+
+    rows = raw.group_by([DS, *RAW_COLUMNS]).len(name="_n").with_columns(
+        blank_to_null(USER_ID).str.to_lowercase().alias("_user"),
+        blank_to_null(ITEM_ID).str.to_lowercase().alias("_item"),
+        blank_to_null(EVENT).str.to_lowercase().alias("_event"),
+        blank_to_null(VALUE).alias("_raw_value"),
+        blank_to_null(TS).str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%SZ", strict=False).alias("_ts"),
+        pl.col(DS).str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%d").alias("_day"),
+    ).with_columns(pl.col("_raw_value").cast(pl.Float64, strict=False).alias("_value"))
+    user, item, event, value, ts = (pl.col(c) for c in ("_user", "_item", "_event", "_value", "_ts"))
+    is_rating = event == RATING_EVENT
+    not_finite = value.is_null() | value.is_nan() | value.is_infinite()
+    future_from = pl.col("_day") + pl.duration(seconds=SECONDS_PER_DAY + int(cfg["max_future_seconds"]))
+    reason = (
+        pl.when(user.is_null() | item.is_null()).then(pl.lit("null_id"))
+        .when(~user.str.contains(ID_PATTERN) | ~item.str.contains(ID_PATTERN)).then(pl.lit("bad_id"))
+        .when(event.is_null() | ~event.is_in(kinds)).then(pl.lit("unknown_event"))
+        .when(ts.is_null()).then(pl.lit("bad_timestamp"))
+        .when(ts >= future_from).then(pl.lit("future_timestamp"))
+        .when(pl.col("_raw_value").is_not_null() & not_finite).then(pl.lit("out_of_range"))
+        .when(is_rating & (value.is_null() | ~value.is_between(low, high))).then(pl.lit("out_of_range"))
+        .when(~is_rating & (value < 0)).then(pl.lit("out_of_range"))
+    )
+    rows = rows.with_columns(reason.alias(REASON))
+    valid_events = pl.when(pl.col(REASON).is_null()).then(pl.col("_n")).otherwise(0).sum().over(DS, "_user")
+    is_bot = pl.col(REASON).is_null() & (valid_events > int(cfg["bot_events_per_day"]))
+    rows = rows.with_columns(pl.when(is_bot).then(pl.lit("bot")).otherwise(pl.col(REASON)).alias(REASON))
+
+    valid = (
+        rows.filter(pl.col(REASON).is_null())
+        .select(DS, "_user", "_item", "_event", "_value", "_ts")
+        .sort(DS, "_user", "_item", "_event", "_ts", "_value")
+        .with_columns(pl.struct(DS, "_user", "_item", "_event").rle_id().alias("_group"))
+    )
+    kept = _keep_first_within(valid["_group"].to_numpy(), valid["_ts"].dt.epoch("s").to_numpy(),
+                              int(cfg["dedupe_seconds"]))
+    spec = cfg["events"]
+    failed_rating = is_rating & ~(value >= float(cfg["positive_rating"]))
+    clean = valid.filter(pl.Series(kept)).select(
+        pl.col("_user").alias(USER_ID), pl.col("_item").alias(ITEM_ID), pl.col("_event").alias(EVENT),
+        pl.col("_value").alias(VALUE), pl.col("_ts").alias(TS),
+        pl.when(failed_rating).then(0).otherwise(event.replace_strict({k: int(v[LABEL]) for k, v in spec.items()}))
+        .cast(pl.Int32).alias(LABEL),
+        pl.when(failed_rating).then(0.0).otherwise(event.replace_strict({k: float(v[WEIGHT]) for k, v in spec.items()}))
+        .cast(pl.Float64).alias(WEIGHT),
+        DS,
+    )
+    quarantine = rows.filter(pl.col(REASON).is_not_null()).select(*RAW_COLUMNS, REASON, DS)
+
+    counts: dict[str, dict[str, int]] = {}
+    for d, n, copies in rows.group_by(DS).agg(pl.col("_n").sum(), (pl.col("_n") - 1).sum().alias("_copies")).iter_rows():
+        counts[d] = {"input": n, DUPLICATES: copies}
+    for d, r, n in quarantine.group_by(DS, REASON).len().iter_rows():
+        counts[d][r] = n
+    valid_counts = dict(valid.group_by(DS).len().iter_rows())
+    for d, n in clean.group_by(DS).len().iter_rows():
+        counts[d][CLEAN] = n
+        counts[d][DUPLICATES] += valid_counts[d] - n
+    for d, c in counts.items():
+        if sum(v for k, v in c.items() if k != "input") != c["input"]:
+            raise ValueError(f"polars reference {d}: outcomes do not add up: {c}")
+    return clean, quarantine, counts
+
+
+def polars_tables(clean: Any, cfg: Mapping[str, Any], ds: str, out: Path) -> dict[str, Any]:
+    """The tables job's rules in polars (timestamps present, index from scratch), written under ``out``."""
+    import polars as pl
+
+    from jobs.common.matrices import save_matrices
+    from jobs.tables import FIRST_TS, csr_splits, table_stats
+
+    pairs = (
+        clean.filter((pl.col(LABEL) == 1) & (pl.col(DS) >= window_start(ds, int(cfg["window_days"]))))
+        .group_by(USER_ID, ITEM_ID)
+        .agg(pl.col(WEIGHT).max(), pl.col(TS).max(), pl.col(TS).min().alias(FIRST_TS))
+    )
+    min_user, min_item = int(cfg["min_user_core"]), int(cfg["min_item_core"])
+    for _ in range(int(cfg["core_rounds"])):
+        kept = pairs.filter((pl.len().over(USER_ID) >= min_user) & (pl.len().over(ITEM_ID) >= min_item))
+        done = kept.height == pairs.height
+        pairs = kept
+        if done:
+            break
+
+    def index(id_col: str, idx_col: str) -> Any:
+        first = pairs.group_by(id_col).agg(pl.col(FIRST_TS).min()).sort(FIRST_TS, id_col)
+        return first.select(id_col, pl.int_range(pl.len(), dtype=pl.Int64).alias(idx_col))
+
+    users, items = index(USER_ID, USER_IDX), index(ITEM_ID, ITEM_IDX)
+    n = pl.len().over(USER_IDX)
+    n_valid, n_test = (pl.max_horizontal(pl.lit(1), (n * float(cfg[r]) + 0.5).floor().cast(pl.Int64))
+                       for r in ("valid_ratio", "test_ratio"))
+    position = pl.int_range(1, pl.len() + 1).over(USER_IDX)
+    split = (
+        pl.when((n < int(cfg["min_user_interactions"])) | (n_valid + n_test >= n)).then(pl.lit("train"))
+        .when(position > n - n_test).then(pl.lit("test"))
+        .when(position > n - n_valid - n_test).then(pl.lit("valid"))
+        .otherwise(pl.lit("train"))
+    )
+    table = (
+        pairs.join(users, on=USER_ID).join(items, on=ITEM_ID)
+        .select(pl.col(USER_IDX).cast(pl.Int32), pl.col(ITEM_IDX).cast(pl.Int32), pl.col(WEIGHT).cast(pl.Float32),
+                TS, FIRST_TS)
+        .sort(USER_IDX, TS, ITEM_IDX)
+        .with_columns(split.alias(SPLIT))
+    )
+    columns = {c: table[c].to_numpy() for c in (USER_IDX, ITEM_IDX, WEIGHT)}
+    splits = table[SPLIT].to_numpy()
+    shape = (users.height, items.height)
+    (out / "interactions").mkdir(parents=True, exist_ok=True)
+    table.drop(FIRST_TS).write_parquet(out / "interactions" / "part-00000.parquet")
+    save_matrices(out / "matrices.npz", csr_splits(columns[USER_IDX], columns[ITEM_IDX], columns[WEIGHT], splits, shape))
+    users.write_parquet(out / "users.parquet")
+    items.write_parquet(out / "items.parquet")
+    last_day_us = int(np.datetime64(f"{ds}T00:00:00", "us").astype(np.int64))
+    first_us = table[FIRST_TS].dt.epoch("us").to_numpy()
+    return table_stats(columns[USER_IDX], columns[ITEM_IDX], splits, first_us, last_day_us)
+
+
+def run_polars(lake: Lake, ds: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Read the raw window, clean and build tables with polars; return counts."""
+    import polars as pl
+
+    out = lake.root.parent / "polars"
+    shutil.rmtree(out, ignore_errors=True)
+    first = window_start(ds, int(config["tables"]["window_days"]))
+    dates = [d for d in lake.dates("raw") if first <= d <= ds]
+    raw = pl.concat([
+        pl.read_parquet(lake.path("raw", d), columns=list(RAW_COLUMNS)).with_columns(pl.lit(d).alias(DS))
+        for d in dates
+    ])
+    clean, quarantine, counts = polars_clean(raw, config["clean"])
+    out.mkdir(parents=True)
+    clean.sort(DS, USER_ID, TS, ITEM_ID, EVENT, VALUE).write_parquet(out / "clean", partition_by=DS)
+    quarantine.sort(DS, REASON, *RAW_COLUMNS).write_parquet(out / "quarantine", partition_by=DS)
+    stats = polars_tables(clean, config["tables"], ds, out / "tables")
+    return {"clean_rows": sum(c["clean"] for c in counts.values()), "interactions": stats["interactions"]["total"]}
+
+
+# --- Spark, as the pipeline runs it --------------------------------------------------------------
+
+
+def run_spark(lake: Lake, ds: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Run the clean and tables jobs on a lake without derived zones; return counts and the session start time."""
+    from jobs import clean, tables
+    from jobs.common.spark import spark_session
+
+    for zone in ("clean", "quarantine", "tables", "index", "_staging"):
+        shutil.rmtree(lake.root / zone, ignore_errors=True)
+    start = time.perf_counter()
+    spark_session("recsys-bench")
+    startup = time.perf_counter() - start
+    cleaned = clean.main(["--ds", ds, "--lake", str(lake.root)])
+    built = tables.main(["--ds", ds, "--lake", str(lake.root)])
+    return {"clean_rows": cleaned["clean"], "interactions": built["interactions"]["total"],
+            "spark_startup_s": round(startup, 2)}
+
+
+PHASES: dict[str, Callable[[Lake, str, Mapping[str, Any]], dict[str, Any]]] = {"spark": run_spark, "polars": run_polars}
+
+
+def phase(name: str, events: int, days: int) -> None:
+    """Run one phase in this process and print its seconds, peak RSS and counts."""
+    lake = bench_lake(events, days)
+    ds = lake.source()["last_date"]
+    with PeakRss() as rss:
+        start = time.perf_counter()
+        facts = PHASES[name](lake, ds, load_config())
+        seconds = time.perf_counter() - start
+    print(RESULT + json.dumps({"seconds": round(seconds, 2), "peak_rss_mib": round(rss.peak / 2**20), **facts}),
+          flush=True)
+
+
+def run_phase(name: str, events: int, days: int) -> dict[str, Any]:
+    """Run a phase in a fresh Python process and return what it printed."""
+    command = [sys.executable, "-m", "bench.data_layer", "--events", str(events), "--days", str(days), "--phase", name]
+    done = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    line = next(x for x in reversed(done.stdout.splitlines()) if x.startswith(RESULT))
+    return json.loads(line[len(RESULT):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="synthetic events (default 1,000,000)")
+    parser.add_argument("--days", type=int, default=14, help="daily partitions (default 14)")
+    parser.add_argument("--phase", choices=sorted(PHASES), default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.phase:
+        phase(args.phase, args.events, args.days)
+        return
+    lake = bench_lake(args.events, args.days)  # generate once, outside both timings
+    spark = run_phase("spark", args.events, args.days)
+    polars = run_phase("polars", args.events, args.days)
+    result = {
+        "events": args.events,
+        "raw_rows": lake.source()["rows"],
+        "spark_s": spark["seconds"],
+        "spark_startup_s": spark["spark_startup_s"],
+        "polars_s": polars["seconds"],
+        "ratio": round(spark["seconds"] / polars["seconds"], 2),
+        "target_ratio": TARGET_RATIO,
+        "spark_peak_rss_mib": spark["peak_rss_mib"],
+        "polars_peak_rss_mib": polars["peak_rss_mib"],
+        "peak_rss_mib": max(spark["peak_rss_mib"], polars["peak_rss_mib"]),
+        "clean_rows": {"spark": spark["clean_rows"], "polars": polars["clean_rows"]},
+        "interactions": {"spark": spark["interactions"], "polars": polars["interactions"]},
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
