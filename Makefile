@@ -41,9 +41,19 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed  ## create .venv and install the pinned requirements (uv when present, else pip)
 
-airflow-db: venv  ## set up the embedded Airflow metadata DB under $(AIRFLOW_HOME)
+# Pools of recsys_nightly: `gpu` (1 slot, the GAN) and `spark` (SPARK_POOL_SLOTS concurrent Spark jobs).
+SPARK_POOL_SLOTS ?= 2
+define POOLS_JSON
+{"gpu": {"slots": 1, "description": "one GAN training at a time on the accelerator", "include_deferred": false},
+ "spark": {"slots": $(SPARK_POOL_SLOTS), "description": "concurrent Spark jobs (clean, tables)", "include_deferred": false}}
+endef
+export POOLS_JSON
+
+airflow-db: venv  ## set up the embedded Airflow metadata DB under $(AIRFLOW_HOME), with the gpu and spark pools
 	@mkdir -p $(AIRFLOW_HOME) $(RECSYS_LAKE) $(RECSYS_MLFLOW_ARTIFACTS)
 	@$(BIN)/airflow db migrate >$(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -50 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
+	@echo "$$POOLS_JSON" >$(AIRFLOW_HOME)/pools.json
+	@$(BIN)/airflow pools import $(AIRFLOW_HOME)/pools.json >>$(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
 
 demo: airflow-db  ## generate synthetic data, run the nightly DAG once, print where everything is
 	$(PY) -m jobs.generate --end-date $(DEMO_DATE)
