@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from scipy.stats import chisquare
@@ -180,3 +181,22 @@ def test_cooccurrence_positives_match_hand_computed_cosines() -> None:
     np.testing.assert_allclose(conf, [2 / 3, 1 / np.sqrt(3), 2 / 3, 1 / np.sqrt(3)], rtol=1e-6)
     _, items, _ = CooccurrenceSampler(x, per_user=5, min_score=0.6).sample(np.array([3]))
     assert items.tolist() == [1]
+
+
+def test_bucket_table_is_the_exact_inverse_cdf() -> None:
+    pytest.importorskip("pyspark")
+    from jobs.sampling.spark import bucket_table
+
+    weights = np.array([0.0, 3.0, 1e-9, 0.5, 0.0, 7.0, 2.0, 0.0])
+    table, n_buckets = bucket_table(weights)
+    assert n_buckets == 128  # 16 x 8 items, a power of two
+    cdf = np.cumsum(weights) / weights.sum()
+    u = np.concatenate([np.random.default_rng(0).random(5000), cdf[:-1][weights[:-1] > 0], [0.0]])
+    u = u[u < 1.0]
+    # the equi-join on the bucket, then the one row whose [lo, hi) holds u (as Spark does it)
+    joined = table.merge(pd.DataFrame({"u": u, "bucket": np.floor(u * n_buckets).astype(np.int64)}), on="bucket")
+    hit = joined[(joined["lo"] <= joined["u"]) & (joined["u"] < joined["hi"])]
+    assert len(hit) == len(u)  # exactly one item per draw
+    expected = np.searchsorted(cdf, hit["u"].to_numpy(), side="right")
+    np.testing.assert_array_equal(hit["item_idx"].to_numpy(), expected)
+    assert set(table["item_idx"]) == {1, 2, 3, 5, 6}  # zero-weight items are never drawn
