@@ -53,7 +53,7 @@ TSTR_K = 10
 LENGTH_BINS = 16
 INFERENCE_BATCH = 512
 _RATIOS = ("zr_ratio", "pm_ratio", "condition_dropout", "profile_drop", "sparse_user_quantile",
-           "confidence_threshold", "discriminator_quantile", "memorisation_quantile")
+           "confidence_threshold", "discriminator_quantile", "memorisation_quantile", "label_smoothing")
 _POSITIVE = ("epochs", "batch_size", "hidden", "noise_dim", "segments", "score_draws", "quality_max_users")
 
 
@@ -363,13 +363,15 @@ def sample_synthetic(
     segment_lengths: list[np.ndarray],
     centroids: np.ndarray,
     seed: int,
+    length_from: str = "segment",
 ) -> Synthetic:
     """Draw ``n`` users from (segment, noise) with the profile zeroed.
 
-    Segments are drawn in proportion to the real segment sizes. Each user's length is drawn from
-    the real lengths of the segment its generated vector lands in (nearest centroid), so a
-    generator that ignores the segment also gets the length mix wrong; its items are the top
-    ``length`` scores.
+    Segments are drawn in proportion to the real segment sizes. A user's items are the top
+    ``length`` scores. With ``length_from="segment"`` the length is drawn from the real lengths of
+    the segment the generated vector lands in (nearest centroid), so a generator that ignores the
+    segment also gets the length mix wrong; with ``"generated"`` it is the generator's own count of
+    items scored at least 0.5 (at least 1), so the length distribution is learnt, not copied.
     """
     rng = np.random.default_rng(seed)
     noise_dim = int(generator.input[NOISE].shape[-1])
@@ -378,7 +380,12 @@ def sample_synthetic(
     noise_b = rng.standard_normal((n, noise_dim)).astype(np.float32)
     scores = _generate_batches(generator, None, requested, noise_a)
     landed = assign_segments(scores, centroids)
-    lengths = np.array([rng.choice(segment_lengths[s]) for s in landed], dtype=np.int64)
+    if length_from == "generated":
+        lengths = np.maximum(np.sum(scores >= 0.5, axis=1), 1).astype(np.int64)
+    elif length_from == "segment":
+        lengths = np.array([rng.choice(segment_lengths[s]) for s in landed], dtype=np.int64)
+    else:
+        raise ValueError(f"length_from must be 'segment' or 'generated', got {length_from!r}")
     items = decode_top(scores, lengths)
     confidence = items.multiply(scores).tocsr()
     second = decode_top(_generate_batches(generator, None, requested, noise_b), lengths)
@@ -438,6 +445,20 @@ def check_config(config: dict[str, Any]) -> None:
     for key in _POSITIVE:
         if int(config[key]) < 1:
             raise ValueError(f"augment.{key} must be a positive integer, got {config[key]!r}")
+    if int(config["min_steps"]) < 0:
+        raise ValueError(f"augment.min_steps must be >= 0, got {config['min_steps']!r}")
+    if not float(config["d_learning_rate_ratio"]) > 0.0:
+        raise ValueError(f"augment.d_learning_rate_ratio must be > 0, got {config['d_learning_rate_ratio']!r}")
+
+
+def training_epochs(n_users: int, config: dict[str, Any]) -> int:
+    """``augment.epochs``, raised so that training takes at least ``augment.min_steps`` batches.
+
+    A few hundred users make a few batches per epoch: without a floor the GAN stops after too few
+    steps to move away from its initial scores.
+    """
+    batches = -(-n_users // int(config["batch_size"]))
+    return max(int(config["epochs"]), -(-int(config["min_steps"]) // batches))
 
 
 def augment(
@@ -471,10 +492,12 @@ def augment(
         untrained = build_generator(n_items, n_segments, int(config["hidden"]), int(config["noise_dim"]))
     untrained.set_weights(gan.generator.get_weights())
     dataset = training_dataset(train, np.maximum(segments, 0), active, int(config["batch_size"]), seed)
-    history = gan.fit(dataset, epochs=int(config["epochs"]), verbose=0, shuffle=False)  # the dataset shuffles
+    epochs = training_epochs(len(active), config)
+    fit_started = time.perf_counter()
+    history = gan.fit(dataset, epochs=epochs, verbose=0, shuffle=False)  # the dataset shuffles
     losses = {name: float(values[-1]) for name, values in history.history.items()}
-    train_seconds = time.perf_counter() - started
-    log.info("augment: GAN trained in %.1fs, final losses %s", train_seconds, losses)
+    fit_seconds = time.perf_counter() - fit_started
+    log.info("augment: GAN trained in %.1fs, final losses %s", fit_seconds, losses)
 
     # real users: candidates for hard negatives and expanded positives for the sparse ones
     scores = score_users(gan.generator, train, active, segments, int(config["score_draws"]), seed)
@@ -490,7 +513,7 @@ def augment(
 
     # synthetic users, from the trained and (for comparison) the untrained generator
     n_syn = int(config["synthetic_users"])
-    draw = (n_syn, segment_sizes, segment_lengths, centroids, seed + 1)
+    draw = (n_syn, segment_sizes, segment_lengths, centroids, seed + 1, str(config["synthetic_length"]))
     trained_syn = sample_synthetic(gan.generator, *draw)
     untrained_syn = sample_synthetic(untrained, *draw)
 
@@ -562,7 +585,11 @@ def augment(
             "syn_rows": len(syn_users),
             "candidate_rows": len(candidates),
         },
-        "training": {"epochs": int(config["epochs"]), "final_losses": losses, "seconds": round(train_seconds, 2)},
+        "training": {
+            "epochs": epochs, "steps": epochs * -(-len(active) // int(config["batch_size"])), "users": len(active), "final_losses": losses,
+            "seconds": round(fit_seconds, 2),  # fit only (first epoch includes tracing)
+            "setup_seconds": round(fit_started - started, 2),  # binarize, k-means, model build
+        },
     }
     plots = {
         "item_popularity": {"real": real_items, "trained": item_counts(trained_syn.items),

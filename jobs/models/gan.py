@@ -127,10 +127,16 @@ def sample_masks(
     }
 
 
-def discriminator_loss(real_logits: Any, fake_logits: Any) -> Any:
-    """Binary cross-entropy of D: real vectors labelled 1, generated ones 0 (means over the batch)."""
+def discriminator_loss(real_logits: Any, fake_logits: Any, label_smoothing: float = 0.0) -> Any:
+    """Binary cross-entropy of D: real vectors labelled ``1 - label_smoothing``, generated ones 0.
+
+    One-sided label smoothing (Salimans et al., 2016) keeps D from growing arbitrarily confident on
+    real users, which on a wide catalogue otherwise starves the generator of gradient.
+    """
     # -log(sigmoid(x)) = softplus(-x) and -log(1 - sigmoid(x)) = softplus(x), stable for any logit
-    return ops.mean(ops.softplus(-real_logits)) + ops.mean(ops.softplus(fake_logits))
+    target = 1.0 - label_smoothing
+    real_term = target * ops.softplus(-real_logits) + (1.0 - target) * ops.softplus(real_logits)
+    return ops.mean(real_term) + ops.mean(ops.softplus(fake_logits))
 
 
 def generator_adversarial_loss(fake_logits: Any) -> Any:
@@ -171,6 +177,7 @@ class ConditionalGAN(keras.Model):
         condition_dropout: float,
         profile_drop: float,
         seed: int,
+        label_smoothing: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -183,6 +190,7 @@ class ConditionalGAN(keras.Model):
         }
         self.zr_weight = zr_weight
         self.diversity_weight = diversity_weight
+        self.label_smoothing = label_smoothing
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {
             name: keras.metrics.Mean(name=name) for name in ("d_loss", "g_adv", "zr", "mode_seeking")
@@ -218,7 +226,7 @@ class ConditionalGAN(keras.Model):
             fake_b = self.generator({**condition, NOISE: noise_b}, training=True)
             real_logits = self.discriminator({VECTOR: real, **condition}, training=True)
             fake_logits = self.discriminator({VECTOR: fake_a * masks["visible"], **condition}, training=True)
-            d_loss = discriminator_loss(real_logits, fake_logits)
+            d_loss = discriminator_loss(real_logits, fake_logits, self.label_smoothing)
             g_adv = generator_adversarial_loss(fake_logits)
             zr = zero_reconstruction_loss(fake_a, masks["zr"] * masks["keep"])
             seeking = mode_seeking_loss(fake_a, fake_b, noise_a, noise_b)
@@ -286,13 +294,16 @@ def build_gan(
         diversity_weight=float(config["diversity_weight"]),
         condition_dropout=float(config["condition_dropout"]),
         profile_drop=float(config["profile_drop"]),
+        label_smoothing=float(config["label_smoothing"]),
         seed=seed,
     )
     lr = float(config["learning_rate"])
-    # beta_1 = 0.5 is the usual GAN setting: less momentum, fewer oscillations between the players
+    # beta_1 = 0.5 is the usual GAN setting: less momentum, fewer oscillations between the players;
+    # a slower D keeps it from winning outright on a wide catalogue, where real and generated vectors
+    # are easy to tell apart early on
     gan.compile(
         g_optimizer=keras.optimizers.Adam(learning_rate=lr, beta_1=0.5),
-        d_optimizer=keras.optimizers.Adam(learning_rate=lr, beta_1=0.5),
+        d_optimizer=keras.optimizers.Adam(learning_rate=lr * float(config["d_learning_rate_ratio"]), beta_1=0.5),
     )
     return gan
 

@@ -131,3 +131,42 @@ def test_generator_save_load_round_trip(tmp_path: Path) -> None:
 def test_dense_rows_densifies_only_the_requested_rows() -> None:
     matrix = sp.csr_matrix(np.array([[0, 2.0, 0], [1.0, 0, 0], [0, 0, 3.0]]))
     np.testing.assert_array_equal(dense_rows(matrix, np.array([2, 0])), [[0, 0, 1], [0, 1, 0]])
+
+
+def test_label_smoothing_lowers_the_real_target() -> None:
+    real = np.array([[1.5]], dtype=np.float32)
+    fake = np.array([[0.0]], dtype=np.float32)
+    # real target 0.9: 0.9 * -log(s(1.5)) + 0.1 * -log(1 - s(1.5)), fake term -log(1 - s(0)) = log 2
+    sig = 1 / (1 + math.exp(-1.5))
+    expected = 0.9 * -math.log(sig) + 0.1 * -math.log(1 - sig) + math.log(2)
+    assert _np(discriminator_loss(real, fake, label_smoothing=0.1)) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.gpu
+def test_gpu_path_trains_on_gpu0_with_the_capabilitys_policy() -> None:
+    import tensorflow as tf
+
+    from jobs.common.config import load_config
+    from jobs.models.gan import build_gan, training_dataset
+    from jobs.models.runtime import configure_runtime
+
+    gpu = tf.config.list_physical_devices("GPU")[0]
+    capability = tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0))
+    try:
+        strategy = configure_runtime(seed=1)
+        assert keras.mixed_precision.global_policy().name == ("mixed_bfloat16" if capability >= (9, 0) else "float32")
+        config = {**load_config()["augment"], "hidden": 32, "noise_dim": 4}
+        with strategy.scope():
+            gan = build_gan(n_items=50, n_segments=2, config=config, seed=1)
+        matrix = sp.csr_matrix((np.random.default_rng(0).random((64, 50)) < 0.1).astype(np.float32))
+        history = gan.fit(training_dataset(matrix, np.arange(64) % 2, np.arange(64), 16, 1), epochs=1, verbose=0)
+        assert all(math.isfinite(values[-1]) for values in history.history.values())
+        assert all("GPU:0" in w.value.device for w in gan.generator.trainable_weights)
+        # bf16 compute, float32 scores (the output layer keeps float32 for thresholds)
+        scores = gan.generator({PROFILE: matrix[:4].toarray(), SEGMENT: np.zeros(4, np.int32),
+                                NOISE: np.zeros((4, 4), np.float32)})
+        assert scores.dtype == tf.float32
+        if capability >= (9, 0):
+            assert gan.generator.get_layer("hidden2").compute_dtype == "bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
