@@ -228,3 +228,91 @@ def test_job_cleans_the_window_once_and_commits_each_date(lake: Lake) -> None:
     again = clean.main(["--ds", "2026-01-03", "--set", "tables.window_days=3"])
     assert again["dates_cleaned"] == 1 and again["ds_counts"] == facts["ds_counts"]
     assert pq.read_table(lake.path("clean", "2026-01-03")).equals(table)
+
+
+def dirty_rows(seed: int, n: int) -> list[tuple]:
+    """``n`` random raw rows over two dates, drawn from pools of good, variant and broken values."""
+    import random
+
+    rng = random.Random(seed)
+    users = ["u1", " U1 ", "u2", "u3", "bot", "bot", "bot", None, "", "u 4", "u#5"]
+    items = ["i1", "I1", "i2", "i3", None, " ", "i#9"]
+    events = ["view", " View", "CLICK", "cart", "purchase", "rating", "rating", "poke", None]
+    values = [None, None, "4", "4.5", "2", "0.1", "9", "-1", "abc", "NaN", " "]
+    rows = []
+    for _ in range(n):
+        ds = rng.choice([DAY, "2026-01-11"])
+        second = rng.randrange(0, 120)  # two minutes: plenty of repeats within dedupe_seconds
+        ts = rng.choice([f"{ds}T08:{second // 60:02d}:{second % 60:02d}Z"] * 6 + [None, "junk", "2026-01-12T00:00:00Z"])
+        row = (rng.choice(users), rng.choice(items), rng.choice(events), rng.choice(values), ts, ds)
+        rows.append(row)
+        if rng.random() < 0.1:
+            rows.append(row)  # an exact copy
+    return rows
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_reconciliation_adds_up_on_random_dirty_input(spark, seed: int) -> None:
+    from collections import Counter
+
+    rows = dirty_rows(seed, 300)
+    frame = spark.createDataFrame(rows, RAW_SCHEMA)
+    result = clean.clean_events(frame, clean_cfg(bot_events_per_day=3), has_timestamp=True)
+    outcomes = [(r["ds"], r["outcome"], r["n"]) for r in result.outcomes.collect()]
+    inputs = Counter(r[5] for r in rows)
+    report = clean.reconcile(inputs, outcomes, [DAY, "2026-01-11"])  # raises when a date does not add up
+
+    clean_rows = Counter(r["ds"] for r in result.clean.collect())
+    quarantined = [tuple(r) for r in result.quarantine.collect()]
+    for ds, entry in report.items():
+        assert entry["clean"] == clean_rows[ds]
+        assert entry["quarantined"] == sum(1 for r in quarantined if r[6] == ds)
+        assert entry["clean"] + entry["duplicates"] + entry["quarantined"] == inputs[ds]
+    # quarantined rows are input rows, raw strings untouched, each at most as often as it came in
+    assert not Counter((*r[:5], r[6]) for r in quarantined) - Counter(rows)
+    assert sum(r["by_reason"]["bot"] for r in report.values()) > 0  # the pools do exercise the bot rule
+
+
+BAD_ROWS_CSV = """user,item,event,value,ts
+u1,i1,view,,2026-01-10T08:00:00Z
+u1,i1,view,,2026-01-10T08:00:00Z
+u1,i1,view,,2026-01-10T08:00:05Z
+u2,i2,rating,4.5,2026-01-10T09:00:00Z
+,i1,view,,2026-01-10T08:00:00Z
+u3,,view,,2026-01-10T08:00:00Z
+u 4,i1,view,,2026-01-10T08:00:00Z
+u4,i#1,click,,2026-01-10T08:00:00Z
+u4,i1,like,,2026-01-10T08:00:00Z
+u4,i1,,,2026-01-10T08:00:00Z
+u4,i1,view,,yesterday
+u4,i2,view,,2026-01-10T23:30:00Z
+u4,i3,rating,7,2026-01-10T08:00:00Z
+u4,i4,purchase,-2,2026-01-10T08:00:00Z
+bot,i1,view,,2026-01-10T10:00:00Z
+bot,i2,view,,2026-01-10T10:00:00Z
+bot,i3,view,,2026-01-10T10:00:00Z
+bot,i4,view,,2026-01-10T10:00:00Z
+"""
+
+
+@pytest.mark.spark
+def test_a_file_of_bad_rows_landed_by_ingest_is_accounted_for_by_reason(lake: Lake, spark, tmp_path) -> None:
+    from jobs import ingest
+
+    src = tmp_path / "bad.csv"
+    src.write_text(BAD_ROWS_CSV)
+    ingest.main(["--format", "csv", "--src", str(src), "--mapping", "user=user,item=item,event=event,value=value,ts=ts"])
+    assert lake.dates("raw") == [DAY]  # the unparseable "yesterday" lands on the log's last day
+    # a cut-off an hour before midnight makes the 23:30 event a future one (ingest lands rows by their
+    # own day, so a later timestamp can only reach the run's partition through such a cut-off)
+    facts = clean.main(["--ds", DAY, "--set", "clean.max_future_seconds=-3600", "--set", "clean.bot_events_per_day=3"])
+    expected = {
+        "input": 18, "clean": 2, "duplicates": 2, "quarantined": 14,
+        "by_reason": {"null_id": 2, "bad_id": 2, "unknown_event": 2, "bad_timestamp": 1,
+                      "future_timestamp": 1, "out_of_range": 2, "bot": 4},
+    }
+    assert read_json(lake.path("clean", DAY) / clean.RECONCILIATION_FILE) == expected == facts["ds_counts"]
+    reasons = pq.read_table(lake.path("quarantine", DAY)).column("reason").to_pylist()
+    assert sorted(set(reasons)) == sorted(clean.REASONS)
+    assert pq.read_table(lake.path("clean", DAY)).num_rows == 2
