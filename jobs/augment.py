@@ -19,7 +19,7 @@ from scipy.spatial.distance import jensenshannon
 from jobs.common.cli import JobContext, job_parser, run_job
 from jobs.common.columns import CONFIDENCE, ITEM_IDX, SCORE, SYN_USER, USER_IDX
 from jobs.common.config import config_hash
-from jobs.common.lake import write_json
+from jobs.common.lake import CANDIDATES_FILE, GAN_POS_FILE, SYN_USERS_FILE, write_json
 from jobs.common.matrices import load_matrices
 from jobs.metrics import ranking_metrics, top_k
 from jobs.models.gan import (
@@ -37,9 +37,6 @@ from jobs.models.runtime import configure_runtime
 
 log = logging.getLogger(__name__)
 
-GAN_POS_FILE = "gan_pos.parquet"
-SYN_USERS_FILE = "syn_users.parquet"
-CANDIDATES_FILE = "candidates.parquet"
 GENERATOR_FILE = "generator.keras"
 QUALITY_FILE = "quality.json"
 POPULARITY_PLOT = "quality_item_popularity.png"
