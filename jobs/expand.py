@@ -325,13 +325,14 @@ def expand(
     )
     history = sp.vstack([train + expanded, syn_matrix]).tocsr()
     seen = SeenItems(history)
-    pop_weights = popularity_weights(counts, float(config["popularity_alpha"]))
+    pairs = None
     if spark is not None:
         from jobs.sampling.spark import SparkNegativeSampler, seen_pairs
 
         pairs = seen_pairs(spark, _row_users(history), history.indices).cache()
         uniform: Any = SparkNegativeSampler(spark, pairs, n_items)
-        popular: Any = SparkNegativeSampler(spark, pairs, n_items, pop_weights)
+        popular: Any = SparkNegativeSampler(
+            spark, pairs, n_items, popularity_weights(counts, float(config["popularity_alpha"])))
     else:
         uniform = UniformSampler(seen)
         popular = PopularitySampler(seen, counts, float(config["popularity_alpha"]))
@@ -356,6 +357,8 @@ def expand(
                       np.full(len(users), synthetic_weight, np.float32), codes))
     elif on.get("syn_user", False) and n_syn:
         log.warning("expand.negative_mix gives synthetic users no negative kind (all share on neg_hard)")
+    if pairs is not None:
+        pairs.unpersist()
 
     columns = [np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(5)]
     order = np.argsort(columns[0], kind="stable")
