@@ -8,6 +8,13 @@ training (same date, data and config) reuses its version unless ``register.force
 The gate re-evaluates the current champion on today's test split and promotes the challenger when its
 ``register.gate_metric`` reaches ``champion * (1 - gate_tolerance)``; a missing or non-finite metric
 never promotes.
+
+With ``train.final_fit`` the registered weights are the refit on the whole window (``model_final.keras``),
+tagged ``final_fit=true``, while every metric and the gate use the held-out fit. Caveat: the champion is
+re-evaluated as served, i.e. its final fit; when it was trained on an earlier window that already held
+some of today's test interactions (a user's latest events today may be older than yesterday's end), or
+on today's window itself (a forced rerun of the same date), its figure is optimistic, so the gate errs
+towards keeping the champion, never towards promoting a worse challenger.
 """
 
 from __future__ import annotations
@@ -28,11 +35,12 @@ import pandas as pd
 
 from jobs.common.cli import JobContext, job_parser, run_job
 from jobs.common.config import REPO_ROOT, config_hash
-from jobs.common.lake import read_json, write_json
+from jobs.common.lake import read_json, window_start, write_json
 from jobs.common.matrices import Matrices, load_matrices
 from jobs.common.tracking import setup_mlflow, tracking_uri
 from jobs.report import render_report
 from jobs.serving import DEFAULT_K, Profile, RecsysModel
+from jobs.train import FINAL_MODEL_FILE, MODEL_FILE, TRAIN_FACTS_FILE
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -119,18 +127,33 @@ def _existing_version(client: Any, name: str, training_key: str) -> Any | None:
     return max(matches, key=lambda v: int(v.version)) if matches else None
 
 
-def _log_new_version(ctx: JobContext, name: str, m: Matrices, tags: dict[str, str], metrics: Mapping[str, Any],
+def served_model(model_dir: Path) -> tuple[Path, bool]:
+    """The recommender to register: the final fit on the whole window when train made one, else the held-out fit."""
+    final = model_dir / FINAL_MODEL_FILE
+    return (final, True) if final.is_file() else (model_dir / MODEL_FILE, False)
+
+
+def run_metrics(evaluation: Mapping[str, Any], train_facts: Mapping[str, Any]) -> dict[str, float]:
+    """What the MLflow run records as metrics: every evaluation figure, each model's training facts
+    (epochs, best epoch, validation NDCG, examples, seconds) and the examples per source."""
+    training = {name: {k: v for k, v in run.items() if not isinstance(v, list)}
+                for name, run in train_facts.get("models", {}).items()}
+    tree = {**evaluation, "train": training, "examples": train_facts.get("examples_by_source", {})}
+    return {k: float(v) for k, v in flatten(tree).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def _log_new_version(ctx: JobContext, name: str, m: Matrices, tags: dict[str, str], metrics: Mapping[str, float],
                      artifacts: Sequence[Path]) -> tuple[str, str]:
     import mlflow
     from mlflow.models import infer_signature
 
     source = ctx.lake.source()
-    model_dir = ctx.lake.require("models", ctx.ds)
+    model_path, _ = served_model(ctx.lake.require("models", ctx.ds))
     with mlflow.start_run(run_name=f"recsys-{ctx.ds}", tags=tags) as run, tempfile.TemporaryDirectory() as tmp:
         params = flatten(ctx.config)
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
-        mlflow.log_metrics({k: float(v) for k, v in flatten(metrics).items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)})
+        mlflow.log_metrics(dict(metrics))
         for path in artifacts:
             if path.exists():
                 mlflow.log_artifact(str(path), artifact_path="reports")
@@ -139,7 +162,7 @@ def _log_new_version(ctx: JobContext, name: str, m: Matrices, tags: dict[str, st
         profile.save(profile_path)
         known = [u for u in profile.user_ids if u][:3]
         example = pd.DataFrame({"user_id": [int(u) if profile.user_id_type == "int64" else u for u in known]})
-        files = {"model": str(model_dir / "model.keras"), "profile": str(profile_path)}
+        files = {"model": str(model_path), "profile": str(profile_path)}
         preview = RecsysModel()
         preview.load_files(files["model"], files["profile"])
         signature = infer_signature(example, preview.predict(None, example, {"k": 3}), params={"k": DEFAULT_K})
@@ -164,13 +187,21 @@ def body(ctx: JobContext) -> dict[str, Any]:
     client = MlflowClient()
     dataset_fp = _fingerprint(tables / "matrices.npz")
     training_key = hashlib.sha256(f"{ds}|{dataset_fp}|{config_hash(ctx.config)}".encode()).hexdigest()[:16]
+    window_days = int(ctx.config["tables"]["window_days"])
+    models_dir = lake.require("models", ds)
+    train_facts = read_json(models_dir / TRAIN_FACTS_FILE)
+    _, final_fit = served_model(models_dir)
     tags = {
         "dag_id": os.environ.get("RECSYS_DAG_ID", "manual"), "dag_run_id": os.environ.get("RECSYS_DAG_RUN_ID", "manual"),
         "ds": ds, "git_commit": _git_commit(), "dataset_fingerprint": dataset_fp, "training_key": training_key,
-        "window_days": str(ctx.config["tables"]["window_days"]), "config_hash": config_hash(ctx.config),
+        "window_days": str(window_days), "data_window": f"{window_start(ds, window_days)}..{ds}",
+        "config_hash": config_hash(ctx.config),
+        # the served weights are the final fit on train+valid+test; every metric is the held-out fit's
+        "final_fit": str(final_fit).lower(), "metrics_from": "held-out fit (model.keras) on the test split",
     }
     augment_dir = lake.path("augment", ds)
-    artifacts = [lake.path("eval", ds) / "metrics.json", lake.path("models", ds) / "train.json",
+    examples_summary = lake.path("examples", ds) / "_summary.json"
+    artifacts = [lake.path("eval", ds) / "metrics.json", models_dir / TRAIN_FACTS_FILE, examples_summary,
                  tables / "_stats.json", *(sorted(augment_dir.glob("*.json")) + sorted(augment_dir.glob("*.png")))]
 
     challenger_value = metrics["models"]["model"]["all"].get(cfg["gate_metric"])
@@ -180,7 +211,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
         run_id, version = existing.run_id, str(existing.version)
         log.info("training %s already registered as %s version %s; reusing it", training_key, name, version)
     else:
-        run_id, version = _log_new_version(ctx, name, m, tags, metrics, artifacts)
+        run_id, version = _log_new_version(ctx, name, m, tags, run_metrics(metrics, train_facts), artifacts)
         log.info("registered %s version %s from run %s", name, version, run_id)
     if champion_version == version:
         promoted, reason = True, f"version {version} is already the champion"
@@ -198,7 +229,11 @@ def body(ctx: JobContext) -> dict[str, Any]:
     quality_path = augment_dir / "quality.json"
     quality = read_json(quality_path) if quality_path.exists() else {}
     stats = read_json(tables / "_stats.json") if (tables / "_stats.json").exists() else {}
-    report = render_report(ds, metrics, gate, quality, stats)
+    report = render_report(
+        ds, metrics, gate, quality, stats, training=train_facts,
+        examples=read_json(examples_summary) if examples_summary.exists() else {},
+        plots={path.name: path.read_bytes() for path in sorted(augment_dir.glob("*.png"))},
+    )
     with lake.writing("reports", ds) as out:
         (out / "report.html").write_text(report)
     client.log_text(run_id, report, "reports/report.html")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Mapping
 from typing import Any
@@ -9,50 +10,117 @@ from typing import Any
 HEADLINE = ("ndcg@10", "recall@10", "ndcg@20", "recall@20", "precision@10", "map@10", "hitrate@10", "coverage")
 
 
+def _cell(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"<td>{html.escape(str(value))}</td>" if value is not None else "<td>–</td>"
+    return f"<td>{value:.4f}</td>" if isinstance(value, float) else f"<td>{value}</td>"
+
+
 def _table(models: Mapping[str, Any], segment: str) -> str:
     head = "".join(f"<th>{html.escape(m)}</th>" for m in HEADLINE)
     rows = []
     for name, result in models.items():
         values = result.get(segment, {})
-        cells = "".join(
-            f"<td>{values[m]:.4f}</td>" if isinstance(values.get(m), (int, float)) else "<td>–</td>" for m in HEADLINE
-        )
-        rows.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
+        rows.append(f"<tr><th>{html.escape(name)}</th>{''.join(_cell(values.get(m)) for m in HEADLINE)}</tr>")
     return f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def render_report(ds: str, metrics: Mapping[str, Any], gate: Mapping[str, Any], quality: Mapping[str, Any],
-                  stats: Mapping[str, Any]) -> str:
-    """Render the run report as a self-contained HTML page.
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        elif isinstance(value, list):  # named steps (the augmentation filters) are shown by name
+            for i, step in enumerate(value):
+                if isinstance(step, Mapping):
+                    out.update(_flat(step, f"{prefix}{key}.{step.get('name', i)}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _rows(values: Mapping[str, Any]) -> str:
+    return "".join(f"<tr><th>{html.escape(str(k))}</th>{_cell(v)}</tr>" for k, v in sorted(values.items()))
+
+
+def _lift_text(lift: Any) -> str:
+    return f"{lift:.3f}×" if isinstance(lift, (int, float)) else "–"
+
+
+def _examples_table(summary: Mapping[str, Any]) -> str:
+    sources = summary.get("sources", {})
+    rows = "".join(
+        f"<tr><th>{html.escape(str(s))}</th>{_cell(v.get('rows'))}{_cell(v.get('weight_sum'))}</tr>"
+        for s, v in sources.items()
+    )
+    return f"<table><tr><th>source</th><th>rows</th><th>weight sum</th></tr>{rows}</table>" if rows else "<p>–</p>"
+
+
+def _plots(plots: Mapping[str, bytes]) -> str:
+    return "".join(
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>"
+        for name, png in sorted(plots.items())
+    )
+
+
+def render_report(
+    ds: str,
+    metrics: Mapping[str, Any],
+    gate: Mapping[str, Any],
+    quality: Mapping[str, Any],
+    stats: Mapping[str, Any],
+    *,
+    examples: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+    plots: Mapping[str, bytes] | None = None,
+) -> str:
+    """Render the run report as a self-contained HTML page (plots embedded as base64 PNG).
 
     Args:
         ds: the run's date.
-        metrics: eval/metrics.json (models, augmentation verdict).
-        gate: the registry decision (promoted, reason, metric values).
-        quality: augment/quality.json.
+        metrics: eval/metrics.json (models, augmentation verdict with its lifts).
+        gate: the registry decision (promoted, reason, metric, challenger and champion values).
+        quality: augment/quality.json (nested figures are shown flattened).
         stats: tables/_stats.json.
+        examples: examples/_summary.json (rows and weight per source).
+        training: models/train.json (per model epochs and validation NDCG; whether a final fit was made).
+        plots: augmentation plots by file name, as PNG bytes.
     """
     aug = metrics.get("augmentation", {})
     verdict = html.escape(str(aug.get("verdict", "no augmentation verdict")))
+    metric = html.escape(str(aug.get("metric", "ndcg@10")))
     decision = "PROMOTED to champion" if gate.get("promoted") else "NOT promoted"
-    quality_rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-        for k, v in sorted(quality.items()) if not isinstance(v, (dict, list))
+    gate_rows = _rows({k: gate.get(k) for k in ("metric", "challenger", "champion_before", "champion_version_before")})
+    runs = (training or {}).get("models", {})
+    train_rows = "".join(
+        f"<tr><th>{html.escape(name)}</th>{_cell(run.get('epochs'))}{_cell(run.get('best_epoch'))}"
+        f"{_cell(run.get('best_valid_ndcg@10'))}{_cell(run.get('examples'))}</tr>"
+        for name, run in runs.items()
     )
-    stats_rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-        for k, v in sorted(stats.items()) if not isinstance(v, (dict, list))
+    final = (
+        "The served model is <b>refit on the whole window</b> (train, valid and test) with the held-out fit's "
+        "hyperparameters and epoch count; every figure above is the held-out fit's."
+        if "model_final" in runs else "The served model is the held-out fit (no final refit)."
     )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>recsys-augment {ds}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} .big{{font-size:1.4em}}</style></head>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} .big{{font-size:1.4em}}
+figure{{display:inline-block;margin:0 1em 1em 0}} img{{max-width:480px}}</style></head>
 <body><h1>recsys-augment, run of {ds}</h1>
 <p class="big">Tonight's model: <b>{decision}</b> — {html.escape(str(gate.get("reason", "")))}</p>
 <p class="big">Augmentation: {verdict}</p>
+<p>Augmentation lift ({metric}, with / without): all users <b>{_lift_text(aug.get("lift_all"))}</b>,
+sparse segment <b>{_lift_text(aug.get("lift_sparse"))}</b>.</p>
+<h2>Promotion gate</h2><table>{gate_rows}</table>
 <h2>All test users</h2>{_table(metrics.get("models", {}), "all")}
 <h2>Sparse segment (shortest histories)</h2>{_table(metrics.get("models", {}), "sparse")}
-<h2>Augmentation quality</h2><table>{quality_rows}</table>
-<h2>Interaction tables</h2><table>{stats_rows}</table>
+<h2>Training</h2><table><tr><th>model</th><th>epochs</th><th>best epoch</th><th>valid ndcg@10</th>
+<th>examples</th></tr>{train_rows}</table><p>{final}</p>
+<h2>Training examples by source</h2>{_examples_table(examples or {})}
+<h2>Augmentation quality</h2><table>{_rows(_flat(quality))}</table>
+{_plots(plots or {})}
+<h2>Interaction tables</h2><table>{_rows(_flat(stats))}</table>
 </body></html>
 """

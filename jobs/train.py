@@ -1,4 +1,4 @@
-"""Train the recommender on the expanded examples, and its no-augmentation ablation, for one date."""
+"""Train the recommender on the expanded examples, its no-augmentation ablation and its final fit, for one date."""
 
 from __future__ import annotations
 
@@ -7,18 +7,21 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from jobs.common.cli import JobContext, job_parser, run_job
-from jobs.common.columns import SOURCE, SOURCES
+from jobs.common.columns import ITEM_IDX, LABEL, SOURCE, SOURCES, USER_IDX, WEIGHT
 from jobs.common.lake import Lake, write_json
-from jobs.common.matrices import load_matrices
+from jobs.common.matrices import Matrices, load_matrices
 
 log = logging.getLogger(__name__)
 
 EXAMPLES_FILE = "examples.parquet"
 MODEL_FILE = "model.keras"
 NOAUG_MODEL_FILE = "model_noaug.keras"
+FINAL_MODEL_FILE = "model_final.keras"  # refit on train + valid + test; what register serves when present
 TRAIN_FACTS_FILE = "train.json"
 # the ablation keeps real positives and sampled negatives: everything but generated or mined positives
 NOAUG_SOURCES = ("real_pos", "neg_uniform", "neg_pop", "neg_hard")
@@ -54,8 +57,31 @@ def counts_by_source(examples: pd.DataFrame) -> dict[str, int]:
     return {source: int(counts.get(source, 0)) for source in SOURCES}
 
 
+def whole_window(examples: pd.DataFrame, matrices: Matrices) -> tuple[pd.DataFrame, Matrices]:
+    """The final fit's inputs: every interaction of the window is history and a positive.
+
+    The valid and test interactions are added as ``real_pos`` examples of weight 1.0 (as the expand
+    stage weighs train positives); a sampled negative that turns out to be one of them loses to the
+    positive in :func:`jobs.models.recommender.training_set`. The returned matrices have the whole
+    window as ``train`` and empty ``valid``/``test``: nothing is held out any more.
+    """
+    held_out = sp.coo_matrix(matrices.valid + matrices.test)
+    added = pd.DataFrame({
+        USER_IDX: held_out.row, ITEM_IDX: held_out.col, LABEL: 1, WEIGHT: 1.0, SOURCE: "real_pos",
+    }).astype({c: examples[c].dtype for c in (USER_IDX, ITEM_IDX, LABEL, WEIGHT, SOURCE) if c in examples})
+    empty = sp.csr_matrix(matrices.train.shape, dtype=np.float32)
+    window = Matrices(train=(matrices.train + matrices.valid + matrices.test).tocsr(), valid=empty, test=empty,
+                      user_ids=matrices.user_ids, item_ids=matrices.item_ids)
+    return pd.concat([examples, added], ignore_index=True), window
+
+
 def body(ctx: JobContext) -> dict[str, Any]:
-    """Train both models on the date's examples and commit them with their training facts."""
+    """Train the models on the date's examples and commit them with their training facts.
+
+    ``model`` and ``model_noaug`` are fitted on train with early stopping on valid (evaluate judges
+    them on test); with ``train.final_fit``, ``model_final`` is then refit on the whole window with
+    ``model``'s hyperparameters and best epoch count, for serving.
+    """
     assert ctx.ds is not None
     started = time.perf_counter()
     config = {**ctx.config["train"], "seed": int(ctx.config["seed"])}
@@ -79,6 +105,13 @@ def body(ctx: JobContext) -> dict[str, Any]:
         facts["models"][name] = {**history, "examples": int(len(frame))}
         log.info("%s: %d epochs, best validation ndcg@10 %.4f at epoch %d",
                  name, history["epochs"], history["best_valid_ndcg@10"], history["best_epoch"])
+    if config["final_fit"]:
+        # same hyperparameters and the epoch count early stopping chose, on all the window's data
+        epochs = facts["models"]["model"]["best_epoch"]
+        final_examples, window = whole_window(examples, matrices)
+        models["model_final"], history = fit_recommender(final_examples, window, config, fixed_epochs=epochs)
+        facts["models"]["model_final"] = {**history, "examples": int(len(final_examples))}
+        log.info("model_final: refit on the whole window, %d examples, %d epochs", len(final_examples), epochs)
 
     facts.update({
         "ds": ctx.ds, "n_users": matrices.n_users, "n_items": matrices.n_items, "config": config,
@@ -87,12 +120,15 @@ def body(ctx: JobContext) -> dict[str, Any]:
     with ctx.lake.writing("models", ctx.ds) as staged:
         save_recommender(models["model"], staged / MODEL_FILE)
         save_recommender(models["model_noaug"], staged / NOAUG_MODEL_FILE)
+        if "model_final" in models:
+            save_recommender(models["model_final"], staged / FINAL_MODEL_FILE)
         write_json(staged / TRAIN_FACTS_FILE, facts)
     out = ctx.lake.path("models", ctx.ds)
     return {
         "models_path": str(out),
         "model": str(out / MODEL_FILE),
         "model_noaug": str(out / NOAUG_MODEL_FILE),
+        "model_final": str(out / FINAL_MODEL_FILE) if "model_final" in models else None,
         "epochs": facts["models"]["model"]["epochs"],
         "valid_ndcg@10": facts["models"]["model"]["best_valid_ndcg@10"],
         "valid_ndcg@10_noaug": facts["models"]["model_noaug"]["best_valid_ndcg@10"],
@@ -104,7 +140,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line: ``python -m jobs.train --ds YYYY-MM-DD [--set train.epochs=5]``."""
-    return run_job(job_parser("Train the recommender and its no-augmentation ablation."), body, argv)
+    return run_job(job_parser("Train the recommender, its no-augmentation ablation and its final fit."), body, argv)
 
 
 if __name__ == "__main__":

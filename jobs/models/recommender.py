@@ -201,6 +201,8 @@ def fit_recommender(
     matrices: Matrices,
     config: Mapping[str, Any],
     loss: Loss | None = None,
+    *,
+    fixed_epochs: int | None = None,
 ) -> tuple[keras.Model, dict[str, Any]]:
     """Train the recommender on examples, early-stopping on validation NDCG@10.
 
@@ -215,6 +217,8 @@ def fit_recommender(
             early stopping.
         config: the ``train`` section plus ``seed``.
         loss: ``loss(labels, weights, logits)``; default the one named by ``config["loss"]``.
+        fixed_epochs: train exactly this many epochs and keep the last weights, without looking at
+            ``valid`` (the final fit on the whole window, whose epoch count early stopping chose).
 
     Returns:
         The model with its best weights, and ``{"epochs": run, "best_epoch", "best_valid_ndcg@10",
@@ -235,9 +239,11 @@ def fit_recommender(
     rng = np.random.default_rng(seed)
     batch_size = int(config["batch_size"])
     patience = int(config["patience"])
+    if fixed_epochs is not None and fixed_epochs < 1:
+        raise ValueError(f"fixed_epochs must be at least 1, got {fixed_epochs}")
     history: dict[str, Any] = {"loss": [], f"valid_{VALID_METRIC}": []}
     best, best_epoch, best_weights = -1.0, 0, model.get_weights()
-    for epoch in range(1, int(config["epochs"]) + 1):
+    for epoch in range(1, (fixed_epochs or int(config["epochs"])) + 1):
         order = data.rows[rng.permutation(len(data.rows))]
         losses = []
         for start in range(0, len(order), batch_size):
@@ -245,19 +251,23 @@ def fit_recommender(
             losses.append(float(step(
                 data.histories[batch].toarray(), data.labels[batch].toarray(), data.weights[batch].toarray()
             )))
-        ndcg = validation_ndcg(model, matrices.train, matrices.valid, valid_users)
         history["loss"].append(float(np.mean(losses)))
+        if fixed_epochs is not None:
+            log.info("epoch %d/%d: loss %.4f", epoch, fixed_epochs, history["loss"][-1])
+            continue
+        ndcg = validation_ndcg(model, matrices.train, matrices.valid, valid_users)
         history[f"valid_{VALID_METRIC}"].append(ndcg)
         log.info("epoch %d: loss %.4f, valid %s %.4f", epoch, history["loss"][-1], VALID_METRIC, ndcg)
         if ndcg > best:
             best, best_epoch, best_weights = ndcg, epoch, model.get_weights()
         elif epoch - best_epoch >= patience:
             break
-    model.set_weights(best_weights)
+    if fixed_epochs is None:
+        model.set_weights(best_weights)
     history.update({
         "epochs": len(history["loss"]),
-        "best_epoch": best_epoch,
-        f"best_valid_{VALID_METRIC}": best,
+        "best_epoch": best_epoch if fixed_epochs is None else fixed_epochs,
+        f"best_valid_{VALID_METRIC}": best if fixed_epochs is None else None,
         "users_trained": int(len(data.rows)),
         "seconds": round(time.perf_counter() - started, 2),
     })

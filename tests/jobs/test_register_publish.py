@@ -18,8 +18,8 @@ DS = "2026-02-01"
 NAME = "recsys-test"
 
 
-def _tiny_lake(lake: Lake, ndcg: float) -> None:
-    """6 users x 5 items with int64 ids, a (briefly trained) recommender and an evaluation result."""
+def _tiny_lake(lake: Lake, ndcg: float, final_fit: bool = False) -> None:
+    """6 users x 5 items with int64 ids, an untrained recommender (and final fit) and an evaluation result."""
     from jobs.models.recommender import build_recommender, save_recommender
 
     train = sp.csr_matrix(np.array([[1, 1, 0, 0, 0], [1, 0, 1, 0, 0], [0, 1, 1, 0, 0],
@@ -39,6 +39,12 @@ def _tiny_lake(lake: Lake, ndcg: float) -> None:
     models.mkdir(parents=True)
     config = {**load_config()["train"], "seed": 1}
     save_recommender(build_recommender(5, config), models / "model.keras")
+    runs = {"model": {"epochs": 3, "best_epoch": 2, "best_valid_ndcg@10": 0.25, "examples": 9}}
+    if final_fit:
+        save_recommender(build_recommender(5, {**config, "seed": 2}), models / "model_final.keras")
+        runs["model_final"] = {"epochs": 2, "best_epoch": 2, "best_valid_ndcg@10": None, "examples": 14}
+    write_json(models / "train.json", {"models": runs, "examples_by_source": {"real_pos": 9, "gan_pos": 2}})
+    write_json(lake.path("examples", DS) / "_summary.json", {"sources": {"real_pos": {"rows": 9, "weight_sum": 9.0}}})
     write_json(lake.path("eval", DS) / "metrics.json", {"models": {"model": {"all": {"ndcg@10": ndcg}}}})
 
 
@@ -93,3 +99,29 @@ def test_publish_writes_the_champions_top_k_with_original_id_types(lake: Lake, m
     assert recs.groupby("user_id")["rank"].apply(list).map(lambda r: r[: len(r)] == list(range(1, len(r) + 1))).all()
     # user 50 has seen 400 and 500, so exactly three items remain and k=2 of them are published
     assert (recs.groupby("user_id").size() == 2).all()
+
+
+def test_register_serves_the_final_fit_and_records_the_held_out_metrics(lake: Lake, mlflow_home: Path) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from jobs.models.recommender import load_recommender
+
+    _tiny_lake(lake, ndcg=0.5, final_fit=True)
+    _register(lake)
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").unwrap_python_model().model
+    final = load_recommender(lake.path("models", DS) / "model_final.keras")
+    held_out = load_recommender(lake.path("models", DS) / "model.keras")
+    kernel = [w for w in served.get_weights() if w.ndim == 2][0]
+    np.testing.assert_array_equal(kernel, [w for w in final.get_weights() if w.ndim == 2][0])
+    assert not np.array_equal(kernel, [w for w in held_out.get_weights() if w.ndim == 2][0])
+
+    client = MlflowClient()
+    version = client.get_model_version(NAME, "1")
+    assert version.tags["final_fit"] == "true" and version.tags["test.ndcg_at_10"] == "0.5"
+    run = client.get_run(version.run_id)
+    assert run.data.metrics["models.model.all.ndcg_at_10"] == 0.5
+    assert run.data.metrics["train.model_final.epochs"] == 2 and run.data.metrics["examples.gan_pos"] == 2
+    assert run.data.tags["data_window"] == "2026-01-03..2026-02-01"  # the default 30 days up to the date
+    logged = {Path(a.path).name for a in client.list_artifacts(version.run_id, "reports")}
+    assert {"_summary.json", "train.json", "metrics.json", "report.html"} <= logged

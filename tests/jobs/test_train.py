@@ -82,6 +82,13 @@ def test_train_writes_both_models_and_facts(lake_with_inputs: tuple[Lake, pd.Dat
         model = load_recommender(out / f"{name}.keras")
         assert model.input_shape == (None, 40) and model.output_shape == (None, 40)
     assert facts["models"]["model"]["examples"] == len(examples)
+    # the final fit: as many epochs as the held-out fit's best, on examples plus the valid and test positives
+    final = facts["models"]["model_final"]
+    assert final["epochs"] == final["best_epoch"] == facts["models"]["model"]["best_epoch"]
+    matrices, _ = planted_blocks()
+    assert final["examples"] == len(examples) + matrices.valid.nnz + matrices.test.nnz
+    assert result["model_final"] == str(out / "model_final.keras")
+    assert load_recommender(out / "model_final.keras").output_shape == (None, 40)
     assert facts["models"]["model"]["users_trained"] == 182  # 180 real users and 2 synthetic ones
     assert facts["models"]["model_noaug"]["users_trained"] == 180
     assert not list((lake.root / "_staging").iterdir())
@@ -110,3 +117,27 @@ def test_without_augmentation_keeps_real_positives_and_negatives() -> None:
 
     frame = pd.DataFrame({"user_idx": range(7), "source": list(SOURCES)})
     assert without_augmentation(frame)["source"].tolist() == ["real_pos", "neg_uniform", "neg_pop", "neg_hard"]
+
+
+def test_whole_window_adds_held_out_positives_and_holds_nothing_out() -> None:
+    import scipy.sparse as sp
+
+    from jobs.models.recommender import training_set
+    from jobs.train import whole_window
+
+    def csr(rows: list[list[float]]) -> sp.csr_matrix:
+        return sp.csr_matrix(np.array(rows, dtype=np.float32))
+
+    matrices = Matrices(train=csr([[1, 0, 0], [0, 1, 0]]), valid=csr([[0, 1, 0], [0, 0, 0]]),
+                        test=csr([[0, 0, 0], [0, 0, 1]]), user_ids=np.array(["a", "b"], dtype=object),
+                        item_ids=np.array(["x", "y", "z"], dtype=object))
+    examples = pd.DataFrame({"user_idx": [0, 0, 1], "item_idx": [0, 1, 1], "label": [1, 0, 1],
+                             "weight": [1.0, 1.0, 1.0], "source": ["real_pos", "neg_uniform", "real_pos"]})
+    examples = examples.astype({"user_idx": "int32", "item_idx": "int32", "label": "int8", "weight": "float32"})
+    final_examples, window = whole_window(examples, matrices)
+    assert final_examples.dtypes.to_dict() == examples.dtypes.to_dict()
+    assert final_examples.iloc[3:].values.tolist() == [[0, 1, 1, 1.0, "real_pos"], [1, 2, 1, 1.0, "real_pos"]]
+    np.testing.assert_array_equal(window.train.toarray(), [[1, 1, 0], [0, 1, 1]])
+    assert window.valid.nnz == 0 and window.test.nnz == 0
+    # user 0's sampled negative on item 1 (their valid item) gives way to the positive
+    np.testing.assert_array_equal(training_set(final_examples, window.train).labels.toarray(), [[1, 1, 0], [0, 1, 1]])
