@@ -166,7 +166,14 @@ def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) ->
     require_columns(raw.columns, (*RAW_COLUMNS, DS), "flag_rows")
     _check_config(cfg)
     low, high = (float(x) for x in cfg["rating_range"])
-    rows = raw.groupBy(DS, *RAW_COLUMNS).agg(F.count(F.lit(1)).alias(_N))
+    # one shuffle by (ds, user) serves the identical-row count, the bot window and the repeat groups:
+    # each groups by keys that include (ds, user), so Spark plans no further exchange for them
+    rows = (
+        raw.withColumn(_USER, F.lower(_blank_to_null(F.col(USER_ID))))
+        .repartition(DS, _USER)
+        .groupBy(DS, _USER, *RAW_COLUMNS)
+        .agg(F.count(F.lit(1)).alias(_N))
+    )
 
     day_start = F.to_timestamp(F.col(DS), "yyyy-MM-dd")
     raw_ts = _blank_to_null(F.col(TS))
@@ -174,7 +181,6 @@ def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) ->
     raw_value = _blank_to_null(F.col(VALUE))
     rows = rows.select(
         "*",
-        F.lower(_blank_to_null(F.col(USER_ID))).alias(_USER),
         F.lower(_blank_to_null(F.col(ITEM_ID))).alias(_ITEM),
         F.lower(_blank_to_null(F.col(EVENT))).alias(_EVENT),
         raw_value.try_cast("double").alias(_VALUE),

@@ -111,6 +111,7 @@ def k_core(pairs: DataFrame, min_user: int, min_item: int, rounds: int) -> DataF
     """
     if min_user <= 1 and min_item <= 1:
         return pairs
+    pairs = pairs.localCheckpoint()  # materialise once: the count and the first round would each recompute it
     size = pairs.count()
     for round_no in range(1, rounds + 1):
         users = F.count(F.lit(1)).over(Window.partitionBy(USER_ID))
@@ -329,7 +330,10 @@ def body(ctx: JobContext) -> dict[str, Any]:
                 )
             )
             interactions = split_interactions(interactions, cfg, has_timestamp=has_timestamp, seed=int(ctx.config["seed"]))
-            table = interactions.orderBy(USER_IDX, TS, ITEM_IDX).toArrow()
+            # sorted on the driver, which receives every row for the CSR export anyway: a Spark orderBy
+            # would add a sampling pass and a range shuffle; (user_idx, item_idx) is unique, so the order is total
+            order = [(USER_IDX, "ascending"), (TS, "ascending"), (ITEM_IDX, "ascending")]
+            table = interactions.toArrow().sort_by(order).combine_chunks()
             if table.num_rows == 0:
                 raise ValueError(f"tables {ds}: no positive interactions left in clean {dates[0]}..{ds}")
             # the index grows only once this date's tables are computed; an id numbered here but not
