@@ -35,3 +35,21 @@ def test_report_and_summary_show_the_decision_and_the_metrics() -> None:
     text = render_summary("2026-01-31", "/lake", {"gate": {"promoted": True}, "version": "3", "champion": "3"},
                           metrics, {"recs": "/lake/recs/ds=2026-01-31"})
     assert "version 3 (alias challenger, champion)" in text and "ndcg@10 0.2500|0.1250" in text
+
+
+def test_report_shows_lifts_examples_quality_figures_plots_and_the_final_fit() -> None:
+    metrics = {"models": {}, "augmentation": {"metric": "ndcg@10", "lift_all": 1.02, "lift_sparse": 1.15,
+                                              "verdict": "Augmentation helped"}}
+    quality = {"fidelity": {"js_item_popularity": {"trained": 0.25}}, "filters": [{"name": "memorisation", "after": 5}]}
+    page = render_report(
+        "2026-01-31", metrics, {"promoted": True, "reason": "no champion yet", "metric": "ndcg@10"}, quality, {},
+        examples={"sources": {"gan_pos": {"rows": 7, "weight_sum": 1.5}}},
+        training={"models": {"model": {"epochs": 9, "best_epoch": 4}, "model_final": {"epochs": 4}}},
+        plots={"quality_user_length.png": b"\x89PNG"},
+    )
+    assert "PROMOTED to champion" in page and "1.020×" in page and "1.150×" in page
+    assert "<th>gan_pos</th><td>7</td><td>1.5000</td>" in page
+    assert "<th>fidelity.js_item_popularity.trained</th><td>0.2500</td>" in page
+    assert "<th>filters.memorisation.after</th><td>5</td>" in page
+    assert 'src="data:image/png;base64,iVBORw=="' in page  # base64 of the four PNG bytes
+    assert "refit on the whole window" in page
