@@ -19,8 +19,8 @@ this run only: window days, augmentation on/off and sample sources, GAN epochs, 
 negative sampler mix, promote, force re-registration, plus free-form `overrides` (`{"section.key": v}`).
 
 **Failures.** Transient failures are retried with exponential backoff; a failed data-quality gate
-(exit 65) fails at once. Every failure and a missed deadline write a `RECSYS ALERT` line and post to
-the `recsys_alerts` webhook connection when it exists.
+(exit 65) fails at once. Every failed try writes a `RECSYS ALERT` line and posts to the `recsys_alerts`
+webhook connection when it exists.
 
 **Output.** `publish` updates the asset `recsys://lake/recs` (extra: `ds`), for DAGs scheduled on it.
 """
@@ -32,8 +32,6 @@ import os
 
 import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task, task_group
-from airflow.sdk.definitions.callback import AsyncCallback
-from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 from recsys_airflow.alerts import RecsysAlertNotifier
 from recsys_airflow.launch import launch_job, run_date
 from recsys_airflow.params import dag_params
@@ -130,10 +128,6 @@ def release() -> None:
     doc_md=__doc__,
     tags=["recsys"],
     default_args={**RETRIES, "on_failure_callback": RecsysAlertNotifier()},
-    deadline=DeadlineAlert(  # fires in the triggerer when a run is not done 6 h after it was queued
-        reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=dt.timedelta(hours=6),
-        callback=AsyncCallback(RecsysAlertNotifier, kwargs={"kind": "deadline_missed"}),
-    ),
     params=dag_params(),
 )
 def recsys_nightly() -> None:

@@ -141,7 +141,6 @@ def test_pools_retries_timeouts_and_alerts(dag) -> None:  # noqa: ANN001
         assert task.max_retry_delay == dt.timedelta(minutes=30), task.task_id
         assert task.execution_timeout is not None and task.execution_timeout <= dt.timedelta(hours=3)
         assert task.on_failure_callback, task.task_id
-    assert dag.deadline and dag.deadline[0].interval == dt.timedelta(hours=6)
 
 
 def test_publish_updates_the_recs_asset(dag) -> None:  # noqa: ANN001
