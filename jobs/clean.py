@@ -30,7 +30,8 @@ code 65, no retries) and commits nothing when a raw partition it cleans has drif
 schema (a raw column missing, an extra column, a column that is not a string), when the raw
 partition of the run's date has no rows or yields no clean row, or when the run's clean-row count
 falls more than ``quality.max_drop_share`` below the mean of the ``quality.trailing_dates`` previous
-cleaned dates (checked once ``quality.min_history`` of them exist). The pipeline then stops before
+cleaned dates (checked once ``quality.min_history`` of them exist and their mean reaches
+``quality.min_mean_rows``). The pipeline then stops before
 training and the ``champion`` alias stays where it was.
 """
 
@@ -360,6 +361,8 @@ def volume_findings(ds: str, clean_rows: int, history: Mapping[str, int], cfg: M
     if len(previous) < int(cfg["min_history"]):
         return []
     mean = sum(history[d] for d in previous) / len(previous)
+    if mean < float(cfg["min_mean_rows"]):
+        return []  # on small dates (MovieLens by calendar day) a swing of half the rows is ordinary
     floor = mean * (1.0 - float(cfg["max_drop_share"]))
     if clean_rows < floor:
         drop = 1.0 - clean_rows / mean

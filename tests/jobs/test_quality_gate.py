@@ -11,7 +11,7 @@ from jobs.common.cli import DATA_QUALITY_EXIT
 from jobs.common.columns import RAW_COLUMNS
 from jobs.common.lake import Lake, write_json
 
-QUALITY = {"trailing_dates": 3, "min_history": 2, "max_drop_share": 0.5}
+QUALITY = {"trailing_dates": 3, "min_history": 2, "max_drop_share": 0.5, "min_mean_rows": 10}
 
 
 def write_raw(lake: Lake, ds: str, columns: dict[str, pa.Array], name: str = "part-0.parquet") -> None:
@@ -47,6 +47,7 @@ def test_volume_fails_below_the_trailing_mean_of_the_last_dates_only() -> None:
         "clean 2026-01-05 has no rows: every raw row was quarantined or a duplicate"
     ]
     assert clean.volume_findings("2026-01-05", 1, history, {**QUALITY, "max_drop_share": 1.0}) == []
+    assert clean.volume_findings("2026-01-05", 1, history, {**QUALITY, "min_mean_rows": 101}) == []
 
 
 def test_raw_findings_name_drifted_files_and_an_empty_partition(lake: Lake) -> None:
