@@ -123,6 +123,12 @@ class EASE:
         self.active = gram.active
         self.weights = ease_weights(gram.matrix, self.lam)
 
+    def full_weights(self) -> np.ndarray:
+        """The items x items weight matrix over the whole catalogue (zero rows and columns for inactive items)."""
+        out = np.zeros((self.n_items, self.n_items), dtype=np.float32)
+        out[np.ix_(self.active, self.active)] = self.weights
+        return out
+
     def scores(self, histories: sp.csr_matrix) -> np.ndarray:
         _check_items(histories, self.n_items, "ease")
         out = np.zeros(histories.shape, dtype=np.float32)

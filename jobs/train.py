@@ -75,6 +75,19 @@ def whole_window(examples: pd.DataFrame, matrices: Matrices) -> tuple[pd.DataFra
     return pd.concat([examples, added], ignore_index=True), window
 
 
+def choose_alpha(model: Any, item_item: np.ndarray, matrices: Matrices, alphas: Sequence[float]) -> tuple[float, dict]:
+    """The item-item blend weight with the best validation NDCG@10 (ties keep the first; 0 = no blend)."""
+    from jobs.models.recommender import validation_ndcg, with_item_item
+
+    users = np.flatnonzero(np.diff(matrices.valid.indptr) > 0)
+    tried = {}
+    for alpha in alphas:
+        blended = with_item_item(model, item_item, float(alpha)) if alpha > 0 else model
+        tried[float(alpha)] = validation_ndcg(blended, matrices.train, matrices.valid, users)
+    best = max(tried, key=lambda a: (tried[a], -list(tried).index(a)))
+    return best, tried
+
+
 def body(ctx: JobContext) -> dict[str, Any]:
     """Train the models on the date's examples and commit them with their training facts.
 
@@ -105,12 +118,33 @@ def body(ctx: JobContext) -> dict[str, Any]:
         facts["models"][name] = {**history, "examples": int(len(frame))}
         log.info("%s: %d epochs, best validation ndcg@10 %.4f at epoch %d",
                  name, history["epochs"], history["best_valid_ndcg@10"], history["best_epoch"])
+    alphas = [float(a) for a in config["item_item_alphas"]]
+    lam = None
+    if any(a > 0 for a in alphas):
+        # EASE's lambda and the blend weight are chosen on valid, like the baseline's lambda
+        from jobs.baselines import choose_ease
+        from jobs.models.recommender import with_item_item
+
+        ease, _ = choose_ease(matrices.train, matrices.valid, ctx.config["evaluate"]["ease_lambdas"])
+        lam, item_item = ease.lam, ease.full_weights()
+        for name in ("model", "model_noaug"):
+            alpha, tried = choose_alpha(models[name], item_item, matrices, alphas)
+            facts["models"][name].update({"item_item_alpha": alpha, "item_item_lambda": lam,
+                                          "valid_ndcg@10_by_alpha": {str(a): v for a, v in tried.items()}})
+            log.info("%s: item-item blend alpha %s (validation ndcg@10 by alpha: %s)", name, alpha, tried)
+            if alpha > 0:
+                models[name] = with_item_item(models[name], item_item, alpha)
     if config["final_fit"]:
         # same hyperparameters and the epoch count early stopping chose, on all the window's data
         epochs = facts["models"]["model"]["best_epoch"]
         final_examples, window = whole_window(examples, matrices)
         models["model_final"], history = fit_recommender(final_examples, window, config, fixed_epochs=epochs)
-        facts["models"]["model_final"] = {**history, "examples": int(len(final_examples))}
+        alpha = facts["models"]["model"].get("item_item_alpha", 0.0)
+        if alpha > 0:
+            from jobs.baselines import EASE
+
+            models["model_final"] = with_item_item(models["model_final"], EASE(window.train, lam).full_weights(), alpha)
+        facts["models"]["model_final"] = {**history, "examples": int(len(final_examples)), "item_item_alpha": alpha}
         log.info("model_final: refit on the whole window, %d examples, %d epochs", len(final_examples), epochs)
 
     facts.update({

@@ -274,6 +274,45 @@ def fit_recommender(
     return model, history
 
 
+def _standardise(x: tf.Tensor) -> tf.Tensor:
+    mean = keras.ops.mean(x, axis=-1, keepdims=True)
+    return (x - mean) / (keras.ops.std(x, axis=-1, keepdims=True) + 1e-6)
+
+
+@keras.saving.register_keras_serializable(package="recsys")
+class ItemItemBlend(keras.layers.Layer):
+    """Blend the autoencoder's logits with a frozen linear item-item path (EASE's closed form).
+
+    Each row's two score vectors are standardised (zero mean, unit deviation over the items) so
+    ``alpha`` weighs rankings rather than scales: ``(1 - alpha) z(logits) + alpha z(history @ B)``.
+    """
+
+    def __init__(self, n_items: int, alpha: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_items, self.alpha = int(n_items), float(alpha)
+        self.item_item = self.add_weight(shape=(self.n_items, self.n_items), initializer="zeros",
+                                         trainable=False, name="item_item")
+
+    def call(self, history: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        linear = keras.ops.matmul(history, self.item_item)
+        return (1.0 - self.alpha) * _standardise(logits) + self.alpha * _standardise(linear)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_items": self.n_items, "alpha": self.alpha}
+
+
+def with_item_item(model: keras.Model, item_item: np.ndarray, alpha: float) -> keras.Model:
+    """``model`` with an :class:`ItemItemBlend` on top, holding the items x items weights ``item_item``."""
+    n_items = int(model.input_shape[-1])
+    if item_item.shape != (n_items, n_items):
+        raise ValueError(f"item-item weights have shape {item_item.shape}, the model scores {n_items} items")
+    history = keras.Input(shape=(n_items,), name="history")
+    blend = ItemItemBlend(n_items, alpha, name="item_item_blend")
+    out = blend(history, model(history))
+    blend.item_item.assign(np.asarray(item_item, dtype=np.float32))
+    return keras.Model(history, out, name="history_autoencoder_item_item")
+
+
 def save_recommender(model: keras.Model, path: Path | str) -> None:
     """Save as a native ``.keras`` file."""
     model.save(Path(path))

@@ -87,3 +87,12 @@ def test_choose_ease_keeps_the_best_validation_lambda() -> None:
 def test_choose_ease_needs_a_lambda() -> None:
     with pytest.raises(ValueError, match="ease_lambdas"):
         choose_ease(sp.csr_matrix(X), sp.csr_matrix(X), [])
+
+
+def test_ease_full_weights_leave_inactive_items_at_zero() -> None:
+    train = sp.csr_matrix(np.array([[1, 0, 1], [1, 0, 1], [0, 0, 1]], dtype=np.float32))  # item 1 never seen
+    ease = EASE(train, lam=1.0)
+    full = ease.full_weights()
+    # the 2x2 closed form over items 0 and 2: G = [[2, 2], [2, 3]], P = (G + I)^-1 = [[4, -2], [-2, 3]] / 8,
+    # B = -P / diag(P) off the diagonal: b_02 = 2/8 / (3/8) = 2/3, b_20 = 2/8 / (4/8) = 1/2
+    np.testing.assert_allclose(full, [[0, 0, 2 / 3], [0, 0, 0], [0.5, 0, 0]], rtol=1e-5)

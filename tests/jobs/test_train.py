@@ -82,6 +82,11 @@ def test_train_writes_both_models_and_facts(lake_with_inputs: tuple[Lake, pd.Dat
         model = load_recommender(out / f"{name}.keras")
         assert model.input_shape == (None, 40) and model.output_shape == (None, 40)
     assert facts["models"]["model"]["examples"] == len(examples)
+    for name in ("model", "model_noaug"):  # the item-item blend weight is the best of those tried on valid
+        by_alpha = facts["models"][name]["valid_ndcg@10_by_alpha"]
+        assert set(by_alpha) == {"0.0", "0.25", "0.5"}
+        assert by_alpha[str(facts["models"][name]["item_item_alpha"])] == max(by_alpha.values())
+        assert by_alpha["0.0"] == facts["models"][name]["best_valid_ndcg@10"]  # alpha 0 is the plain model
     # the final fit: as many epochs as the held-out fit's best, on examples plus the valid and test positives
     final = facts["models"]["model_final"]
     assert final["epochs"] == final["best_epoch"] == facts["models"]["model"]["best_epoch"]

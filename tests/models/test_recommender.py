@@ -180,3 +180,34 @@ def test_save_and_load_round_trip(trained, tmp_path: Path) -> None:
     np.testing.assert_array_equal(score_histories(loaded, m.train), score_histories(model, m.train))
     with pytest.raises(FileNotFoundError, match="missing.keras"):
         load_recommender(tmp_path / "missing.keras")
+
+
+@pytest.mark.tf
+def test_item_item_blend_standardises_and_weighs_both_paths(tmp_path: Path) -> None:
+    from jobs.models.recommender import (
+        build_recommender,
+        load_recommender,
+        save_recommender,
+        score_histories,
+        with_item_item,
+    )
+
+    model = build_recommender(4, {"hidden": 3, "dropout": 0.0, "seed": 1})
+    item_item = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 2], [0, 0, 1, 0]], dtype=np.float32)
+    history = np.array([[1, 0, 0, 0], [0, 0, 1, 0]], dtype=np.float32)
+
+    def z(x: np.ndarray) -> np.ndarray:
+        return (x - x.mean(axis=1, keepdims=True)) / (x.std(axis=1, keepdims=True) + 1e-6)
+
+    # history @ item_item puts one item at 1 (row 0: item 1) or 2 (row 1: item 3) and the rest at 0:
+    # standardised, that item is sqrt(3) and the others -1/sqrt(3)
+    linear = np.full((2, 4), -1 / math.sqrt(3), dtype=np.float32)
+    linear[0, 1] = linear[1, 3] = math.sqrt(3)
+    logits = np.asarray(model(history))
+    blended = with_item_item(model, item_item, 0.25)
+    np.testing.assert_allclose(np.asarray(blended(history)), 0.75 * z(logits) + 0.25 * linear, atol=1e-4)
+    save_recommender(blended, tmp_path / "blend.keras")
+    np.testing.assert_allclose(score_histories(load_recommender(tmp_path / "blend.keras"), sp.csr_matrix(history)),
+                               np.asarray(blended(history)), atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        with_item_item(model, item_item[:3, :3], 0.5)
