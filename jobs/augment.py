@@ -542,6 +542,11 @@ def augment(
     }
     quality = {
         "enabled": True,
+        "variants": {
+            "trained": f"all {n_syn} synthetic users drawn from the trained generator, before the filters",
+            "written": f"the {written.shape[0]} of them kept by the filters, as written to {SYN_USERS_FILE}",
+            "untrained": "the same draw (segments, noise, lengths) from the generator's initial weights",
+        },
         "fidelity": {
             "js_item_popularity": _pivot(figures, "js_item_popularity"),
             "js_user_length": _pivot(figures, "js_user_length"),

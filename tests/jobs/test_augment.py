@@ -30,7 +30,7 @@ BLOCK_LENGTHS = (3, 6, 10)  # planted: each block has its own history length
 TINY = {
     "epochs": 60, "profile_drop": 0.5, "batch_size": 16, "hidden": 32, "noise_dim": 8, "segments": BLOCKS, "synthetic_users": 60,
     "candidates_per_user": 5, "expand_per_user": 2, "score_draws": 2, "quality_max_users": 100,
-    "learning_rate": 0.003,
+    "learning_rate": 0.003, "min_steps": 0,
 }
 
 
@@ -277,6 +277,54 @@ def test_disabled_writes_empty_outputs_with_the_schema(lake: Lake) -> None:
         assert table.num_rows == 0 and table.schema.remove_metadata() == schema
     assert read_json(out / aug.QUALITY_FILE)["enabled"] is False
     assert not (out / aug.GENERATOR_FILE).exists()
+
+
+ML_LATEST_SMALL = Path("/work/shared/data/ml-latest-small/ratings.csv")
+
+
+def ml_latest_small_sample(n_users: int, seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Ratings >= 4 of ``n_users`` random ml-latest-small users; each user's latest item is validation."""
+    ratings = pd.read_csv(ML_LATEST_SMALL)
+    ratings = ratings[ratings["rating"] >= 4.0]
+    chosen = np.random.default_rng(seed).choice(ratings["userId"].unique(), n_users, replace=False)
+    ratings = ratings[ratings["userId"].isin(chosen)].sort_values(["userId", "timestamp", "movieId"])
+    users = ratings["userId"].astype("category").cat.codes.to_numpy()
+    items = ratings["movieId"].astype("category").cat.codes.to_numpy()
+    latest = np.r_[users[1:] != users[:-1], True]
+    shape = (n_users, int(items.max()) + 1)
+    def part(mask: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix((np.ones(int(mask.sum()), np.float32), (users[mask], items[mask])), shape=shape)
+    return part(~latest), part(latest)
+
+
+@pytest.mark.tf
+@pytest.mark.skipif(not ML_LATEST_SMALL.exists(), reason="ml-latest-small is not in /work/shared/data")
+def test_stage_runs_on_ml_latest_small(lake: Lake) -> None:
+    # a wide catalogue: 60 real users over some 2,000 movies
+    train, valid = ml_latest_small_sample(60, seed=3)
+    write_tables(lake, DS, train, valid)
+    settings = {**TINY, "segments": 4, "synthetic_users": 40, "epochs": 5, "min_steps": 80}
+    facts = aug.main(["--ds", DS, *_overrides(settings)])
+    out = lake.path("augment", DS)
+    quality = read_json(out / aug.QUALITY_FILE)
+    for section, keys in {
+        "fidelity": ("js_item_popularity", "js_user_length", "segment_agreement"),
+        "diversity": ("pairwise_jaccard", "noise_draws_jaccard_segment", "noise_draws_jaccard_profile_top10"),
+        "memorisation": ("quantile", "threshold_jaccard_distance", "share"),
+        "tstr": ("itemknn_on_synthetic", "itemknn_on_real", "popularity"),
+    }.items():
+        assert set(keys) <= set(quality[section]), (section, quality[section].keys())
+    for figure in ("js_item_popularity", "js_user_length"):
+        assert set(quality["fidelity"][figure]) == {"trained", "untrained", "written"}
+    # min_steps: 60 users in 16-user batches are 4 batches an epoch, so 20 epochs instead of 5
+    assert quality["training"]["epochs"] == 20 and quality["training"]["steps"] == 80
+    assert quality["memorisation"]["share"]["written"] == 0.0
+    syn = pd.read_parquet(out / aug.SYN_USERS_FILE)
+    assert facts["syn_users"] == syn[SYN_USER].nunique() > 0
+    assert syn[ITEM_IDX].between(0, train.shape[1] - 1).all()
+    candidates = pd.read_parquet(out / aug.CANDIDATES_FILE)
+    seen = set(zip(train.tocoo().row.tolist(), train.tocoo().col.tolist(), strict=True))
+    assert not seen & set(zip(candidates[USER_IDX].tolist(), candidates[ITEM_IDX].tolist(), strict=True))
 
 
 def test_missing_tables_partition_is_a_clear_error(lake: Lake) -> None:
