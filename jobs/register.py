@@ -10,11 +10,12 @@ The gate re-evaluates the current champion on today's test split and promotes th
 never promotes.
 
 With ``train.final_fit`` the registered weights are the refit on the whole window (``model_final.keras``),
-tagged ``final_fit=true``, while every metric and the gate use the held-out fit. Caveat: the champion is
-re-evaluated as served, i.e. its final fit; when it was trained on an earlier window that already held
-some of today's test interactions (a user's latest events today may be older than yesterday's end), or
-on today's window itself (a forced rerun of the same date), its figure is optimistic, so the gate errs
-towards keeping the champion, never towards promoting a worse challenger.
+tagged ``final_fit=true``, while every metric and the gate use the held-out fit, which the run keeps as
+the artifact ``heldout/model.keras``. A final fit has trained on its own test split, which largely is
+today's (a user without new events keeps the same latest interactions), so the gate re-evaluates a
+final-fit champion through its held-out twin. Caveat: that twin's train split may still hold some of
+today's test interactions (events a user had before the champion's date that are among their latest
+today), so the champion's figure can be slightly optimistic: the gate errs towards keeping it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from jobs.train import FINAL_MODEL_FILE, MODEL_FILE, TRAIN_FACTS_FILE
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
+HELD_OUT_DIR = "heldout"  # run artifact folder of the held-out fit, beside a registered final fit
 SERVING_PACKAGES = ("mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "scipy", "pyarrow")
 
 
@@ -105,6 +107,12 @@ def champion_metric(client: Any, name: str, m: Matrices, metric: str) -> tuple[s
     except MlflowException:
         return None, None
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}").unwrap_python_model()
+    if version.tags.get("final_fit") == "true":
+        # a final fit has trained on its window's test split, which overlaps today's: judge its held-out twin
+        from jobs.models.recommender import load_recommender
+
+        model.model = load_recommender(mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path=f"{HELD_OUT_DIR}/{MODEL_FILE}"))
     rows = np.flatnonzero(np.diff(m.test.indptr))  # only users with held-out items are ranked
     seen = (m.train + m.valid).tocsr()[rows]
     k = int(metric.split("@")[1])
@@ -149,7 +157,8 @@ def _log_new_version(ctx: JobContext, name: str, m: Matrices, tags: dict[str, st
     from mlflow.models import infer_signature
 
     source = ctx.lake.source()
-    model_path, _ = served_model(ctx.lake.require("models", ctx.ds))
+    model_dir = ctx.lake.require("models", ctx.ds)
+    model_path, final_fit = served_model(model_dir)
     with mlflow.start_run(run_name=f"recsys-{ctx.ds}", tags=tags) as run, tempfile.TemporaryDirectory() as tmp:
         params = flatten(ctx.config)
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
@@ -157,6 +166,8 @@ def _log_new_version(ctx: JobContext, name: str, m: Matrices, tags: dict[str, st
         for path in artifacts:
             if path.exists():
                 mlflow.log_artifact(str(path), artifact_path="reports")
+        if final_fit:
+            mlflow.log_artifact(str(model_dir / MODEL_FILE), artifact_path=HELD_OUT_DIR)
         profile_path = Path(tmp) / "profile.npz"
         profile = build_profile(m, source)
         profile.save(profile_path)

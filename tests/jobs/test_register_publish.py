@@ -125,3 +125,19 @@ def test_register_serves_the_final_fit_and_records_the_held_out_metrics(lake: La
     assert run.data.tags["data_window"] == "2026-01-03..2026-02-01"  # the default 30 days up to the date
     logged = {Path(a.path).name for a in client.list_artifacts(version.run_id, "reports")}
     assert {"_summary.json", "train.json", "metrics.json", "report.html"} <= logged
+    assert [a.path for a in client.list_artifacts(version.run_id, "heldout")] == ["heldout/model.keras"]
+
+    # the gate judges a final-fit champion through its held-out twin, not through weights fitted on test
+    from jobs.common.matrices import load_matrices
+    from jobs.register import champion_metric
+
+    held_out_value = champion_metric(client, NAME, load_matrices(lake, DS), "ndcg@10")[1]
+    champion = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").unwrap_python_model()
+    champion.model = held_out
+    m = load_matrices(lake, DS)
+    rows = np.flatnonzero(np.diff(m.test.indptr))
+    idx, _ = champion.recommend_histories((m.train + m.valid).tocsr()[rows], 10)
+    hits = np.asarray(m.test[rows][np.arange(len(rows))[:, None], idx].todense()) > 0
+    # one test item per user: NDCG@10 is 1 / log2(rank + 1) at its rank, 0 when missed
+    expected = np.mean([1 / np.log2(np.flatnonzero(h)[0] + 2) if h.any() else 0.0 for h in hits])
+    assert held_out_value == pytest.approx(expected)
