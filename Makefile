@@ -18,6 +18,8 @@ export SPARK_MASTER ?= local[*]
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins$(if $(PYTHONPATH),:$(PYTHONPATH))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
+# the venv's console scripts (airflow, mlflow, uvicorn for `mlflow models serve`) come first on PATH
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 VENV := .venv
 PY := $(VENV)/bin/python
