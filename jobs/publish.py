@@ -37,7 +37,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
         raise RuntimeError(f"model {name!r} has no `champion` alias yet; nothing to publish for {ds}") from err
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion").unwrap_python_model()
     m = load_matrices(lake, ds)
-    histories = (m.train + m.valid + m.test).tocsr()
+    histories = m.window()
     known = np.flatnonzero(np.diff(histories.indptr) > 0)
     log.info("scoring %d users with %s version %s", len(known), name, version)
     idx, scores = model.recommend_histories(histories[known], k)

@@ -88,7 +88,7 @@ def _fingerprint(path: Path) -> str:
 
 def build_profile(m: Matrices, source: Mapping[str, Any]) -> Profile:
     """The serving profile of a date: every interaction of the window is a user's history."""
-    histories = (m.train + m.valid + m.test).tocsr()
+    histories = m.window()
     histories.data[:] = 1.0
     popularity = np.asarray((histories > 0).sum(axis=0)).ravel().astype(np.float32)
     return Profile(m.user_ids, m.item_ids, histories, popularity,

@@ -70,7 +70,7 @@ def whole_window(examples: pd.DataFrame, matrices: Matrices) -> tuple[pd.DataFra
         USER_IDX: held_out.row, ITEM_IDX: held_out.col, LABEL: 1, WEIGHT: 1.0, SOURCE: "real_pos",
     }).astype({c: examples[c].dtype for c in (USER_IDX, ITEM_IDX, LABEL, WEIGHT, SOURCE) if c in examples})
     empty = sp.csr_matrix(matrices.train.shape, dtype=np.float32)
-    window = Matrices(train=(matrices.train + matrices.valid + matrices.test).tocsr(), valid=empty, test=empty,
+    window = Matrices(train=matrices.window(), valid=empty, test=empty,
                       user_ids=matrices.user_ids, item_ids=matrices.item_ids)
     return pd.concat([examples, added], ignore_index=True), window
 

@@ -34,6 +34,10 @@ class Matrices:
     def n_items(self) -> int:
         return self.train.shape[1]
 
+    def window(self) -> sp.csr_matrix:
+        """Every interaction of the training window (train + valid + test), users x items."""
+        return (self.train + self.valid + self.test).tocsr()
+
 
 def save_matrices(path: Path, splits: dict[str, sp.csr_matrix]) -> None:
     """Write the per-split CSR matrices to ``path`` (an .npz), with their shared shape."""
