@@ -4,7 +4,8 @@ Builds a users x items matrix with planted taste groups, Zipf item popularity an
 lengths (defaults: 6,000 x 3,700, MovieLens-1M scale), holds out 10% of each user's items as validation,
 runs ``jobs.augment.augment`` with the committed ``augment`` config (flags override a few knobs) and
 prints one JSON line last: device, users, items, epoch_s, user_vectors_per_s, stage_s against the
-target, and on a GPU the model FLOP utilisation estimated from the layer sizes.
+target, the stage's CPU seconds, peak resident memory, the load average at the end, the JS figures,
+and on a GPU the model FLOP utilisation estimated from the layer sizes.
 Run: ``python -m bench.gan [--users N] [--items N] [--epochs E] [--batch-size B] [--set augment.key=value]``.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import resource
 import time
 from typing import Any
 
@@ -145,6 +148,9 @@ def main() -> None:
         "fit_s": training["seconds"],
         "stage_s": round(stage_s, 1),
         "stage_cpu_s": round(stage_cpu_s, 1),
+        # ru_maxrss is in KiB on Linux: the peak of the whole process, data and TensorFlow included
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "target_stage_s": TARGET_S,
         "meets_target": stage_s <= TARGET_S,
         "js_item_popularity": result.quality["fidelity"]["js_item_popularity"],

@@ -444,6 +444,8 @@ def check_config(config: dict[str, Any]) -> None:
             raise ValueError(f"augment.{key} must be a positive integer, got {config[key]!r}")
     if int(config["min_steps"]) < 0:
         raise ValueError(f"augment.min_steps must be >= 0, got {config['min_steps']!r}")
+    if float(config["popularity_weight"]) < 0.0:
+        raise ValueError(f"augment.popularity_weight must be >= 0, got {config['popularity_weight']!r}")
     if not float(config["d_learning_rate_ratio"]) > 0.0:
         raise ValueError(f"augment.d_learning_rate_ratio must be > 0, got {config['d_learning_rate_ratio']!r}")
 

@@ -15,6 +15,11 @@ The published CFGAN ignores its noise and degenerates into an autoencoder. Here 
 every hidden layer (feature-wise gain and shift applied after the condition's activations are
 normalised, so the condition cannot drown it), and a mode-seeking term (Mao et al., CVPR 2019)
 penalises a generator whose outputs do not move when the noise does.
+
+The scores are item probabilities: the discriminator judges a 0/1 draw from them (straight-through
+gradient), as real vectors are 0/1, so scores near 1 on a few head items no longer pass for a user;
+a popularity term compares the batch's generated and real item distributions, which a per-user
+discriminator cannot see.
 """
 
 from __future__ import annotations
@@ -149,6 +154,20 @@ def zero_reconstruction_loss(scores: Any, zr_mask: Any) -> Any:
     return ops.mean(ops.sum(zr_mask * ops.square(scores), axis=-1))
 
 
+def popularity_loss(real: Any, fake: Any, eps: float = 1e-8) -> Any:
+    """KL divergence of the batch's generated item distribution from its real one.
+
+    Each distribution is the column sums of the batch normalised to 1: how the batch's
+    interactions (or scores) spread over the catalogue. A per-user discriminator cannot see a
+    generator that gives every user of a segment the same few head items; this term can.
+    """
+    real_counts = ops.sum(real, axis=0)
+    fake_counts = ops.sum(fake, axis=0)
+    p = real_counts / (ops.sum(real_counts) + eps)
+    q = fake_counts / (ops.sum(fake_counts) + eps)
+    return ops.sum(p * (ops.log(p + eps) - ops.log(q + eps)))
+
+
 def mode_seeking_loss(scores_a: Any, scores_b: Any, noise_a: Any, noise_b: Any, eps: float = 1e-5) -> Any:
     """Mode-seeking term: the inverse of how far outputs move per unit of noise moved.
 
@@ -178,6 +197,7 @@ class ConditionalGAN(keras.Model):
         profile_drop: float,
         seed: int,
         label_smoothing: float = 0.0,
+        popularity_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -191,9 +211,10 @@ class ConditionalGAN(keras.Model):
         self.zr_weight = zr_weight
         self.diversity_weight = diversity_weight
         self.label_smoothing = label_smoothing
+        self.popularity_weight = popularity_weight
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {
-            name: keras.metrics.Mean(name=name) for name in ("d_loss", "g_adv", "zr", "mode_seeking")
+            name: keras.metrics.Mean(name=name) for name in ("d_loss", "g_adv", "zr", "mode_seeking", "popularity")
         }
 
     def compile(self, g_optimizer: keras.optimizers.Optimizer, d_optimizer: keras.optimizers.Optimizer) -> None:
@@ -225,19 +246,26 @@ class ConditionalGAN(keras.Model):
             fake_a = self.generator({**condition, NOISE: noise_a}, training=True)
             fake_b = self.generator({**condition, NOISE: noise_b}, training=True)
             real_logits = self.discriminator({VECTOR: real, **condition}, training=True)
-            fake_logits = self.discriminator({VECTOR: fake_a * masks["visible"], **condition}, training=True)
+            # D judges a 0/1 draw from the scores, as real vectors are 0/1; the straight-through
+            # estimator passes D's gradient to the scores as if the draw were the identity
+            draw = ops.cast(keras.random.uniform(ops.shape(fake_a), seed=self.seed_generator) < fake_a, "float32")
+            fake_seen = fake_a + ops.stop_gradient(draw - fake_a)
+            fake_logits = self.discriminator({VECTOR: fake_seen * masks["visible"], **condition}, training=True)
             d_loss = discriminator_loss(real_logits, fake_logits, self.label_smoothing)
             g_adv = generator_adversarial_loss(fake_logits)
             zr = zero_reconstruction_loss(fake_a, masks["zr"] * masks["keep"])
             seeking = mode_seeking_loss(fake_a, fake_b, noise_a, noise_b)
-            g_loss = g_adv + self.zr_weight * zr + self.diversity_weight * seeking
+            popularity = popularity_loss(real, fake_a)
+            g_loss = (g_adv + self.zr_weight * zr + self.diversity_weight * seeking
+                      + self.popularity_weight * popularity)
             d_scaled = d_loss / replicas
             g_scaled = g_loss / replicas
         d_weights = self.discriminator.trainable_weights
         g_weights = self.generator.trainable_weights
         self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_scaled, d_weights), d_weights, strict=True))
         self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_scaled, g_weights), g_weights, strict=True))
-        for name, value in (("d_loss", d_loss), ("g_adv", g_adv), ("zr", zr), ("mode_seeking", seeking)):
+        for name, value in (("d_loss", d_loss), ("g_adv", g_adv), ("zr", zr), ("mode_seeking", seeking),
+                            ("popularity", popularity)):
             self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
@@ -295,6 +323,7 @@ def build_gan(
         condition_dropout=float(config["condition_dropout"]),
         profile_drop=float(config["profile_drop"]),
         label_smoothing=float(config["label_smoothing"]),
+        popularity_weight=float(config["popularity_weight"]),
         seed=seed,
     )
     lr = float(config["learning_rate"])

@@ -154,6 +154,8 @@ def test_check_config_names_the_bad_key() -> None:
     config = {**load_config()["augment"], "pm_ratio": 1.5}
     with pytest.raises(ValueError, match="augment.pm_ratio"):
         aug.check_config(config)
+    with pytest.raises(ValueError, match="augment.popularity_weight"):
+        aug.check_config({**load_config()["augment"], "popularity_weight": -1.0})
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from jobs.models.gan import (  # noqa: E402
     generate,
     generator_adversarial_loss,
     mode_seeking_loss,
+    popularity_loss,
     sample_masks,
     zero_reconstruction_loss,
 )
@@ -66,6 +67,15 @@ def test_mode_seeking_is_inverse_output_change_per_noise_change() -> None:
     zb = np.array([[2.0, 2.0]], dtype=np.float32)
     # mean|a - b| = 0.5, mean|za - zb| = 2 -> ratio 0.25 -> loss 4
     assert _np(mode_seeking_loss(a, b, za, zb, eps=0.0)) == pytest.approx(4.0, rel=1e-6)
+
+
+def test_popularity_loss_is_kl_of_the_batch_item_distributions() -> None:
+    real = np.array([[1, 0, 0], [1, 1, 0]], dtype=np.float32)  # item shares 2/3, 1/3, 0
+    fake = np.array([[0.5, 0.5, 0.0], [0.5, 0.0, 0.5]], dtype=np.float32)  # 1/2, 1/4, 1/4
+    expected = 2 / 3 * math.log((2 / 3) / 0.5) + 1 / 3 * math.log((1 / 3) / 0.25)  # = log(4/3)
+    assert _np(popularity_loss(real, fake)) == pytest.approx(expected, rel=1e-4)
+    # the same spread at a different scale (fewer items per user) costs nothing
+    assert _np(popularity_loss(real, 0.3 * real)) == pytest.approx(0.0, abs=1e-5)
 
 
 def test_masks_have_the_configured_shares_and_are_resampled() -> None:
