@@ -60,17 +60,20 @@ def recommend(model: Any, histories: sp.csr_matrix, popularity: np.ndarray, k: i
     """Top-``k`` item indices and scores for each history row, seen items removed.
 
     Rows with an empty history get the most popular items (a cold user); item columns the model has
-    not seen (newer than it) are never recommended.
+    not seen (newer than it) are never recommended. Only the histories' columns are candidates: a model
+    that knows more items (a later date's champion judged on an earlier date in a backfill or rerun)
+    never recommends items that did not exist yet.
     """
     from jobs.models.recommender import score_histories
 
     n_items = histories.shape[1]
     pop = np.full(n_items, -np.inf, dtype=np.float32)
-    pop[: len(popularity)] = np.log1p(popularity)
+    known = min(n_items, len(popularity))
+    pop[:known] = np.log1p(popularity[:known])
     out_idx, out_scores = [], []
     for start in range(0, histories.shape[0], SCORE_BATCH):
         batch = histories[start : start + SCORE_BATCH]
-        scores = score_histories(model, batch).astype(np.float32)
+        scores = score_histories(model, batch)[:, :n_items]
         cold = np.diff(batch.indptr) == 0
         scores[cold] = pop
         rows, cols = batch.nonzero()

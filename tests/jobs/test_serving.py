@@ -1,0 +1,40 @@
+"""jobs.serving.recommend when the model and today's catalogue differ in size (backfills, reruns, new items)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from jobs.common.config import load_config
+
+pytestmark = pytest.mark.tf
+
+
+def _model(n_items: int):
+    from jobs.models.recommender import build_recommender
+
+    return build_recommender(n_items, {**load_config()["train"], "seed": 3})
+
+
+def test_a_model_that_knows_more_items_only_recommends_todays_catalogue() -> None:
+    from jobs.serving import recommend
+
+    # the champion was trained on a later date with 6 items; today (an earlier date) has 4
+    histories = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=np.float32))
+    popularity = np.array([5, 1, 9, 3, 50, 40], dtype=np.float64)
+    idx, scores = recommend(_model(6), histories, popularity, k=4)
+    assert idx.shape == (3, 4) and idx.max() < 4
+    finite = np.isfinite(scores)
+    assert sorted(idx[0][finite[0]]) == [1, 2, 3] and sorted(idx[1][finite[1]]) == [0, 3]  # seen removed
+    assert list(idx[2]) == [2, 0, 3, 1]  # the cold user: today's items by popularity, not items 4 and 5
+
+
+def test_items_newer_than_the_model_are_never_recommended() -> None:
+    from jobs.serving import recommend
+
+    histories = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=np.float32))
+    popularity = np.array([2, 7, 1], dtype=np.float64)  # the model knows 3 items, today has 5
+    idx, scores = recommend(_model(3), histories, popularity, k=5)
+    assert set(idx[0][np.isfinite(scores[0])]) == {1, 2}
+    assert list(idx[1][np.isfinite(scores[1])]) == [1, 0, 2]
