@@ -61,14 +61,24 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def gate_decision(challenger: float | None, champion: float | None, tolerance: float, promote: bool) -> tuple[bool, str]:
-    """Whether the challenger becomes champion, and why (pure: no registry access)."""
+def gate_decision(
+    challenger: float | None, champion: float | None, tolerance: float, promote: bool, *,
+    ds: str | None = None, champion_ds: str | None = None,
+) -> tuple[bool, str]:
+    """Whether the challenger (trained for ``ds``) becomes champion, and why (pure: no registry access).
+
+    A champion trained for a later date than the challenger's always stays: a backfill or rerun of an
+    earlier date never moves production back to older data (nor could the test split of an earlier
+    date judge a model that has trained on it fairly).
+    """
     if not promote:
         return False, "promotion is switched off (register.promote)"
     if challenger is None or not math.isfinite(challenger):
         return False, "the challenger has no valid evaluation"
     if champion is None:
         return True, "no champion yet"
+    if ds is not None and champion_ds is not None and champion_ds > ds:
+        return False, f"the champion was trained for a later date ({champion_ds} > {ds}) and stays"
     if challenger >= champion * (1.0 - tolerance):
         return True, f"challenger {challenger:.4f} >= champion {champion:.4f} x (1 - {tolerance})"
     return False, f"challenger {challenger:.4f} < champion {champion:.4f} x (1 - {tolerance})"
@@ -231,9 +241,13 @@ def body(ctx: JobContext) -> dict[str, Any]:
     if champion_version == version:
         promoted, reason = True, f"version {version} is already the champion"
     else:
-        promoted, reason = gate_decision(challenger_value, champion_value, cfg["gate_tolerance"], cfg["promote"])
+        champion_ds = client.get_model_version(name, champion_version).tags.get("ds") if champion_version else None
+        promoted, reason = gate_decision(challenger_value, champion_value, cfg["gate_tolerance"], cfg["promote"],
+                                         ds=ds, champion_ds=champion_ds)
     client.set_registered_model_alias(name, CHALLENGER, version)
-    client.set_model_version_tag(name, version, "validation_status", "passed" if promoted else "rejected")
+    # a reused version keeps a "passed" verdict when a rerun's gate keeps it back only for a newer champion
+    if promoted or existing is None or "validation_status" not in existing.tags:
+        client.set_model_version_tag(name, version, "validation_status", "passed" if promoted else "rejected")
     for key, value in flatten({"test": metrics["models"]["model"]["all"]}).items():
         client.set_model_version_tag(name, version, key, str(value))
     if promoted:

@@ -23,6 +23,12 @@ def test_gate_never_promotes_without_a_valid_evaluation_or_when_switched_off() -
     assert gate_decision(0.1, None, 0.0, True) == (True, "no champion yet")
 
 
+def test_gate_never_replaces_a_champion_trained_for_a_later_date() -> None:
+    assert gate_decision(0.9, 0.1, 0.0, True, ds="2026-01-09", champion_ds="2026-01-10")[0] is False
+    assert gate_decision(0.9, 0.1, 0.0, True, ds="2026-01-10", champion_ds="2026-01-09")[0] is True
+    assert gate_decision(0.9, 0.1, 0.0, True, ds="2026-01-10", champion_ds="2026-01-10")[0] is True
+
+
 def test_flatten_names_are_mlflow_safe() -> None:
     assert flatten({"model": {"all": {"ndcg@10": 0.5}}, "seed": 1}) == {"model.all.ndcg_at_10": 0.5, "seed": 1}
 
