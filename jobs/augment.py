@@ -189,6 +189,25 @@ def decode_top(scores: np.ndarray, lengths: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, best[keep])), shape=scores.shape)
 
 
+def draw_items(scores: np.ndarray, lengths: np.ndarray, uniforms: np.ndarray) -> sp.csr_matrix:
+    """Per row, ``lengths[row]`` items drawn without replacement with probability proportional to score.
+
+    Gumbel top-k: the ``lengths[row]`` largest ``log(score) + Gumbel`` keys are a draw without
+    replacement from the scores (Vieira 2014; Kool et al., 2019). The scores are the generator's item
+    probabilities, so a synthetic user is a draw from them, as the discriminator judged in training,
+    not the same few top-scored items for every user of a segment.
+
+    Args:
+        scores: rows x items, non-negative.
+        lengths: items to draw per row.
+        uniforms: rows x items uniform (0, 1) numbers, the draw's randomness (passed in, so two
+            calls can share it).
+    """
+    tiny = np.finfo(np.float32).tiny  # a zero score is drawn only when a row has no other item left
+    keys = np.log(np.maximum(scores, tiny)) - np.log(-np.log(np.clip(uniforms, tiny, 1.0 - 1e-7)))
+    return decode_top(keys, lengths)
+
+
 # ---------------------------------------------------------------------------------------------------
 # quality measures
 
@@ -324,7 +343,7 @@ class Synthetic:
     confidence: sp.csr_matrix     # same pattern, the generator score of each item
     requested: np.ndarray         # the segment asked for
     landed: np.ndarray            # the segment the generated vector is nearest to
-    second_draw: sp.csr_matrix    # the same conditions and lengths with fresh noise
+    second_draw: sp.csr_matrix    # the same conditions, lengths and decoding draw with fresh noise
 
 
 @dataclass
@@ -364,11 +383,13 @@ def sample_synthetic(
 ) -> Synthetic:
     """Draw ``n`` users from (segment, noise) with the profile zeroed.
 
-    Segments are drawn in proportion to the real segment sizes. A user's items are the top
-    ``length`` scores. With ``length_from="segment"`` the length is drawn from the real lengths of
-    the segment the generated vector lands in (nearest centroid), so a generator that ignores the
-    segment also gets the length mix wrong; with ``"generated"`` it is the generator's own count of
-    items scored at least 0.5 (at least 1), so the length distribution is learnt, not copied.
+    Segments are drawn in proportion to the real segment sizes. A user's items are ``length`` items
+    drawn from its scores (``draw_items``). With ``length_from="segment"`` the length is drawn from
+    the real lengths of the segment the generated vector lands in (nearest centroid), so a generator
+    that ignores the segment also gets the length mix wrong; with ``"generated"`` it is the expected
+    size of a 0/1 draw from the scores (their sum, at least 1), so the length distribution is learnt,
+    not copied. The second draw uses fresh generator noise but the same lengths and decoding
+    randomness, so the two differ only through the noise.
     """
     rng = np.random.default_rng(seed)
     noise_dim = int(generator.input[NOISE].shape[-1])
@@ -378,14 +399,15 @@ def sample_synthetic(
     scores = _generate_batches(generator, None, requested, noise_a)
     landed = assign_segments(scores, centroids)
     if length_from == "generated":
-        lengths = np.maximum(np.sum(scores >= 0.5, axis=1), 1).astype(np.int64)
+        lengths = np.maximum(np.rint(scores.sum(axis=1)), 1).astype(np.int64)
     elif length_from == "segment":
         lengths = np.array([rng.choice(segment_lengths[s]) for s in landed], dtype=np.int64)
     else:
         raise ValueError(f"length_from must be 'segment' or 'generated', got {length_from!r}")
-    items = decode_top(scores, lengths)
+    uniforms = rng.random(scores.shape)
+    items = draw_items(scores, lengths, uniforms)
     confidence = items.multiply(scores).tocsr()
-    second = decode_top(_generate_batches(generator, None, requested, noise_b), lengths)
+    second = draw_items(_generate_batches(generator, None, requested, noise_b), lengths, uniforms)
     return Synthetic(items, confidence, requested, landed, second)
 
 

@@ -102,6 +102,18 @@ def test_decode_top_keeps_each_rows_length() -> None:
     np.testing.assert_array_equal(decoded.toarray(), [[0, 1, 0, 0], [1, 0, 1, 1]])
 
 
+def test_draw_items_draws_without_replacement_in_proportion_to_scores() -> None:
+    rows = 20_000
+    scores = np.tile(np.array([0.6, 0.3, 0.1, 0.0], dtype=np.float32), (rows, 1))
+    rng = np.random.default_rng(0)
+    one = aug.draw_items(scores, np.ones(rows, dtype=np.int64), rng.random(scores.shape))
+    np.testing.assert_allclose(np.asarray(one.sum(axis=0)).ravel() / rows, [0.6, 0.3, 0.1, 0.0], atol=0.015)
+    two = aug.draw_items(scores, np.full(rows, 2), rng.random(scores.shape))
+    assert (np.diff(two.indptr) == 2).all() and two[:, 3].nnz == 0
+    # item 0 is first, or second after item 1 or item 2 came first: 0.6 + 0.3 * 0.6/0.7 + 0.1 * 0.6/0.9
+    assert two[:, 0].nnz / rows == pytest.approx(0.6 + 0.3 * 0.6 / 0.7 + 0.1 * 0.6 / 0.9, abs=0.015)
+
+
 def test_kmeans_recovers_planted_blocks() -> None:
     train, _, blocks = planted()
     labels, centroids = aug.kmeans_segments(train, BLOCKS, seed=0)
