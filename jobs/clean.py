@@ -87,19 +87,18 @@ QUARANTINE_ARROW_SCHEMA = pa.schema([(c, pa.string()) for c in QUARANTINE_COLUMN
 
 # working columns: the normalised values, next to the raw ones that quarantine keeps untouched
 _N, _USER, _ITEM, _EVENT, _VALUE, _TS = "_n", "_user", "_item", "_event", "_value", "_ts"
-_EVENTS, _KEPT = "_events", "_kept"
+_KEPT = "_kept"
 SECONDS_PER_DAY = 86_400
 
 
 @dataclass
 class CleanResult:
-    """The lazy outputs of :func:`clean_events`; ``flagged`` and ``repeats`` are worth caching."""
+    """The lazy outputs of :func:`clean_events`, all derived from ``flagged`` (worth caching)."""
 
     clean: DataFrame  # CLEAN_COLUMNS + ds
     quarantine: DataFrame  # raw columns + reason + ds
     outcomes: DataFrame  # ds, outcome (clean | duplicates | a reason), n
-    flagged: DataFrame  # distinct raw rows with normalised columns and reason
-    repeats: DataFrame  # valid rows grouped by (ds, user, item, event) with the kept ones
+    flagged: DataFrame  # distinct raw rows with normalised columns, reason and _kept
 
 
 def dates_to_clean(ds: str, raw_dates: Sequence[str], clean_dates: Sequence[str], window_days: int) -> list[str]:
@@ -152,8 +151,21 @@ def _check_config(cfg: Mapping[str, Any]) -> None:
         raise ValueError(f"clean.rating_range must be [low, high], got {cfg['rating_range']!r}")
 
 
+def _kept_positions(times: Column, dedupe_seconds: int) -> Column:
+    """The 1-based positions of the kept ones among sorted timestamps: the first, then each one more than
+    ``dedupe_seconds`` after the previous *kept* one (a fold: each decision depends on the last)."""
+    def keep_or_skip(acc: Column, event: Column) -> Column:
+        keep = acc["last"].isNull() | (F.unix_seconds(event["ts"]) - F.unix_seconds(acc["last"]) > dedupe_seconds)
+        kept = F.struct(event["ts"].alias("last"), F.concat(acc["kept"], F.array(event["i"])).alias("kept"))
+        return F.when(keep, kept).otherwise(acc)
+
+    indexed = F.transform(times, lambda ts, i: F.struct(ts.alias("ts"), (i + 1).alias("i")))
+    start = F.struct(F.lit(None).cast("timestamp").alias("last"), F.array().cast("array<int>").alias("kept"))
+    return F.aggregate(indexed, start, keep_or_skip, lambda acc: acc["kept"])
+
+
 def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) -> DataFrame:
-    """Collapse identical raw rows and give each distinct row its normalised values and reason.
+    """Collapse identical raw rows and give each distinct row its normalised values, reason and repeat flag.
 
     Args:
         raw: raw columns and ``ds``.
@@ -162,16 +174,18 @@ def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) ->
 
     Returns:
         One row per distinct raw row of a date: the raw columns, ``ds``, ``_n`` (how many raw rows it
-        stands for), the normalised ``_user, _item, _event, _value, _ts`` and ``reason`` (null = valid).
+        stands for), the normalised ``_user, _item, _event, _value, _ts``, ``reason`` (null = valid) and
+        ``_kept`` (for a valid row: false when it repeats a kept one within ``clean.dedupe_seconds``).
     """
     require_columns(raw.columns, (*RAW_COLUMNS, DS), "flag_rows")
     _check_config(cfg)
     low, high = (float(x) for x in cfg["rating_range"])
-    # one shuffle by (ds, user) serves the identical-row count, the bot window and the repeat groups:
-    # each groups by keys that include (ds, user), so Spark plans no further exchange for them
+    # the job's one shuffle, by ds: the identical-row count and both windows below group by keys that
+    # include ds, so Spark plans no further exchange for them, and each date's rows end in one task,
+    # which writes that date's single clean and quarantine file without another shuffle
     rows = (
         raw.withColumn(_USER, F.lower(_blank_to_null(F.col(USER_ID))))
-        .repartition(DS, _USER)
+        .repartition(DS)
         .groupBy(DS, _USER, *RAW_COLUMNS)
         .agg(F.count(F.lit(1)).alias(_N))
     )
@@ -202,76 +216,64 @@ def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) ->
         .when(~is_rating & (value < 0), "out_of_range")
     )
     rows = rows.withColumn(REASON, reason)
+    # repeats of (user, item, event) among the valid rows, in order of time, then value. Decided before
+    # the bot window so that both windows share one sort (a user's window is a prefix of this one);
+    # a bot's rows are quarantined whatever this says, and for everyone else "valid" is final here
+    valid = F.col(REASON).isNull()
+    group = Window.partitionBy(DS, _USER, _ITEM, _EVENT, valid).orderBy(_TS, _VALUE)
+    times = F.collect_list(_TS).over(group.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing))
+    kept = F.array_contains(_kept_positions(times, int(cfg["dedupe_seconds"])), F.row_number().over(group))
+    rows = rows.withColumn(_KEPT, valid & kept)
     # bots: count the user's valid raw events of the day, identical repeats included
-    valid_events = F.sum(F.when(F.col(REASON).isNull(), F.col(_N))).over(Window.partitionBy(DS, _USER))
-    is_bot = F.col(REASON).isNull() & (valid_events > int(cfg["bot_events_per_day"]))
+    valid_events = F.sum(F.when(valid, F.col(_N))).over(Window.partitionBy(DS, _USER))
+    is_bot = valid & (valid_events > int(cfg["bot_events_per_day"]))
     return rows.withColumn(REASON, F.when(is_bot, F.lit("bot")).otherwise(F.col(REASON)))
 
 
-def group_repeats(flagged: DataFrame, dedupe_seconds: int) -> DataFrame:
-    """Keep the first of repeated (user, item, event) within ``dedupe_seconds`` of the previous kept one.
-
-    Returns:
-        One row per (ds, user, item, event) of the valid rows: ``_events`` (all, sorted by time, then
-        value) and ``_kept`` (the ones kept); ``size(_events) - size(_kept)`` are duplicates.
-    """
-    events = F.array_sort(F.collect_list(F.struct(F.col(_TS).alias("ts"), F.col(_VALUE).alias("value"))))
-    grouped = flagged.where(F.col(REASON).isNull()).groupBy(DS, _USER, _ITEM, _EVENT).agg(events.alias(_EVENTS))
-
-    # "previous kept one" makes each decision depend on the last one: a fold over the sorted events
-    def keep_or_skip(acc: Column, event: Column) -> Column:
-        keep = acc["last"].isNull() | (F.unix_seconds(event["ts"]) - F.unix_seconds(acc["last"]) > dedupe_seconds)
-        kept = F.struct(event["ts"].alias("last"), F.concat(acc["kept"], F.array(event)).alias("kept"))
-        return F.when(keep, kept).otherwise(acc)
-
-    start = F.struct(
-        F.lit(None).cast("timestamp").alias("last"), F.filter(_EVENTS, lambda _: F.lit(False)).alias("kept")
-    )
-    return grouped.withColumn(_KEPT, F.aggregate(_EVENTS, start, keep_or_skip, lambda acc: acc["kept"]))
-
-
-def to_feedback(repeats: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
-    """The kept events as clean rows with label and weight (columns ``CLEAN_COLUMNS`` + ds)."""
+def to_feedback(flagged: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
+    """The kept valid rows as clean rows with label and weight (columns ``CLEAN_COLUMNS`` + ds)."""
     spec = cfg["events"]
     labels = F.create_map(*(F.lit(x) for kind in spec for x in (kind, int(spec[kind][LABEL]))))
     weights = F.create_map(*(F.lit(x) for kind in spec for x in (kind, float(spec[kind][WEIGHT]))))
-    rows = repeats.select(DS, _USER, _ITEM, _EVENT, F.explode(_KEPT).alias("e"))
-    event, value = F.col(_EVENT), F.col("e.value")
+    event, value = F.col(_EVENT), F.col(_VALUE)
     failed_rating = (event == RATING_EVENT) & ~(value >= float(cfg["positive_rating"]))
-    return rows.select(
+    return flagged.where(F.col(REASON).isNull() & F.col(_KEPT)).select(
         F.col(_USER).alias(USER_ID),
         F.col(_ITEM).alias(ITEM_ID),
         event.alias(EVENT),
         value.alias(VALUE),
-        F.col("e.ts").alias(TS),
+        F.col(_TS).alias(TS),
         F.when(failed_rating, 0).otherwise(F.try_element_at(labels, event)).cast("int").alias(LABEL),
         F.when(failed_rating, 0.0).otherwise(F.try_element_at(weights, event)).cast("double").alias(WEIGHT),
         DS,
     )
 
 
-def count_outcomes(flagged: DataFrame, repeats: DataFrame) -> DataFrame:
-    """Raw rows per (ds, outcome): ``clean``, ``duplicates`` and each quarantine reason."""
-    # a distinct row stands for _n raw rows: _n - 1 identical copies, then itself if quarantined
-    exact = flagged.select(DS, F.lit(DUPLICATES).alias("outcome"), (F.col(_N) - 1).alias("n"))
-    quarantined = flagged.where(F.col(REASON).isNotNull()).select(DS, F.col(REASON).alias("outcome"), F.lit(1).alias("n"))
-    repeated = repeats.select(DS, F.lit(DUPLICATES).alias("outcome"), (F.size(_EVENTS) - F.size(_KEPT)).alias("n"))
-    kept = repeats.select(DS, F.lit(CLEAN).alias("outcome"), F.size(_KEPT).alias("n"))
-    everything = exact.unionByName(quarantined).unionByName(repeated).unionByName(kept)
-    return everything.groupBy(DS, "outcome").agg(F.sum("n").cast("long").alias("n"))
+def count_outcomes(flagged: DataFrame) -> DataFrame:
+    """Raw rows per (ds, outcome): ``clean``, ``duplicates`` and each quarantine reason, in one pass."""
+    # a distinct row stands for _n raw rows: _n - 1 identical copies, then itself: quarantined with its
+    # reason, or valid and either kept (clean) or a repeat (duplicates)
+    itself = F.coalesce(F.col(REASON), F.when(F.col(_KEPT), F.lit(CLEAN)).otherwise(F.lit(DUPLICATES)))
+    both = F.array(
+        F.struct(F.lit(DUPLICATES).alias("outcome"), (F.col(_N) - 1).alias("n")),
+        F.struct(itself.alias("outcome"), F.lit(1).cast("long").alias("n")),
+    )
+    return (
+        flagged.select(DS, F.inline(both))
+        .groupBy(DS, "outcome")
+        .agg(F.sum("n").cast("long").alias("n"))
+    )
 
 
 def clean_events(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) -> CleanResult:
     """The whole cleaning of raw rows (raw columns + ds) as lazy frames; see the module docstring."""
     flagged = flag_rows(raw, cfg, has_timestamp=has_timestamp)
-    repeats = group_repeats(flagged, int(cfg["dedupe_seconds"]))
     quarantine = flagged.where(F.col(REASON).isNotNull()).select(*QUARANTINE_COLUMNS, DS)
     return CleanResult(
-        clean=to_feedback(repeats, cfg),
+        clean=to_feedback(flagged, cfg),
         quarantine=quarantine,
-        outcomes=count_outcomes(flagged, repeats),
+        outcomes=count_outcomes(flagged),
         flagged=flagged,
-        repeats=repeats,
     )
 
 
@@ -310,6 +312,15 @@ def _data_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
 
 
+def _raw_footers(lake: Lake, ds: str) -> list[tuple[Path, pq.FileMetaData]]:
+    return [(part, pq.read_metadata(part)) for part in _data_files(lake.path("raw", ds))]
+
+
+def raw_rows(lake: Lake, dates: Sequence[str]) -> dict[str, int]:
+    """Rows of each raw partition, from the Parquet footers: the input the reconciliation must add up to."""
+    return {d: sum(meta.num_rows for _, meta in _raw_footers(lake, d)) for d in dates}
+
+
 def raw_findings(lake: Lake, dates: Sequence[str], ds: str) -> list[str]:
     """Quality findings of the raw partitions about to be cleaned, from the Parquet footers alone.
 
@@ -320,8 +331,7 @@ def raw_findings(lake: Lake, dates: Sequence[str], ds: str) -> list[str]:
     findings = []
     for d in dates:
         rows = 0
-        for part in _data_files(lake.path("raw", d)):
-            meta = pq.read_metadata(part)
+        for part, meta in _raw_footers(lake, d):
             rows += meta.num_rows
             types = {field.name: field.type for field in meta.schema.to_arrow_schema()}
             drift = [f"missing {c}" for c in RAW_COLUMNS if c not in types]
@@ -377,8 +387,9 @@ def _gate(findings: list[str]) -> None:
 
 
 def _write_partitioned(frame: DataFrame, path: Path, order: Sequence[str]) -> None:
-    # one task per date gives one file per date; sorting makes the bytes of a rerun identical
-    frame.repartition(DS).sortWithinPartitions(DS, *order).write.partitionBy(DS).parquet(str(path))
+    # the frames of clean_events hold each date in one partition (flag_rows shuffles by ds), so one
+    # task writes each date's one file with no further shuffle; sorting makes a rerun's bytes identical
+    frame.sortWithinPartitions(DS, *order).write.partitionBy(DS).parquet(str(path))
 
 
 def _ensure_parquet(path: Path, schema: pa.Schema) -> None:
@@ -400,16 +411,15 @@ def body(ctx: JobContext) -> dict[str, Any]:
     spark = spark_session("recsys-clean")
     raw = read_raw(spark, lake, dates)
     result = clean_events(raw, cfg, has_timestamp=has_timestamp)
+    # one pass over the raw rows: both writes and the count read the cached frame
     result.flagged.persist()
-    result.repeats.persist()
     staging = lake.staging_dir(f"clean-{ds}")
     try:
         _write_partitioned(result.clean, staging / CLEAN, (USER_ID, TS, ITEM_ID, EVENT, VALUE))
         _write_partitioned(result.quarantine, staging / "quarantine", (REASON, *RAW_COLUMNS))
-        # a distinct row stands for _n raw rows, so this counts the input in the scan already cached
-        inputs = {r[DS]: r["n"] for r in result.flagged.groupBy(DS).agg(F.sum(_N).alias("n")).collect()}
+        # the outcomes in one aggregation of the cached frames; the input independently, from the raw footers
         outcomes = [(r[DS], r["outcome"], r["n"]) for r in result.outcomes.collect()]
-        report = reconcile(inputs, outcomes, dates)
+        report = reconcile(raw_rows(lake, dates), outcomes, dates)
         # before any commit: a failed gate leaves every partition as it was
         _gate(volume_findings(ds, report[ds][CLEAN], clean_history(lake, ds, report), ctx.config["quality"]))
         for d in dates:
@@ -424,7 +434,6 @@ def body(ctx: JobContext) -> dict[str, Any]:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         result.flagged.unpersist()
-        result.repeats.unpersist()
 
     totals = {key: sum(r[key] for r in report.values()) for key in ("input", CLEAN, DUPLICATES, "quarantined")}
     by_reason = {reason: sum(r["by_reason"][reason] for r in report.values()) for reason in REASONS}

@@ -5,6 +5,11 @@ The tables of ``ds`` hold the positives (label 1) of the committed clean partiti
 timestamp, after a k-core filter (``tables.min_user_core`` / ``tables.min_item_core``, repeated until
 nothing changes or ``tables.core_rounds``; 1 turns a side off).
 
+Spark reads the window and aggregates it to those pairs in one job; the pairs then come to the
+driver as Arrow (the CSR export needs every interaction there anyway), where the k-core, the index
+and the split run on integer arrays (numpy, pyarrow compute), far cheaper than a Spark job per
+k-core round and per index or split step.
+
 Stable indexes (``<lake>/index/users.parquet`` and ``items.parquet``, columns id and int64 idx) follow
 one rule: **an id keeps the index it first got, forever; the index only grows.** A run gives the ids
 of its tables that have no index yet the next free numbers, ``max + 1, max + 2, ...``, in the order of
@@ -48,7 +53,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common.cli import JobContext, job_parser, run_job
@@ -104,35 +109,39 @@ def positive_pairs(clean: DataFrame) -> DataFrame:
     )
 
 
-def k_core(pairs: DataFrame, min_user: int, min_item: int, rounds: int) -> DataFrame:
-    """Drop users with fewer than ``min_user`` items and items with fewer than ``min_item`` users.
+def k_core(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int, rounds: int) -> np.ndarray:
+    """Which pairs survive dropping users with fewer than ``min_user`` items and items with fewer than ``min_item`` users.
 
-    Each round drops both at once; rounds repeat until none is dropped or ``rounds`` ran.
+    Each round drops both at once, counting over the pairs the previous round kept; rounds repeat
+    until none is dropped or ``rounds`` ran.
+
+    Args:
+        users, items: per pair, dense integer codes (0..n-1) of its user and item.
+        min_user, min_item: the least items per user and users per item (1 turns a side off).
+        rounds: the most rounds.
+
+    Returns:
+        A boolean mask over the pairs.
     """
-    if min_user <= 1 and min_item <= 1:
-        return pairs
-    pairs = pairs.localCheckpoint()  # materialise once: the count and the first round would each recompute it
-    size = pairs.count()
+    keep = np.ones(len(users), dtype=bool)
+    if (min_user <= 1 and min_item <= 1) or not len(users):
+        return keep
+    size = len(users)
     for round_no in range(1, rounds + 1):
-        users = F.count(F.lit(1)).over(Window.partitionBy(USER_ID))
-        items = F.count(F.lit(1)).over(Window.partitionBy(ITEM_ID))
-        kept = (
-            pairs.select("*", users.alias("_users"), items.alias("_items"))
-            .where((F.col("_users") >= min_user) & (F.col("_items") >= min_item))
-            .drop("_users", "_items")
-            .localCheckpoint()  # materialise: each round works on the last one's result, not its lineage
-        )
-        kept_size = kept.count()
+        user_degree = np.bincount(users[keep], minlength=int(users.max()) + 1)
+        item_degree = np.bincount(items[keep], minlength=int(items.max()) + 1)
+        keep &= (user_degree[users] >= min_user) & (item_degree[items] >= min_item)
+        kept_size = int(keep.sum())
         log.info("k-core round %d: %d -> %d pairs", round_no, size, kept_size)
-        pairs, done, size = kept, kept_size == size, kept_size
+        done, size = kept_size == size, kept_size
         if done:
             break
-    return pairs
+    return keep
 
 
-def first_seen(pairs: DataFrame, id_col: str) -> DataFrame:
+def first_seen(pairs: pa.Table, id_col: str) -> pa.Table:
     """Each id of ``id_col`` with its earliest ``first_ts`` in ``pairs``."""
-    return pairs.groupBy(id_col).agg(F.min(FIRST_TS).alias(FIRST_TS))
+    return pairs.group_by(id_col).aggregate([(FIRST_TS, "min")]).rename_columns([id_col, FIRST_TS])
 
 
 def extend_index(index: pa.Table, unseen: pa.Table, id_col: str, idx_col: str) -> pa.Table:
@@ -191,43 +200,71 @@ def index_lock(lake: Lake) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def split_interactions(
-    interactions: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool, seed: int
-) -> DataFrame:
-    """Add ``split`` (train | valid | test) per user, the latest interactions held out; see the module docstring.
+def spark_xxhash64(seed: int, *columns: np.ndarray) -> np.ndarray:
+    """Spark's ``xxhash64(seed, *columns)`` of int32 values, vectorised: the same int64 Spark returns.
+
+    Spark hashes each value as a 4-byte int (``XXH64.hashInt``), chaining from its default seed 42.
+    """
+    p1, p2, p3, p5 = (np.uint64(x) for x in (0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                                             0x27D4EB2F165667C5))
+    n = len(columns[0]) if columns else 1
+    state = np.full(n, 42, dtype=np.uint64)
+    for value in (np.full(n, seed, dtype=np.int64), *(np.asarray(c, dtype=np.int64) for c in columns)):
+        h = state + p5 + np.uint64(4)
+        h ^= (value.astype(np.uint64) & np.uint64(0xFFFFFFFF)) * p1
+        h = ((h << np.uint64(23)) | (h >> np.uint64(41))) * p2 + p3
+        h ^= h >> np.uint64(33)
+        h *= p2
+        h ^= h >> np.uint64(29)
+        h *= p3
+        h ^= h >> np.uint64(32)
+        state = h
+    return state.view(np.int64)
+
+
+def split_interactions(users: np.ndarray, items: np.ndarray, ts_us: np.ndarray, cfg: Mapping[str, Any], *,
+                       has_timestamp: bool, seed: int) -> np.ndarray:
+    """The split (train | valid | test) of each interaction, each user's latest held out; see the module docstring.
 
     Args:
-        interactions: user_idx, item_idx, ts and any other columns.
+        users, items: per interaction, its user_idx and item_idx (int32 values).
+        ts_us: per interaction, its timestamp in microseconds.
         cfg: the ``tables`` config section.
-        has_timestamp: order each user's interactions by time; otherwise by a seeded hash.
+        has_timestamp: order each user's interactions by time; otherwise by a seeded hash, Spark's
+            ``xxhash64(seed, user_idx, item_idx)`` (the rule the Spark version of this split had).
         seed: the seed of that hash.
+
+    Returns:
+        The split names, aligned with the input.
 
     Raises:
         ValueError: ``tables.split`` or its ratios are invalid.
     """
-    require_columns(interactions.columns, (USER_IDX, ITEM_IDX, TS), "split_interactions")
     method = cfg["split"]
-    n = F.count(F.lit(1)).over(Window.partitionBy(USER_IDX))
+    if method not in SPLIT_METHODS:
+        raise ValueError(f"tables.split must be one of {', '.join(SPLIT_METHODS)}, got {method!r}")
+    key = ts_us if has_timestamp else spark_xxhash64(seed, users, items)
+    order = np.lexsort((items, key, users))  # by user, then key, ties by item_idx
+    ordered = users[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(users) else np.zeros(0, np.int64)
+    sizes = np.diff(np.r_[starts, len(users)])
+    n = np.repeat(sizes, sizes)
+    position = np.arange(len(users)) - np.repeat(starts, sizes) + 1  # 1-based, as row_number
     if method == "ratio":
         ratios = float(cfg["valid_ratio"]), float(cfg["test_ratio"])
         if not all(0 <= r < 1 for r in ratios):
             raise ValueError(f"tables.valid_ratio and tables.test_ratio must be in [0, 1), got {ratios}")
-        n_valid, n_test = (F.greatest(F.lit(1), F.round(n * r).cast("long")) if r > 0 else F.lit(0) for r in ratios)
-    elif method == "leave_last_n":
-        n_valid = n_test = F.lit(int(cfg["leave_last_n"]))
+        # n * r rounded half up, as Spark's round
+        n_valid, n_test = (np.maximum(1, np.floor(n * r + 0.5).astype(np.int64)) if r > 0 else np.zeros_like(n)
+                           for r in ratios)
     else:
-        raise ValueError(f"tables.split must be one of {', '.join(SPLIT_METHODS)}, got {method!r}")
-
-    key = F.col(TS) if has_timestamp else F.xxhash64(F.lit(seed), USER_IDX, ITEM_IDX)
-    position = F.row_number().over(Window.partitionBy(USER_IDX).orderBy(key, ITEM_IDX))  # 1-based
+        n_valid = n_test = np.full_like(n, int(cfg["leave_last_n"]))
     held_out = n_valid + n_test
-    split = (
-        F.when((n < int(cfg["min_user_interactions"])) | (held_out >= n), "train")
-        .when(position > n - n_test, "test")
-        .when(position > n - held_out, "valid")
-        .otherwise("train")
-    )
-    return interactions.withColumn(SPLIT, split)
+    split = np.select([position > n - n_test, position > n - held_out], ["test", "valid"], "train")
+    split[(n < int(cfg["min_user_interactions"])) | (held_out >= n)] = "train"
+    out = np.empty_like(split)
+    out[order] = split
+    return out
 
 
 def csr_splits(users: np.ndarray, items: np.ndarray, weights: np.ndarray, splits: np.ndarray,
@@ -293,10 +330,22 @@ def table_stats(users: np.ndarray, items: np.ndarray, splits: np.ndarray, first_
     }
 
 
-def _unseen(spark: SparkSession, pairs: DataFrame, index: pa.Table, id_col: str) -> pa.Table:
-    """The ids of ``pairs`` missing from ``index``, with their first timestamp."""
-    known = spark.createDataFrame(index)
-    return first_seen(pairs, id_col).join(known, on=id_col, how="left_anti").toArrow()
+def _codes(column: pa.ChunkedArray) -> np.ndarray:
+    """Dense integer codes 0..n-1 of a column's values (a hash, no sort)."""
+    return column.combine_chunks().dictionary_encode().indices.to_numpy()
+
+
+def index_pairs(pairs: pa.Table, indexes: Mapping[str, pa.Table]) -> pa.Table:
+    """The pairs with their user_idx and item_idx (int32) instead of ids: the interactions before the split."""
+    idx = {col: pc.index_in(pairs.column(col), value_set=indexes[col].column(col)) for col in (USER_ID, ITEM_ID)}
+    # read_index and extend_index keep idx == position in the index, so the position is the idx
+    return pa.table({
+        USER_IDX: idx[USER_ID].cast(pa.int32()),
+        ITEM_IDX: idx[ITEM_ID].cast(pa.int32()),
+        WEIGHT: pairs.column(WEIGHT).cast(pa.float32()),
+        TS: pairs.column(TS),
+        FIRST_TS: pairs.column(FIRST_TS),
+    })
 
 
 def body(ctx: JobContext) -> dict[str, Any]:
@@ -306,46 +355,40 @@ def body(ctx: JobContext) -> dict[str, Any]:
     spark = spark_session("recsys-tables")
     clean, dates = read_window(spark, lake, ds, int(cfg["window_days"]))
     log.info("tables for %s over %d clean date(s) %s..%s", ds, len(dates), dates[0], ds)
-    pairs = k_core(
-        positive_pairs(clean), int(cfg["min_user_core"]), int(cfg["min_item_core"]), int(cfg["core_rounds"])
-    ).persist()
-    try:
-        with index_lock(lake):
-            indexes, new = {}, {}
-            for id_col, idx_col in ((USER_ID, USER_IDX), (ITEM_ID, ITEM_IDX)):
-                known = read_index(index_path(lake, id_col), id_col, idx_col)
-                indexes[id_col] = extend_index(known, _unseen(spark, pairs, known, id_col), id_col, idx_col)
-                new[id_col] = len(indexes[id_col]) - len(known)
-            if max(len(t) for t in indexes.values()) > INT32_MAX:
-                raise ValueError("an index outgrew int32; the tables store user_idx and item_idx as int32")
-            interactions = (
-                pairs.join(spark.createDataFrame(indexes[USER_ID]), USER_ID)
-                .join(spark.createDataFrame(indexes[ITEM_ID]), ITEM_ID)
-                .select(
-                    F.col(USER_IDX).cast("int").alias(USER_IDX),
-                    F.col(ITEM_IDX).cast("int").alias(ITEM_IDX),
-                    F.col(WEIGHT).cast("float").alias(WEIGHT),
-                    TS,
-                    FIRST_TS,
-                )
-            )
-            interactions = split_interactions(interactions, cfg, has_timestamp=has_timestamp, seed=int(ctx.config["seed"]))
-            # sorted on the driver, which receives every row for the CSR export anyway: a Spark orderBy
-            # would add a sampling pass and a range shuffle; (user_idx, item_idx) is unique, so the order is total
-            order = [(USER_IDX, "ascending"), (TS, "ascending"), (ITEM_IDX, "ascending")]
-            table = interactions.toArrow().sort_by(order).combine_chunks()
-            if table.num_rows == 0:
-                raise ValueError(f"tables {ds}: no positive interactions left in clean {dates[0]}..{ds}")
-            # the index grows only once this date's tables are computed; an id numbered here but not
-            # committed below stays numbered, which the append-only rule allows
-            for id_col, index in indexes.items():
-                if new[id_col] or not index_path(lake, id_col).exists():
-                    _write_parquet(index, index_path(lake, id_col))
-    finally:
-        pairs.unpersist()
+    # Spark reads the window and aggregates it to one row per pair; the driver receives those pairs as
+    # Arrow (it needs every interaction for the CSR export anyway) and runs the k-core, the index and the
+    # split on integer arrays there: each k-core round as Spark joins was a job with a shuffle
+    pairs = positive_pairs(clean).toArrow()
+    keep = k_core(_codes(pairs.column(USER_ID)), _codes(pairs.column(ITEM_ID)), int(cfg["min_user_core"]),
+                  int(cfg["min_item_core"]), int(cfg["core_rounds"]))
+    pairs = pairs.filter(pa.array(keep))
+    if pairs.num_rows == 0:
+        raise ValueError(f"tables {ds}: no positive interactions left in clean {dates[0]}..{ds}")
+    with index_lock(lake):
+        indexes, new = {}, {}
+        for id_col, idx_col in ((USER_ID, USER_IDX), (ITEM_ID, ITEM_IDX)):
+            known = read_index(index_path(lake, id_col), id_col, idx_col)
+            seen = first_seen(pairs, id_col)
+            unseen = seen.filter(pc.invert(pc.is_in(seen.column(id_col), value_set=known.column(id_col))))
+            indexes[id_col] = extend_index(known, unseen, id_col, idx_col)
+            new[id_col] = len(indexes[id_col]) - len(known)
+        if max(len(t) for t in indexes.values()) > INT32_MAX:
+            raise ValueError("an index outgrew int32; the tables store user_idx and item_idx as int32")
+        table = index_pairs(pairs, indexes)
+        users, items = (table.column(c).to_numpy() for c in (USER_IDX, ITEM_IDX))
+        ts_us = table.column(TS).cast(pa.int64()).to_numpy()
+        splits = split_interactions(users, items, ts_us, cfg, has_timestamp=has_timestamp, seed=int(ctx.config["seed"]))
+        # (user_idx, item_idx) is unique, so this order is total and a rerun writes the same bytes
+        order = np.lexsort((items, ts_us, users))
+        table = table.append_column(pa.field(SPLIT, pa.string(), nullable=False), pa.array(splits, pa.string()))
+        table, splits = table.take(order).combine_chunks(), splits[order]
+        # the index grows only once this date's tables are computed; an id numbered here but not
+        # committed below stays numbered, which the append-only rule allows
+        for id_col, index in indexes.items():
+            if new[id_col] or not index_path(lake, id_col).exists():
+                _write_parquet(index, index_path(lake, id_col))
 
     columns = {name: table.column(name).to_numpy() for name in (USER_IDX, ITEM_IDX, WEIGHT)}
-    splits = np.asarray(table.column(SPLIT).to_pylist())
     first_us = table.column(FIRST_TS).cast(pa.int64()).to_numpy()
     table = table.drop_columns([FIRST_TS])
     shape = (len(indexes[USER_ID]), len(indexes[ITEM_ID]))

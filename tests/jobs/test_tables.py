@@ -46,65 +46,82 @@ def test_positive_pairs_keep_label_1_with_max_weight_and_latest_ts(spark) -> Non
     assert got == [("u1", "i1", 5.0, 9, 8), ("u2", "i1", 1.5, 7, 7)]
 
 
-@pytest.mark.spark
-def test_k_core_repeats_until_a_fixed_point_or_the_round_limit(spark) -> None:
+def test_k_core_repeats_until_a_fixed_point_or_the_round_limit() -> None:
     edges = [("u1", "i1"), ("u1", "i2"), ("u1", "i3"), ("u2", "i1"), ("u2", "i2"), ("u3", "i3"), ("u4", "i1"),
              ("u4", "i4")]
-    pairs = spark.createDataFrame([(u, i, 1.0, at(1)) for u, i in edges], "user_id string, item_id string, weight double, ts timestamp")
+    users = np.array([int(u[1:]) - 1 for u, _ in edges])
+    items = np.array([int(i[1:]) - 1 for _, i in edges])
 
-    def run(rounds: int) -> list[tuple[str, str]]:
-        return sorted((r["user_id"], r["item_id"]) for r in tables.k_core(pairs, 2, 2, rounds).collect())
+    def run(rounds: int, min_user: int = 2, min_item: int = 2) -> list[tuple[str, str]]:
+        keep = tables.k_core(users, items, min_user, min_item, rounds)
+        return [edge for edge, kept in zip(edges, keep, strict=True) if kept]
 
     # round 1 drops u3 (one item) and i4 (one user); then i3 and u4 fall below 2; round 3 changes nothing
     assert run(1) == [("u1", "i1"), ("u1", "i2"), ("u1", "i3"), ("u2", "i1"), ("u2", "i2"), ("u4", "i1")]
     assert run(10) == [("u1", "i1"), ("u1", "i2"), ("u2", "i1"), ("u2", "i2")]
-    assert tables.k_core(pairs, 1, 1, 10) is pairs
+    assert run(10, 1, 1) == edges
+    assert run(10, 2, 1) == [e for e in edges if e[0] != "u3"]  # users only: u3 has one item
+    assert tables.k_core(np.zeros(0, int), np.zeros(0, int), 2, 2, 10).tolist() == []
 
 
-def split_of(spark, rows: list[tuple], *, has_timestamp: bool = True, seed: int = 42, **changes: Any) -> dict:
-    frame = spark.createDataFrame(rows, "user_idx int, item_idx int, ts timestamp")
-    out = tables.split_interactions(frame, tables_cfg(**changes), has_timestamp=has_timestamp, seed=seed)
-    return {(r["user_idx"], r["item_idx"]): r["split"] for r in out.collect()}
+def split_of(rows: list[tuple], *, has_timestamp: bool = True, seed: int = 42, **changes: Any) -> dict:
+    users, items = (np.array([r[k] for r in rows], np.int32) for k in (0, 1))
+    ts_us = np.array([int(r[2].timestamp() * 1_000_000) for r in rows], np.int64)
+    got = tables.split_interactions(users, items, ts_us, tables_cfg(**changes), has_timestamp=has_timestamp, seed=seed)
+    return {(int(u), int(i)): str(s) for u, i, s in zip(users, items, got, strict=True)}
 
 
-@pytest.mark.spark
-def test_ratio_split_holds_out_each_users_latest(spark) -> None:
+def test_ratio_split_holds_out_each_users_latest() -> None:
     rows = [(0, i, at(1, i)) for i in range(10)]  # 10 interactions: 8 / 1 / 1
     rows += [(1, 0, at(1)), (1, 1, at(2))]  # under min_user_interactions: all train
     rows += [(2, 5, at(3)), (2, 3, at(3)), (2, 9, at(2))]  # 3 interactions, a tie in time ordered by item_idx
     rows += [(3, i, at(1, i)) for i in range(20)]  # 20 at 0.25 / 0.25: 10 / 5 / 5
-    got = split_of(spark, rows, split="ratio", valid_ratio=0.1, test_ratio=0.1, min_user_interactions=3)
+    got = split_of(rows, split="ratio", valid_ratio=0.1, test_ratio=0.1, min_user_interactions=3)
     assert {i: got[(0, i)] for i in range(10)} == {**{i: "train" for i in range(8)}, 8: "valid", 9: "test"}
     assert got[(1, 0)] == got[(1, 1)] == "train"
     assert (got[(2, 9)], got[(2, 3)], got[(2, 5)]) == ("train", "valid", "test")
     assert [sum(got[(3, i)] == s for i in range(20)) for s in ("train", "valid", "test")] == [16, 2, 2]
 
-    quarter = split_of(spark, rows[-20:], split="ratio", valid_ratio=0.25, test_ratio=0.25)
+    quarter = split_of(rows[-20:], split="ratio", valid_ratio=0.25, test_ratio=0.25)
     assert [quarter[(3, i)] for i in range(20)] == ["train"] * 10 + ["valid"] * 5 + ["test"] * 5
+    # 15 at 0.1: round(1.5) is 2 (half up, as Spark rounds), so 11 / 2 / 2; a ratio of 0 holds none out
+    fifteen = split_of([(4, i, at(1, i)) for i in range(15)], split="ratio", valid_ratio=0.1, test_ratio=0.1)
+    assert [fifteen[(4, i)] for i in range(15)] == ["train"] * 11 + ["valid"] * 2 + ["test"] * 2
+    no_valid = split_of(rows[:10], split="ratio", valid_ratio=0.0, test_ratio=0.1)
+    assert [no_valid[(0, i)] for i in range(10)] == ["train"] * 9 + ["test"]
 
 
-@pytest.mark.spark
-def test_leave_last_n_and_the_seeded_split_without_timestamps(spark) -> None:
+def test_leave_last_n_and_the_seeded_split_without_timestamps() -> None:
     rows = [(0, i, at(1, i)) for i in range(5)] + [(1, i, at(1, i)) for i in range(4)]
-    got = split_of(spark, rows, split="leave_last_n", leave_last_n=2, min_user_interactions=3)
+    got = split_of(rows, split="leave_last_n", leave_last_n=2, min_user_interactions=3)
     assert [got[(0, i)] for i in range(5)] == ["train", "valid", "valid", "test", "test"]
     assert [got[(1, i)] for i in range(4)] == ["train"] * 4  # 2 + 2 held out would leave no train
 
     many = [(0, i, at(1)) for i in range(40)]
-    first = split_of(spark, many, has_timestamp=False, seed=1, split="ratio", valid_ratio=0.1, test_ratio=0.1)
+    first = split_of(many, has_timestamp=False, seed=1, split="ratio", valid_ratio=0.1, test_ratio=0.1)
     assert sorted(first.values()).count("test") == 4 and sorted(first.values()).count("valid") == 4
-    assert split_of(spark, many, has_timestamp=False, seed=1, split="ratio", valid_ratio=0.1, test_ratio=0.1) == first
-    other = split_of(spark, many, has_timestamp=False, seed=2, split="ratio", valid_ratio=0.1, test_ratio=0.1)
+    assert split_of(many, has_timestamp=False, seed=1, split="ratio", valid_ratio=0.1, test_ratio=0.1) == first
+    other = split_of(many, has_timestamp=False, seed=2, split="ratio", valid_ratio=0.1, test_ratio=0.1)
     assert other != first
     held = [i for i in range(40) if first[(0, i)] != "train"]
     assert held != list(range(32, 40))  # not the time (here: item) order
 
 
 @pytest.mark.spark
-def test_split_rejects_an_unknown_method(spark) -> None:
-    frame = spark.createDataFrame([(0, 0, at(1))], "user_idx int, item_idx int, ts timestamp")
+def test_the_seeded_order_is_sparks_xxhash64(spark) -> None:
+    from pyspark.sql import functions as F
+
+    rng = np.random.default_rng(7)
+    users = rng.integers(0, 2**31 - 1, 200, dtype=np.int32)
+    items = np.r_[rng.integers(0, 5000, 199, dtype=np.int32), np.int32(-5)]
+    frame = spark.createDataFrame([(int(u), int(i)) for u, i in zip(users, items, strict=True)], "u int, i int")
+    expected = [r[0] for r in frame.select(F.xxhash64(F.lit(3), "u", "i")).collect()]
+    assert tables.spark_xxhash64(3, users, items).tolist() == expected
+
+
+def test_split_rejects_an_unknown_method() -> None:
     with pytest.raises(ValueError, match="tables.split"):
-        tables.split_interactions(frame, tables_cfg(split="random"), has_timestamp=True, seed=1)
+        split_of([(0, 0, at(1))], split="random")
 
 
 def test_extend_index_appends_in_first_seen_then_id_order(tmp_path) -> None:
