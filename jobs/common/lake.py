@@ -30,6 +30,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -79,8 +80,14 @@ class Lake:
         return sorted(p.name[3:] for p in base.iterdir() if p.is_dir() and p.name.startswith("ds="))
 
     def staging_dir(self, label: str) -> Path:
-        """A fresh private directory on the lake's file system to write aside in."""
-        path = self.root / "_staging" / f"{label}-{uuid.uuid4().hex[:12]}"
+        """A fresh private directory on the lake's file system to write aside in.
+
+        Folders of the same label left behind by a run that died mid-write (its process is gone) are
+        removed first, so the retry or the next run of a job and date cleans up after the one it replaces.
+        """
+        base = self.root / "_staging"
+        remove_stale_staging(base, label)
+        path = base / f"{label}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         path.mkdir(parents=True)
         return path
 
@@ -123,6 +130,35 @@ class Lake:
                 f"{zone} partition for {ds} is missing at {path}; run the upstream stage for {ds} first"
             )
         return path
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_staging(base: Path, label: str) -> list[Path]:
+    """Remove the staging folders of ``label`` under ``base`` whose writing process no longer runs.
+
+    A folder is named ``<label>-<pid>-<12 hex>`` (older ones ``<label>-<12 hex>``, always stale). The
+    pid is checked on this host: the lake is written by one machine's jobs at a time.
+
+    Returns:
+        The folders removed.
+    """
+    pattern = re.compile(rf"{re.escape(label)}-(?:(\d+)-)?[0-9a-f]{{12}}")
+    removed = []
+    for path in sorted(base.iterdir()) if base.is_dir() else []:
+        match = pattern.fullmatch(path.name)
+        if match and not (match.group(1) and _process_alive(int(match.group(1)))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def window_start(ds: str, days: int) -> str:

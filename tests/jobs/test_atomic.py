@@ -76,8 +76,11 @@ def test_a_killed_clean_job_leaves_the_old_partition_and_a_rerun_completes(lake:
     assert lake.dates("clean") == lake.dates("quarantine") == [DAY]  # OLD never appeared
     assert {zone: partition_bytes(lake.path(zone, DAY)) for zone in ("clean", "quarantine")} == old
     assert not list(lake.root.glob("*/.ds=*"))  # no old version renamed aside and left behind
+    left_behind = list((lake.root / "_staging").glob(f"clean-{DAY}-*"))
+    assert left_behind  # the killed run could not clean up: the next run of the date does
 
     facts = clean.main(["--ds", DAY, *ARGS])
+    assert not any(p.exists() for p in left_behind)
     assert lake.dates("clean") == lake.dates("quarantine") == [OLD, DAY]
     for ds, n in ((OLD, 300), (DAY, 400)):
         report = read_json(lake.path("clean", ds) / clean.RECONCILIATION_FILE)
@@ -93,3 +96,24 @@ def test_a_killed_clean_job_leaves_the_old_partition_and_a_rerun_completes(lake:
     tables.main(["--ds", DAY, *ARGS])
     assert partition_bytes(lake.path("tables", DAY)) == first
     assert {"matrices.npz", "_stats.json", "users.parquet", "items.parquet"} <= set(first)
+
+
+def test_staging_removes_the_stale_folders_of_its_label_only(lake: Lake) -> None:
+    base = lake.root / "_staging"
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(ended.stdout)
+    names = {
+        "dead": f"tables-{DAY}-{dead_pid}-0123456789ab",  # its process has ended
+        "legacy": f"tables-{DAY}-0123456789ab",  # named before pids were recorded
+        "alive": f"tables-{DAY}-{os.getpid()}-0123456789ab",  # a run still going (this one)
+        "other_date": f"tables-{OLD}-{dead_pid}-0123456789ab",
+        "other_zone": f"clean-{DAY}-{dead_pid}-0123456789ab",
+    }
+    for name in names.values():
+        (base / name).mkdir(parents=True)
+        (base / name / "part-0.parquet").write_bytes(b"half")
+
+    with lake.writing("tables", DAY) as out:
+        (out / "done").write_text("yes")
+    assert sorted(p.name for p in base.iterdir()) == sorted(names[k] for k in ("alive", "other_date", "other_zone"))
+    assert (lake.path("tables", DAY) / "done").read_text() == "yes"
