@@ -560,6 +560,8 @@ def augment(
     real_items, real_lengths = item_counts(real), length_counts(real, edges)
     eval_users = np.flatnonzero(np.diff(valid.indptr) > 0)
     popularity = np.broadcast_to(real_items.astype(np.float32), (1, n_items))
+    # the floor of the JS figures: as many real users as synthetic ones drawn, measured the same way
+    real_sample = real[rng.choice(real.shape[0], size=min(n_syn, real.shape[0]), replace=False)]
     figures = {
         name: _figures(matrix, real, real_items, real_lengths, edges, threshold, train, valid, eval_users)
         for name, matrix in (("trained", trained_syn.items), ("untrained", untrained_syn.items), ("written", written))
@@ -570,6 +572,7 @@ def augment(
             "trained": f"all {n_syn} synthetic users drawn from the trained generator, before the filters",
             "written": f"the {written.shape[0]} of them kept by the filters, as written to {SYN_USERS_FILE}",
             "untrained": "the same draw (segments, noise, lengths) from the generator's initial weights",
+            "real_sample": "as many real users drawn at random: the sampling floor of the fidelity figures",
         },
         "fidelity": {
             "js_item_popularity": _pivot(figures, "js_item_popularity"),
@@ -577,6 +580,11 @@ def augment(
             "segment_agreement": {
                 "trained": float(np.mean(trained_syn.requested == trained_syn.landed)),
                 "untrained": float(np.mean(untrained_syn.requested == untrained_syn.landed)),
+            },
+            "real_sample": {
+                "users": real_sample.shape[0],
+                "js_item_popularity": js_distance(real_items, item_counts(real_sample)),
+                "js_user_length": js_distance(real_lengths, length_counts(real_sample, edges)),
             },
         },
         "diversity": {

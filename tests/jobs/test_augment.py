@@ -240,9 +240,12 @@ def test_job_writes_outputs_with_their_contract(run: tuple[Lake, dict]) -> None:
 def test_training_brings_synthetic_users_closer_to_real_ones(run: tuple[Lake, dict]) -> None:
     lake, facts = run
     quality = read_json(lake.path("augment", DS) / aug.QUALITY_FILE)
+    floor = quality["fidelity"]["real_sample"]
+    assert floor["users"] == TINY["synthetic_users"]
     for figure in ("js_item_popularity", "js_user_length"):
         values = quality["fidelity"][figure]
         assert values["trained"] < values["untrained"], (figure, values)
+        assert 0.0 <= floor[figure] < values["untrained"], (figure, floor[figure])
     assert facts["js_item_popularity_untrained"] == quality["fidelity"]["js_item_popularity"]["untrained"]
     # TSTR: item-item on synthetic users of the planted blocks finds the held-out block items
     tstr = quality["tstr"]
