@@ -5,7 +5,8 @@ Retrains the recommender every night with GAN-based data augmentation and sample
 
 clean → tables → augment → expand → train → evaluate → register → publish
 
-Each task launches one program of `jobs/` in its own process for the run's date, reads its inputs from
+Each task launches one program of `jobs/` in its own process for the run's date (the Spark jobs with
+`spark-submit` to the master of the `spark_default` connection, `local[*]` without one), reads its inputs from
 the lake partitions of that date and replaces its own partition atomically, so a retry, a rerun (clear)
 or a backfill redoes exactly that day. XCom carries only the small facts each job returns.
 
@@ -44,20 +45,20 @@ SPARK = {"pool": "spark"}
 GPU = {"pool": "gpu", "queue": "gpu"}  # one slot: the GAN gets the accelerator to itself
 
 
-def _run(module: str) -> dict:
-    return launch_job(module, get_current_context())
+def _run(module: str, spark: bool = False) -> dict:
+    return launch_job(module, get_current_context(), spark=spark)
 
 
 @task(**SPARK, execution_timeout=dt.timedelta(hours=1),
       doc_md="Clean the day's raw logs with Spark: valid rows to `clean/`, the rest to `quarantine/`.")
 def clean() -> dict:
-    return _run("clean")
+    return _run("clean", spark=True)
 
 
 @task(**SPARK, execution_timeout=dt.timedelta(hours=1),
       doc_md="Build stable indexes, the windowed interaction tables, the split and the CSR export (Spark).")
 def tables() -> dict:
-    return _run("tables")
+    return _run("tables", spark=True)
 
 
 @task(**GPU, execution_timeout=dt.timedelta(hours=2),

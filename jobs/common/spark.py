@@ -6,12 +6,15 @@ import os
 
 from pyspark.sql import SparkSession
 
+from jobs.common.spark_progress import StageProgress
+
 
 def spark_session(app_name: str) -> SparkSession:
     """Get or create the job's Spark session.
 
     ``SPARK_MASTER`` picks the master (``local[*]`` by default); ``SPARK_DRIVER_MEMORY`` the driver's
-    memory. Timestamps are always handled in UTC.
+    memory. Timestamps are always handled in UTC. Running stages are logged every
+    ``SPARK_PROGRESS_SECONDS`` (15 by default), with a line when each ends.
     """
     master = os.environ.get("SPARK_MASTER", "local[*]")
     builder = (
@@ -22,6 +25,7 @@ def spark_session(app_name: str) -> SparkSession:
         .config("spark.sql.shuffle.partitions", os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8"))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")  # carriage-return bars garble task logs; see StageProgress
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
         # INT96 is legacy; microsecond UTC timestamps read back the same in pyarrow, pandas and polars
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
@@ -31,4 +35,7 @@ def spark_session(app_name: str) -> SparkSession:
     )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
+    context = spark.sparkContext
+    if not hasattr(context, "recsys_progress"):  # getOrCreate may hand back a session that has one
+        context.recsys_progress = StageProgress(spark, float(os.environ.get("SPARK_PROGRESS_SECONDS", "15"))).start()
     return spark

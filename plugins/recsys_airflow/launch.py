@@ -1,7 +1,9 @@
-"""Launch a job of jobs/ in its own Python process, stream its log into the task log, return its result.
+"""Launch a job of jobs/ in its own process, stream its log into the task log, return its result.
 
-Heavy libraries (Spark, TensorFlow, MLflow) are only ever imported by the child process, so neither the
-scheduler nor a worker loads them. Only the standard library and ``airflow.sdk`` at module level.
+Spark jobs go through ``spark-submit`` to the master of the Airflow connection ``spark_default``
+(``local[*]`` when there is none); the others run as ``python -m jobs.<name>``. Heavy libraries (Spark,
+TensorFlow, MLflow) are only ever imported by the child process, so neither the scheduler nor a worker
+loads them. Only the standard library and ``airflow.sdk`` at module level.
 
 Exit codes: 0 with a result line is success; 65 (``jobs.common.cli.DATA_QUALITY_EXIT``, a failed data
 quality gate) fails the task at once, without retries; any other code is treated as transient and the
@@ -20,11 +22,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import Connection
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 from recsys_airflow.params import overrides_from_params
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SPARK_ENTRY = REPO_ROOT / "bin" / "spark_job.py"  # spark-submit's primary resource: runs jobs.<name>
+SPARK_CONN_ID = "spark_default"
 RESULT_MARKER = "RECSYS_RESULT "  # the last stdout line of a job; see jobs/common/cli.py
 DATA_QUALITY_EXIT = 65  # jobs.common.cli.DATA_QUALITY_EXIT, not imported: jobs/ stays out of Airflow's processes
 STOP_GRACE_SECONDS = 20  # a job asked to stop (timeout, kill) gets this long before it is killed
@@ -45,8 +50,24 @@ def run_date(context: Mapping[str, Any]) -> str:
     return (run_after.date() - dt.timedelta(days=1)).isoformat()
 
 
-def launch_job(module: str, context: Mapping[str, Any], *extra: str) -> dict[str, Any]:
+def spark_master() -> str:
+    """The Spark master of the connection ``spark_default``: its host as a master URL (``local[*]``,
+    ``spark://host``, ``k8s://https://host``, ``yarn``) with its port appended when set; ``local[*]``
+    when the connection does not exist."""
+    try:
+        conn = Connection.get(SPARK_CONN_ID)
+    except AirflowNotFoundException:
+        return "local[*]"
+    if not conn.host:
+        raise ValueError(f"connection {SPARK_CONN_ID} has no host; set it to the master URL, e.g. local[*]")
+    return f"{conn.host}:{conn.port}" if conn.port else conn.host
+
+
+def launch_job(module: str, context: Mapping[str, Any], *extra: str, spark: bool = False) -> dict[str, Any]:
     """Run ``python -m jobs.<module> --ds <date>`` with the run's overrides and return its result.
+
+    With ``spark``, the job is submitted with ``spark-submit --master <spark_default's master>`` instead
+    (the job's Spark session gets the same master through ``SPARK_MASTER``).
 
     Raises:
         AirflowFailException: the job failed a data-quality check (exit 65); retrying will not help.
@@ -54,14 +75,22 @@ def launch_job(module: str, context: Mapping[str, Any], *extra: str) -> dict[str
             result; the task's retries apply.
     """
     ds = run_date(context)
-    cmd = [sys.executable, "-m", f"jobs.{module}", "--ds", ds, *overrides_from_params(context["params"]), *extra]
-    log.info("launching %s", " ".join(cmd))
+    args = ["--ds", ds, *overrides_from_params(context["params"]), *extra]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         "RECSYS_DAG_ID": context["dag"].dag_id,
         "RECSYS_DAG_RUN_ID": context["run_id"],
     }
+    if spark:
+        master = spark_master()
+        # pyspark's own spark-submit, beside this interpreter; the driver runs this interpreter too
+        submit = str(Path(sys.executable).with_name("spark-submit"))
+        cmd = [submit, "--master", master, "--name", f"recsys-{module}", str(SPARK_ENTRY), module, *args]
+        env.update(SPARK_MASTER=master, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    else:
+        cmd = [sys.executable, "-m", f"jobs.{module}", *args]
+    log.info("launching %s", " ".join(cmd))
     result: dict[str, Any] | None = None
     with subprocess.Popen(
         cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1

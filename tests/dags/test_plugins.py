@@ -15,9 +15,10 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from recsys_airflow.alerts import RecsysAlertNotifier, alert_facts
-from recsys_airflow.launch import launch_job
+from recsys_airflow.launch import launch_job, spark_master
 from recsys_airflow.links import mlflow_run_url
 
+REPO = Path(__file__).resolve().parents[2]
 CONTEXT = {
     "logical_date": dt.datetime(2026, 3, 1, 3, tzinfo=dt.UTC), "params": {}, "run_id": "scheduled__x",
     "dag": SimpleNamespace(dag_id="recsys_nightly"),
@@ -35,6 +36,22 @@ def _fake_python(tmp_path: Path, body: str) -> str:
 def test_result_line_becomes_the_return_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "executable", _fake_python(tmp_path, 'echo "$@" >&2; echo \'RECSYS_RESULT {"n": 3}\''))
     assert launch_job("clean", CONTEXT) == {"n": 3}
+
+
+def test_spark_jobs_go_through_spark_submit_to_the_connections_master(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", _fake_python(tmp_path, "exit 3"))  # must not be run directly
+    submit = tmp_path / "spark-submit"  # found beside the interpreter, as pyspark installs it
+    submit.write_text('#!/bin/sh\nprintf \'RECSYS_RESULT {"argv": "%s", "master": "%s"}\\n\' "$*" "$SPARK_MASTER"\n')
+    submit.chmod(0o755)
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": "spark://h", "port": 7077}))
+    result = launch_job("tables", CONTEXT, spark=True)
+    assert result["master"] == "spark://h:7077"
+    assert result["argv"] == (f"--master spark://h:7077 --name recsys-tables {REPO / 'bin' / 'spark_job.py'} "
+                              "tables --ds 2026-03-01")
+    monkeypatch.delenv("AIRFLOW_CONN_SPARK_DEFAULT")
+    assert spark_master() == "local[*]"  # no connection: Spark in the job's own process
 
 
 def test_data_quality_exit_fails_without_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
