@@ -1,9 +1,11 @@
-"""Publish every known user's top-K from the `champion` model to ``recs/ds=<ds>/`` (the output contract).
+"""Publish every known user's top-K from the date's champion model to ``recs/ds=<ds>/`` (the output contract).
 
 Columns: ``user_id`` and ``item_id`` (the original ids, in their input type), ``rank`` (1..K) and
 ``score``. Users are those with any interaction in the date's training window; items they already
 interacted with are never recommended. Scores come from the champion applied to today's histories
-(stable indexes keep its item columns aligned with today's tables).
+(stable indexes keep its item columns aligned with today's tables). The date's champion is the version
+the date's registration names (``registry/ds=<ds>/registration.json``): in a nightly run the `champion`
+alias itself; in a rerun of an earlier date, the champion that date had, so its output comes out the same.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from jobs.common.cli import JobContext, job_parser, run_job
+from jobs.common.lake import REGISTRATION_FILE, read_json
 from jobs.common.matrices import load_matrices
 from jobs.common.tracking import setup_mlflow
 from jobs.serving import recs_frame
@@ -25,17 +28,16 @@ RECS_FILE = "recs.parquet"
 
 def body(ctx: JobContext) -> dict[str, Any]:
     import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     ds, lake = ctx.ds, ctx.lake
-    name, k = ctx.config["register"]["model_name"], int(ctx.config["publish"]["k"])
+    k = int(ctx.config["publish"]["k"])
+    registration = read_json(lake.require("registry", ds) / REGISTRATION_FILE)
+    name, version = registration["model_name"], registration["champion"]
+    if version is None:
+        raise RuntimeError(f"model {name!r} had no champion for {ds} (gate: {registration['gate']['reason']}); "
+                           "nothing to publish")
     setup_mlflow()
-    try:
-        version = MlflowClient().get_model_version_by_alias(name, "champion").version
-    except MlflowException as err:
-        raise RuntimeError(f"model {name!r} has no `champion` alias yet; nothing to publish for {ds}") from err
-    model = mlflow.pyfunc.load_model(f"models:/{name}@champion").unwrap_python_model()
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
     m = load_matrices(lake, ds)
     histories = m.window()
     known = np.flatnonzero(np.diff(histories.indptr) > 0)
@@ -52,7 +54,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = job_parser("Publish the champion's top-K recommendations for every known user.")
+    parser = job_parser("Publish the date's champion's top-K recommendations for every known user.")
     return run_job(parser, body, argv)
 
 

@@ -36,7 +36,7 @@ import pandas as pd
 
 from jobs.common.cli import JobContext, job_parser, run_job
 from jobs.common.config import REPO_ROOT, config_hash
-from jobs.common.lake import read_json, window_start, write_json
+from jobs.common.lake import REGISTRATION_FILE, read_json, window_start, write_json
 from jobs.common.matrices import Matrices, load_matrices
 from jobs.common.tracking import setup_mlflow, tracking_uri
 from jobs.report import render_report
@@ -200,6 +200,40 @@ def _log_new_version(ctx: JobContext, name: str, m: Matrices, tags: dict[str, st
         return run.info.run_id, str(version.version)
 
 
+def _register_and_gate(ctx: JobContext, client: Any, m: Matrices, existing: Any | None, tags: dict[str, str],
+                       metrics: Mapping[str, Any], train_facts: Mapping[str, Any],
+                       artifacts: Sequence[Path]) -> tuple[str, str, dict[str, Any]]:
+    """Register a new version (or reuse ``existing``), give it `challenger`, run the gate against today's
+    champion and move `champion` if it passes. Returns the run id, the version and the gate decision."""
+    cfg = ctx.config["register"]
+    name = cfg["model_name"]
+    challenger_value = metrics["models"]["model"]["all"].get(cfg["gate_metric"])
+    champion_version, champion_value = champion_metric(client, name, m, cfg["gate_metric"])
+    if existing is not None:
+        run_id, version = existing.run_id, str(existing.version)
+        log.info("training %s already registered as %s version %s; reusing it", tags["training_key"], name, version)
+    else:
+        run_id, version = _log_new_version(ctx, name, m, tags, run_metrics(metrics, train_facts), artifacts)
+        log.info("registered %s version %s from run %s", name, version, run_id)
+    if champion_version == version:
+        promoted, reason = True, f"version {version} is already the champion"
+    else:
+        champion_ds = client.get_model_version(name, champion_version).tags.get("ds") if champion_version else None
+        promoted, reason = gate_decision(challenger_value, champion_value, cfg["gate_tolerance"], cfg["promote"],
+                                         ds=ctx.ds, champion_ds=champion_ds)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    # a reused version keeps a "passed" verdict when a rerun's gate keeps it back only for a newer champion
+    if promoted or existing is None or "validation_status" not in existing.tags:
+        client.set_model_version_tag(name, version, "validation_status", "passed" if promoted else "rejected")
+    for key, value in flatten({"test": metrics["models"]["model"]["all"]}).items():
+        client.set_model_version_tag(name, version, key, str(value))
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    gate = {"promoted": promoted, "reason": reason, "metric": cfg["gate_metric"], "challenger": challenger_value,
+            "champion_before": champion_value, "champion_version_before": champion_version}
+    return run_id, version, gate
+
+
 def body(ctx: JobContext) -> dict[str, Any]:
     from mlflow import MlflowClient
 
@@ -229,32 +263,20 @@ def body(ctx: JobContext) -> dict[str, Any]:
     artifacts = [lake.path("eval", ds) / "metrics.json", models_dir / TRAIN_FACTS_FILE, examples_summary,
                  tables / "_stats.json", *(sorted(augment_dir.glob("*.json")) + sorted(augment_dir.glob("*.png")))]
 
-    challenger_value = metrics["models"]["model"]["all"].get(cfg["gate_metric"])
-    champion_version, champion_value = champion_metric(client, name, m, cfg["gate_metric"])
     existing = None if cfg["force"] else _existing_version(client, name, training_key)
-    if existing is not None:
+    recorded = lake.path("registry", ds) / REGISTRATION_FILE
+    previous = read_json(recorded) if recorded.is_file() else None
+    if existing is not None and previous is not None and previous["version"] == str(existing.version):
+        # a rerun of this date with the same training: the date's decision stands and the registry is left
+        # as it is, so the date's outputs (publish serves the date's champion) come out the same
         run_id, version = existing.run_id, str(existing.version)
-        log.info("training %s already registered as %s version %s; reusing it", training_key, name, version)
+        gate, champion = previous["gate"], previous["champion"]
+        log.info("training %s is %s version %s, registered for %s before; its gate decision stands: %s",
+                 training_key, name, version, ds, gate["reason"])
     else:
-        run_id, version = _log_new_version(ctx, name, m, tags, run_metrics(metrics, train_facts), artifacts)
-        log.info("registered %s version %s from run %s", name, version, run_id)
-    if champion_version == version:
-        promoted, reason = True, f"version {version} is already the champion"
-    else:
-        champion_ds = client.get_model_version(name, champion_version).tags.get("ds") if champion_version else None
-        promoted, reason = gate_decision(challenger_value, champion_value, cfg["gate_tolerance"], cfg["promote"],
-                                         ds=ds, champion_ds=champion_ds)
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    # a reused version keeps a "passed" verdict when a rerun's gate keeps it back only for a newer champion
-    if promoted or existing is None or "validation_status" not in existing.tags:
-        client.set_model_version_tag(name, version, "validation_status", "passed" if promoted else "rejected")
-    for key, value in flatten({"test": metrics["models"]["model"]["all"]}).items():
-        client.set_model_version_tag(name, version, key, str(value))
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, version)
-    gate = {"promoted": promoted, "reason": reason, "metric": cfg["gate_metric"], "challenger": challenger_value,
-            "champion_before": champion_value, "champion_version_before": champion_version}
-    log.info("gate: %s", reason)
+        run_id, version, gate = _register_and_gate(ctx, client, m, existing, tags, metrics, train_facts, artifacts)
+        champion = version if gate["promoted"] else gate["champion_version_before"]
+        log.info("gate: %s", gate["reason"])
     quality_path = augment_dir / "quality.json"
     quality = read_json(quality_path) if quality_path.exists() else {}
     stats = read_json(tables / "_stats.json") if (tables / "_stats.json").exists() else {}
@@ -267,10 +289,9 @@ def body(ctx: JobContext) -> dict[str, Any]:
         (out / "report.html").write_text(report)
     client.log_text(run_id, report, "reports/report.html")
     facts = {"model_name": name, "version": version, "run_id": run_id, "experiment_id": experiment_id,
-             "tracking_uri": tracking_uri(), "champion": version if promoted else champion_version,
-             "gate": gate, "reused": existing is not None}
+             "tracking_uri": tracking_uri(), "champion": champion, "gate": gate, "reused": existing is not None}
     with lake.writing("registry", ds) as out:
-        write_json(out / "registration.json", facts)
+        write_json(out / REGISTRATION_FILE, facts)
     return {k: facts[k] for k in ("model_name", "version", "run_id", "champion", "reused")}
 
 

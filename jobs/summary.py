@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobs.common.cli import JobContext, job_parser, run_job
-from jobs.common.lake import read_json
+from jobs.common.lake import REGISTRATION_FILE, read_json
 
 HEADLINE = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
 
@@ -40,7 +40,7 @@ def render_summary(ds: str, lake_root: str, registration: dict[str, Any], metric
 
 def body(ctx: JobContext) -> dict[str, Any]:
     ds, lake = ctx.ds, ctx.lake
-    registration = read_json(lake.require("registry", ds) / "registration.json")
+    registration = read_json(lake.require("registry", ds) / REGISTRATION_FILE)
     metrics = read_json(lake.require("eval", ds) / "metrics.json")
     paths = {zone: str(lake.path(zone, ds)) for zone in ("raw", "clean", "quarantine", "tables", "augment",
                                                          "examples", "models", "eval", "recs")}

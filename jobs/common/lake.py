@@ -44,6 +44,7 @@ SOURCE_FILE = "_source.json"
 GAN_POS_FILE = "gan_pos.parquet"  # user_idx, item_idx, confidence: GAN positives of sparse users
 SYN_USERS_FILE = "syn_users.parquet"  # syn_user, item_idx, confidence: synthetic users' items
 CANDIDATES_FILE = "candidates.parquet"  # user_idx, item_idx, score: hard-negative candidates
+REGISTRATION_FILE = "registration.json"  # registry/ds=D: the version, its gate decision, the date's champion
 ZONES = (
     "raw", "clean", "quarantine", "tables", "augment", "examples", "models", "eval", "registry", "reports", "recs",
 )
