@@ -1,0 +1,238 @@
+"""A real Airflow (scheduler, DAG processor, API server, LocalExecutor) backfills three days, then reruns one task.
+
+Everything goes through the public REST API (v2) as an operator would in the UI: a 3-day backfill, then
+clearing `train` of one date with its downstream tasks. Checked: three successful runs, every output
+partition of every date, a consistent registry (one version per date, `champion` where the gates put
+it), and after the clear the same outputs and no new registry version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from jobs.common.lake import Lake, read_json
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+DAG_ID = "recsys_nightly"
+DATES = ["2026-01-08", "2026-01-09", "2026-01-10"]
+RERUN_DATE = DATES[1]
+MODEL = "recsys-augment-backfill"
+ZONES = ["clean", "quarantine", "tables", "augment", "examples", "models", "eval", "registry", "reports", "recs"]
+RERUN_TASKS = {"train", "evaluate", "register", "publish"}  # `train` and everything downstream of it
+TINY = {  # smaller and shorter than the nightly e2e test: this one runs the pipeline four times
+    "RECSYS__GENERATE__USERS": "200", "RECSYS__GENERATE__ITEMS": "150", "RECSYS__GENERATE__EVENTS": "8000",
+    "RECSYS__GENERATE__DAYS": "4", "RECSYS__GENERATE__BOT_EVENTS_PER_DAY": "600",
+    "RECSYS__AUGMENT__EPOCHS": "2", "RECSYS__AUGMENT__MIN_STEPS": "0",
+    "RECSYS__AUGMENT__SYNTHETIC_USERS": "20", "RECSYS__AUGMENT__HIDDEN": "32",
+    "RECSYS__TRAIN__EPOCHS": "3", "RECSYS__TRAIN__HIDDEN": "32", "RECSYS__REGISTER__MODEL_NAME": MODEL,
+}
+RUN_TIMEOUT_SECONDS = 1800
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Api:
+    """The bits of Airflow's public REST API v2 the test uses (SimpleAuthManager, all users admins)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.base}/api/v2{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as err:
+            raise AssertionError(f"{method} {path}: HTTP {err.code} {err.read()[:2000]!r}") from None
+
+    def runs(self) -> dict[str, dict]:
+        """The DAG's runs by date processed (YYYY-MM-DD of the logical date)."""
+        runs = self.call("GET", f"/dags/{DAG_ID}/dagRuns?limit=100")["dag_runs"]
+        return {run["logical_date"][:10]: run for run in runs if run["logical_date"]}
+
+    def tries(self, run_id: str) -> dict[str, int]:
+        tis = self.call("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
+        return {ti["task_id"]: ti["try_number"] for ti in tis if ti["state"] == "success"}
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A running Airflow on its own home, metadata DB, lake and MLflow; every process stopped at the end."""
+    home = tmp_path_factory.mktemp("recsys-backfill")
+    port = _free_port()
+    env = {
+        **os.environ, **TINY,
+        "RECSYS_HOME": str(home), "RECSYS_LAKE": str(home / "lake"), "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow/airflow.db",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}", "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
+        "AIRFLOW__CORE__AUTH_MANAGER":
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        # Only the backfill makes runs: no scheduled run of "yesterday" (2026-11-28 has no data here).
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5", "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow.db", "RECSYS_MLFLOW_ARTIFACTS": str(home / "mlartifacts"),
+        "PYTHONPATH": f"{REPO}:{REPO / 'plugins'}", "SPARK_DRIVER_MEMORY": "1g", "SPARK_MASTER": "local[1]",
+        "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "2",
+    }
+    bin_dir = Path(sys.executable).parent
+    (home / "airflow").mkdir()
+    for cmd in ([sys.executable, "-m", "jobs.generate", "--end-date", DATES[-1]], [str(bin_dir / "airflow"), "db", "migrate"]):
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{cmd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    procs: dict[str, subprocess.Popen] = {}
+    logs = {}
+    try:
+        for name, args in {"api-server": ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                           "scheduler": ["scheduler"], "dag-processor": ["dag-processor"]}.items():
+            logs[name] = home / f"{name}.log"
+            procs[name] = subprocess.Popen([str(bin_dir / "airflow"), *args], cwd=REPO, env=env,
+                                           stdout=logs[name].open("w"), stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+        api = Api(f"http://127.0.0.1:{port}")
+        _wait(lambda: _dag_ready(api), 300, "the DAG to be parsed and served", logs)
+        for pool, slots in (("gpu", 1), ("spark", 2)):
+            api.call("POST", "/pools", {"name": pool, "slots": slots})
+        api.call("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
+        yield {"home": home, "env": env, "api": api, "lake": Lake(home / "lake"), "logs": logs}
+    finally:
+        for proc in procs.values():  # each process group is one of ours (start_new_session)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _dag_ready(api: Api) -> bool:
+    try:
+        api.call("GET", f"/dags/{DAG_ID}")
+        return True
+    except (AssertionError, OSError):
+        return False
+
+
+def _wait(done: Any, seconds: float, what: str, logs: dict[str, Path]) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if done():
+            return
+        time.sleep(5)
+    tails = "\n".join(f"--- {name}\n{path.read_text()[-3000:]}" for name, path in logs.items())
+    raise AssertionError(f"timed out waiting for {what}\n{tails}")
+
+
+def _finished(api: Api, dates: list[str]) -> bool:
+    runs = api.runs()
+    states = [runs[ds]["state"] for ds in dates if ds in runs]
+    return len(states) == len(dates) and all(state in ("success", "failed") for state in states)
+
+
+def _registry(env: dict[str, str]) -> tuple[list[tuple[str, str]], str]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    versions = client.search_model_versions(f"name='{MODEL}'")
+    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    return sorted((str(v.version), v.tags["ds"]) for v in versions), str(champion)
+
+
+def _outputs(lake: Lake, ds: str) -> tuple[pd.DataFrame, dict]:
+    metrics = read_json(lake.path("eval", ds) / "metrics.json")
+    return pd.read_parquet(lake.path("recs", ds)), metrics["models"]
+
+
+@pytest.fixture(scope="module")
+def backfilled(airflow: dict) -> dict:
+    api: Api = airflow["api"]
+    started = time.monotonic()
+    backfill = api.call("POST", "/backfills", {
+        "dag_id": DAG_ID, "from_date": f"{DATES[0]}T00:00:00Z", "to_date": f"{DATES[-1]}T12:00:00Z",
+        "max_active_runs": 1, "reprocess_behavior": "none", "run_backwards": False,
+    })
+    _wait(lambda: _finished(api, DATES), RUN_TIMEOUT_SECONDS, "the backfill", airflow["logs"])
+    logging.getLogger(__name__).info("backfill of %d dates: %.0f s", len(DATES), time.monotonic() - started)
+    return {**airflow, "backfill": backfill, "runs": api.runs()}
+
+
+def test_backfill_runs_every_date_once_and_successfully(backfilled: dict) -> None:
+    runs = backfilled["runs"]
+    assert sorted(runs) == DATES, f"runs for {sorted(runs)}"
+    assert {ds: (run["state"], run["run_type"]) for ds, run in runs.items()} == {
+        ds: ("success", "backfill") for ds in DATES}
+
+
+def test_every_output_has_a_partition_per_date(backfilled: dict) -> None:
+    lake: Lake = backfilled["lake"]
+    missing = [f"{zone}/ds={ds}" for zone in ZONES for ds in DATES if not lake.path(zone, ds).is_dir()]
+    assert not missing, f"missing partitions: {missing}"
+    assert (lake.root / "index" / "users.parquet").is_file()  # the stable indexes are one append-only table
+
+
+def test_registry_has_one_version_per_date_and_the_gates_champion(backfilled: dict) -> None:
+    versions, champion = _registry(backfilled["env"])
+    assert [ds for _, ds in versions] == DATES and len({v for v, _ in versions}) == len(DATES)
+    expected = None  # replay the gates in date order: champion moves to a version only when promoted
+    for ds in DATES:
+        registration = read_json(backfilled["lake"].path("registry", ds) / "registration.json")
+        assert registration["reused"] is False
+        if registration["gate"]["promoted"]:
+            expected = registration["version"]
+        assert registration["champion"] == expected, ds
+    assert champion == expected
+
+
+def test_clearing_train_reruns_it_and_downstream_with_the_same_outputs(backfilled: dict) -> None:
+    api: Api = backfilled["api"]
+    lake: Lake = backfilled["lake"]
+    run_id = backfilled["runs"][RERUN_DATE]["dag_run_id"]
+    tries_before = api.tries(run_id)
+    recs_before, metrics_before = _outputs(lake, RERUN_DATE)
+    versions_before, champion_before = _registry(backfilled["env"])
+
+    api.call("POST", f"/dags/{DAG_ID}/clearTaskInstances", {
+        "dry_run": False, "dag_run_id": run_id, "task_ids": ["train"], "include_downstream": True,
+        "include_upstream": False, "only_failed": False, "reset_dag_runs": True,
+    })
+    expected_tries = {t: n + 1 if t in RERUN_TASKS else n for t, n in tries_before.items()}
+    _wait(lambda: api.tries(run_id) == expected_tries, RUN_TIMEOUT_SECONDS, "the cleared tasks to rerun",
+          backfilled["logs"])
+    _wait(lambda: api.runs()[RERUN_DATE]["state"] in ("success", "failed"), 120, "the rerun", backfilled["logs"])
+    assert api.runs()[RERUN_DATE]["state"] == "success"
+
+    recs_after, metrics_after = _outputs(lake, RERUN_DATE)
+    pd.testing.assert_frame_equal(recs_after, recs_before)
+    assert metrics_after == metrics_before
+    assert _registry(backfilled["env"]) == (versions_before, champion_before)
+    assert read_json(lake.path("registry", RERUN_DATE) / "registration.json")["reused"] is True
