@@ -218,14 +218,18 @@ def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) ->
     rows = rows.withColumn(REASON, reason)
     # repeats of (user, item, event) among the valid rows, in order of time, then value. Decided before
     # the bot window so that both windows share one sort (a user's window is a prefix of this one);
-    # a bot's rows are quarantined whatever this says, and for everyone else "valid" is final here
+    # a bot's rows are quarantined whatever this says, and for everyone else "valid" is final here.
+    # The user leads the sort keys: a partition holds few dates, so a leading ds would make the sort's
+    # key prefix useless
     valid = F.col(REASON).isNull()
-    group = Window.partitionBy(DS, _USER, _ITEM, _EVENT, valid).orderBy(_TS, _VALUE)
+    group = Window.partitionBy(_USER, DS, _ITEM, _EVENT, valid).orderBy(_TS, _VALUE)
     times = F.collect_list(_TS).over(group.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing))
-    kept = F.array_contains(_kept_positions(times, int(cfg["dedupe_seconds"])), F.row_number().over(group))
+    position = F.row_number().over(group)
+    # the first is always kept; the fold runs only for the later ones of a group
+    kept = (position == 1) | F.array_contains(_kept_positions(times, int(cfg["dedupe_seconds"])), position)
     rows = rows.withColumn(_KEPT, valid & kept)
     # bots: count the user's valid raw events of the day, identical repeats included
-    valid_events = F.sum(F.when(valid, F.col(_N))).over(Window.partitionBy(DS, _USER))
+    valid_events = F.sum(F.when(valid, F.col(_N))).over(Window.partitionBy(_USER, DS))
     is_bot = valid & (valid_events > int(cfg["bot_events_per_day"]))
     return rows.withColumn(REASON, F.when(is_bot, F.lit("bot")).otherwise(F.col(REASON)))
 
