@@ -4,8 +4,9 @@ Builds a users x items matrix with planted taste groups, Zipf item popularity an
 lengths (defaults: 6,000 x 3,700, MovieLens-1M scale), holds out 10% of each user's items as validation,
 runs ``jobs.augment.augment`` with the committed ``augment`` config (flags override a few knobs) and
 prints one JSON line last: device, users, items, epoch_s, user_vectors_per_s, stage_s against the
-target, the stage's CPU seconds, peak resident memory, the load average at the end, the JS figures,
-and on a GPU the model FLOP utilisation estimated from the layer sizes.
+target, the stage's CPU seconds, peak resident memory, the load average at the end, the JS figures (with
+their floor: as many real users drawn at random), and on a GPU the model FLOP utilisation estimated
+from the layer sizes.
 Run: ``python -m bench.gan [--users N] [--items N] [--epochs E] [--batch-size B] [--set augment.key=value]``.
 """
 
@@ -155,6 +156,8 @@ def main() -> None:
         "meets_target": stage_s <= TARGET_S,
         "js_item_popularity": result.quality["fidelity"]["js_item_popularity"],
         "js_user_length": result.quality["fidelity"]["js_user_length"],
+        "js_real_sample": {key: value for key, value in result.quality["fidelity"]["real_sample"].items()
+                           if key.startswith("js_")},
     }
     if device != "CPU":
         peak = args.peak_tflops * 1e12 if args.peak_tflops else next(
