@@ -100,7 +100,9 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5", "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow.db", "RECSYS_MLFLOW_ARTIFACTS": str(home / "mlartifacts"),
-        "PYTHONPATH": f"{REPO}:{REPO / 'plugins'}", "SPARK_DRIVER_MEMORY": "1g", "SPARK_MASTER": "local[1]",
+        "PYTHONPATH": f"{REPO}:{REPO / 'plugins'}", "SPARK_DRIVER_MEMORY": "1g",
+        # the Spark jobs are submitted to this connection's master
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
         "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "2",
     }
     bin_dir = Path(sys.executable).parent
