@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -515,7 +516,10 @@ def augment(
     dataset = training_dataset(train, np.maximum(segments, 0), active, int(config["batch_size"]), seed)
     epochs = training_epochs(len(active), config)
     fit_started = time.perf_counter()
-    history = gan.fit(dataset, epochs=epochs, verbose=0, shuffle=False)  # the dataset shuffles
+    progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: log.info(
+        "augment: epoch %d/%d: %s", epoch + 1, epochs, ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))))
+    # the dataset shuffles; the task log gets one line per epoch with its losses
+    history = gan.fit(dataset, epochs=epochs, verbose=0, shuffle=False, callbacks=[progress])
     losses = {name: float(values[-1]) for name, values in history.history.items()}
     fit_seconds = time.perf_counter() - fit_started
     log.info("augment: GAN trained in %.1fs, final losses %s", fit_seconds, losses)
