@@ -421,7 +421,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
     try:
         _write_partitioned(result.clean, staging / CLEAN, (USER_ID, TS, ITEM_ID, EVENT, VALUE))
         _write_partitioned(result.quarantine, staging / "quarantine", (REASON, *RAW_COLUMNS))
-        # the outcomes in one aggregation of the cached frames; the input independently, from the raw footers
+        # the outcomes in one aggregation of the cached frame; the input independently, from the raw footers
         outcomes = [(r[DS], r["outcome"], r["n"]) for r in result.outcomes.collect()]
         report = reconcile(raw_rows(lake, dates), outcomes, dates)
         # before any commit: a failed gate leaves every partition as it was
