@@ -105,8 +105,9 @@ def build_profile(m: Matrices, source: Mapping[str, Any]) -> Profile:
                    source.get("user_id_type", "string"), source.get("item_id_type", "string"))
 
 
-def champion_metric(client: Any, name: str, m: Matrices, metric: str) -> tuple[str | None, float | None]:
-    """The current champion's version and its ``metric`` re-evaluated on today's test split."""
+def champion_metric(client: Any, name: str, m: Matrices, metric: str) -> tuple[Any | None, float | None]:
+    """The current champion (its MLflow model version, with tags) and its ``metric`` re-evaluated on
+    today's test split; ``(None, None)`` when there is no champion."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -135,7 +136,7 @@ def champion_metric(client: Any, name: str, m: Matrices, metric: str) -> tuple[s
     scores = np.full(seen.shape, -np.inf, dtype=np.float32)
     np.put_along_axis(scores, idx, np.arange(idx.shape[1], 0, -1, dtype=np.float32)[None, :], axis=1)
     value = ranking_metrics(scores, seen, m.test[rows], [k])[metric]
-    return str(version.version), float(value)
+    return version, float(value)
 
 
 def _existing_version(client: Any, name: str, training_key: str) -> Any | None:
@@ -208,7 +209,8 @@ def _register_and_gate(ctx: JobContext, client: Any, m: Matrices, existing: Any 
     cfg = ctx.config["register"]
     name = cfg["model_name"]
     challenger_value = metrics["models"]["model"]["all"].get(cfg["gate_metric"])
-    champion_version, champion_value = champion_metric(client, name, m, cfg["gate_metric"])
+    champion, champion_value = champion_metric(client, name, m, cfg["gate_metric"])
+    champion_version = str(champion.version) if champion is not None else None
     if existing is not None:
         run_id, version = existing.run_id, str(existing.version)
         log.info("training %s already registered as %s version %s; reusing it", tags["training_key"], name, version)
@@ -218,9 +220,8 @@ def _register_and_gate(ctx: JobContext, client: Any, m: Matrices, existing: Any 
     if champion_version == version:
         promoted, reason = True, f"version {version} is already the champion"
     else:
-        champion_ds = client.get_model_version(name, champion_version).tags.get("ds") if champion_version else None
         promoted, reason = gate_decision(challenger_value, champion_value, cfg["gate_tolerance"], cfg["promote"],
-                                         ds=ctx.ds, champion_ds=champion_ds)
+                                         ds=ctx.ds, champion_ds=champion.tags.get("ds") if champion else None)
     client.set_registered_model_alias(name, CHALLENGER, version)
     # a reused version keeps a "passed" verdict when a rerun's gate keeps it back only for a newer champion
     if promoted or existing is None or "validation_status" not in existing.tags:
