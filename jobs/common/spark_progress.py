@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 log = logging.getLogger("spark.progress")
@@ -13,26 +14,22 @@ class StageProgress:
     """Logs each Spark stage while it runs (every ``interval`` seconds) and a summary line when it ends.
 
     A daemon thread polls ``SparkContext.statusTracker()``; it reads only the tracker's counters, so it
-    costs nothing on the executors. Start it once per session; it ends with the process or ``stop()``.
+    costs nothing on the executors. Start it once per session; it ends with the process.
     """
 
     def __init__(self, spark: Any, interval: float) -> None:
         self._tracker = spark.sparkContext.statusTracker()
         self._interval = interval
         self._running: dict[int, str] = {}  # stage id -> name, for the stages seen active
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="spark-progress", daemon=True)
 
     def start(self) -> StageProgress:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
+        while True:
+            time.sleep(self._interval)
             try:
                 self.poll()
             except Exception as err:  # a session stopping under the thread; progress lines are best effort
