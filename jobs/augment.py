@@ -22,7 +22,7 @@ from jobs.common.columns import CONFIDENCE, ITEM_IDX, SCORE, SYN_USER, USER_IDX
 from jobs.common.config import config_hash
 from jobs.common.lake import CANDIDATES_FILE, GAN_POS_FILE, SYN_USERS_FILE, write_json
 from jobs.common.matrices import load_matrices
-from jobs.metrics import ranking_metrics, top_k
+from jobs.metrics import top_k, user_metrics
 from jobs.models.gan import (
     NOISE,
     PROFILE,
@@ -326,7 +326,7 @@ def ndcg_at_k(
     total, count = 0.0, 0
     for start in range(0, len(users), INFERENCE_BATCH):
         rows = users[start:start + INFERENCE_BATCH]
-        result = ranking_metrics(score_rows(rows), train[rows], valid[rows], [k])
+        result = user_metrics(score_rows(rows), train[rows], valid[rows], [k]).summary()
         total += result[f"ndcg@{k}"] * result["users"]
         count += result["users"]
     return total / count if count else 0.0

@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from jobs.metrics import ranking_metrics
+from jobs.metrics import user_metrics
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def choose_ease(
     tried: dict[float, float] = {}
     for lam in lambdas:
         model = EASE(lam=lam, gram=g)
-        ndcg = float(ranking_metrics(model.scores(train), train, valid, [k])[f"ndcg@{k}"])
+        ndcg = float(user_metrics(model.scores(train), train, valid, [k]).summary()[f"ndcg@{k}"])
         tried[float(lam)] = ndcg
         log.info("EASE lambda %s: validation ndcg@%d %.4f", lam, k, ndcg)
         if best is None or ndcg > tried[best.lam]:

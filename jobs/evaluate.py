@@ -13,13 +13,14 @@ from jobs.baselines import ItemKNN, Popularity, choose_ease
 from jobs.common.cli import JobContext, job_parser, run_job
 from jobs.common.lake import write_json
 from jobs.common.matrices import load_matrices
-from jobs.metrics import ranking_metrics
+from jobs.metrics import UserMetrics, user_metrics
 from jobs.train import MODEL_FILE, NOAUG_MODEL_FILE
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 EASE_VALID_K = 10  # EASE's lambda is chosen on validation NDCG at this cut-off, like the model's early stopping
+BOOTSTRAP_ROUNDS = 1000  # resamples of the test users behind each lift's interval
 
 
 def sparse_segment(train: sp.csr_matrix, users: np.ndarray, share: float) -> np.ndarray:
@@ -37,31 +38,57 @@ def sparse_segment(train: sp.csr_matrix, users: np.ndarray, share: float) -> np.
     return np.sort(np.argsort(lengths, kind="stable")[:size])
 
 
-def segment_metrics(
-    scores: np.ndarray, seen: sp.csr_matrix, test: sp.csr_matrix, ks: Sequence[int], sparse: np.ndarray
-) -> dict[str, dict[str, float | int]]:
-    """Ranking metrics of one model's scores for all given rows and for the sparse rows among them."""
-    return {
-        "all": ranking_metrics(scores, seen, test, ks),
-        "sparse": ranking_metrics(scores, seen, test, ks, users=sparse),
-    }
+def segment_metrics(per_user: UserMetrics, sparse: np.ndarray) -> dict[str, dict[str, float | int]]:
+    """One model's ranking metrics for all its evaluated rows and for the sparse rows among them."""
+    return {"all": per_user.summary(), "sparse": per_user.summary(sparse)}
+
+
+def lift_interval(
+    augmented: np.ndarray, ablation: np.ndarray, seed: int, rounds: int = BOOTSTRAP_ROUNDS
+) -> tuple[float, float] | None:
+    """95% paired bootstrap interval of the lift, mean(augmented) / mean(ablation), users resampled.
+
+    Both arrays hold one value per user, in the same user order. The interval says how far the lift
+    could move with another draw of test users of the same kind: one that contains 1.0 means the
+    difference is within the noise of this test set.
+
+    Returns:
+        ``(low, high)``, or ``None`` when there are no users or the ablation never scores above 0.
+    """
+    if len(augmented) != len(ablation):
+        raise ValueError(f"lift_interval: {len(augmented)} augmented values vs {len(ablation)} ablation values")
+    if len(ablation) == 0 or not (ablation > 0).any():
+        return None
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(ablation), size=(rounds, len(ablation)))
+    reference = ablation[draws].sum(axis=1)
+    lifts = augmented[draws].sum(axis=1)[reference > 0] / reference[reference > 0]
+    low, high = np.percentile(lifts, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def _lift(value: float, reference: float) -> float | None:
     return value / reference if reference > 0 else None
 
 
+SEGMENTS = (("all", "all users"), ("sparse", "the sparse segment"))
+
+
 def augmentation_verdict(
-    augmented: Mapping[str, Mapping[str, float]], ablation: Mapping[str, Mapping[str, float]], metric: str
+    augmented: Mapping[str, Mapping[str, float]],
+    ablation: Mapping[str, Mapping[str, float]],
+    metric: str,
+    intervals: Mapping[str, tuple[float, float] | None] | None = None,
 ) -> dict[str, Any]:
     """Did augmentation help? Compare the model with its ablation on ``metric`` in both segments.
 
     Augmentation helped when the augmented model is no worse on all users and on the sparse
-    segment, and better on at least one of them.
+    segment, and better on at least one of them. With ``intervals`` (per segment, from
+    :func:`lift_interval`), the verdict also says whether each lift is beyond the test set's noise.
 
     Returns:
-        ``{"metric", "lift_all", "lift_sparse", "helped", "verdict"}``; a lift is ``None`` when the
-        ablation scored 0.
+        ``{"metric", "lift_all", "lift_sparse", "helped", "verdict"}`` plus ``lift_<segment>_low`` and
+        ``_high`` for each segment with an interval; a lift is ``None`` when the ablation scored 0.
     """
     a_all, n_all = float(augmented["all"][metric]), float(ablation["all"][metric])
     a_sp, n_sp = float(augmented["sparse"][metric]), float(ablation["sparse"][metric])
@@ -76,10 +103,19 @@ def augmentation_verdict(
         f"{lead}: {metric} {a_all:.4f} with it vs {n_all:.4f} without on all users, "
         f"{a_sp:.4f} vs {n_sp:.4f} on the sparse segment."
     )
-    return {
-        "metric": metric, "lift_all": _lift(a_all, n_all), "lift_sparse": _lift(a_sp, n_sp),
-        "helped": bool(helped), "verdict": verdict,
-    }
+    out: dict[str, Any] = {"metric": metric, "lift_all": _lift(a_all, n_all), "lift_sparse": _lift(a_sp, n_sp)}
+    spans = []
+    for segment, label in SEGMENTS:
+        interval = (intervals or {}).get(segment)
+        if interval is None:
+            continue
+        low, high = interval
+        out.update({f"lift_{segment}_low": low, f"lift_{segment}_high": high})
+        noise = "within the noise" if low <= 1.0 <= high else "beyond the noise"
+        spans.append(f"{label} {low:.3f}-{high:.3f}x ({noise})")
+    if spans:
+        verdict += f" 95% interval of the lift over resampled test users: {'; '.join(spans)}."
+    return {**out, "helped": bool(helped), "verdict": verdict}
 
 
 def body(ctx: JobContext) -> dict[str, Any]:
@@ -109,12 +145,18 @@ def body(ctx: JobContext) -> dict[str, Any]:
         "itemknn": ItemKNN(matrices.train, neighbors=int(settings["knn_neighbors"])).scores,
         "ease": ease.scores,
     }
-    results = {}
+    results, per_user = {}, {}
     for name, score in scorers.items():
-        results[name] = segment_metrics(score(history), history, test, ks, sparse)
+        per_user[name] = user_metrics(score(history), history, test, ks)
+        results[name] = segment_metrics(per_user[name], sparse)
         log.info("%s: %s %.4f (all), %.4f (sparse)", name, primary, results[name]["all"][primary],
                  results[name]["sparse"][primary])
-    augmentation = augmentation_verdict(results["model"], results["model_noaug"], primary)
+    # every test user has a target, so both models' per-user values line up row for row
+    augmented, ablation = per_user["model"].values[primary], per_user["model_noaug"].values[primary]
+    seed = int(ctx.config["seed"])
+    intervals = {"all": lift_interval(augmented, ablation, seed),
+                 "sparse": lift_interval(augmented[sparse], ablation[sparse], seed)}
+    augmentation = augmentation_verdict(results["model"], results["model_noaug"], primary, intervals)
     log.info("%s", augmentation["verdict"])
 
     payload = {

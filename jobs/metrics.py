@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,15 +33,41 @@ def _mask_seen(scores: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
     return masked
 
 
-def ranking_metrics(
+@dataclass
+class UserMetrics:
+    """Per-user ranking metrics of one model, from which any subset of its users can be summarised."""
+
+    rows: np.ndarray  # the evaluated rows (those with a target), ascending
+    values: dict[str, np.ndarray]  # metric@K -> one value per row of ``rows``
+    ranked: np.ndarray  # rows x max K: each row's top items, best first
+    n_items: int
+
+    def summary(self, subset: np.ndarray | None = None) -> dict[str, float | int]:
+        """Means over the rows (or over those of ``subset`` that were evaluated), coverage and user count.
+
+        Returns:
+            ``{"recall@10": ..., "ndcg@10": ..., ..., "coverage": ..., "users": n}``; metrics are 0.0
+            when no user has a target.
+        """
+        keep = np.ones(len(self.rows), dtype=bool) if subset is None else np.isin(self.rows, subset)
+        n_users = int(keep.sum())
+        out: dict[str, float | int] = {
+            name: (float(values[keep].mean()) if n_users else 0.0) for name, values in self.values.items()
+        }
+        out["coverage"] = float(len(np.unique(self.ranked[keep])) / self.n_items) if n_users else 0.0
+        out["users"] = n_users
+        return out
+
+
+def user_metrics(
     scores: np.ndarray,
     seen_csr: sp.csr_matrix,
     target_csr: sp.csr_matrix,
     ks: Sequence[int],
     users: np.ndarray | None = None,
     batch_size: int = 2048,
-) -> dict[str, float | int]:
-    """Recall, NDCG, precision, MAP and hit rate at each K, plus catalogue coverage.
+) -> UserMetrics:
+    """Recall, NDCG, precision, MAP and hit rate at each K for every user with a target.
 
     Every unseen item of the catalogue is ranked (full ranking). Relevance is binary: an item is
     relevant when it has a stored entry in ``target_csr``. Definitions, with T a user's targets and
@@ -49,9 +76,9 @@ def ranking_metrics(
     * recall@K = hits@K / min(K, |T|) (the truncated recall of Liang et al. 2018, so 1.0 is reachable)
     * ndcg@K = DCG@K / ideal DCG@K, with gains 1 / log2(rank + 1)
     * precision@K = hits@K / K
-    * map@K = mean over users of sum_{i<=K} precision@i * rel_i / min(K, |T|)
-    * hitrate@K = share of users with at least one hit
-    * coverage = share of the catalogue in at least one user's top max(ks)
+    * map@K = sum_{i<=K} precision@i * rel_i / min(K, |T|)
+    * hitrate@K = 1 when the user has at least one hit
+    * coverage (of a summary) = share of the catalogue in at least one user's top max(ks)
 
     Args:
         scores: users x items scores; rows are the users of ``seen_csr``/``target_csr``.
@@ -60,10 +87,6 @@ def ranking_metrics(
         ks: cut-offs.
         users: row indices to evaluate (default all rows); rows without any target are skipped.
         batch_size: users ranked at once, to bound memory.
-
-    Returns:
-        ``{"recall@10": ..., "ndcg@10": ..., ..., "coverage": ..., "users": n}``; metrics are 0.0
-        when no user has a target.
 
     Raises:
         ValueError: the three matrices disagree in shape or ``ks`` is empty.
@@ -78,16 +101,16 @@ def ranking_metrics(
     seen_csr = sp.csr_matrix(seen_csr)
     target_csr = sp.csr_matrix(target_csr)
     n_items = scores.shape[1]
-    rows = np.arange(scores.shape[0]) if users is None else np.asarray(users, dtype=np.int64)
+    rows = np.arange(scores.shape[0]) if users is None else np.unique(np.asarray(users, dtype=np.int64))
     rows = rows[np.diff(target_csr.indptr)[rows] > 0]
     k_max = min(ks[-1], n_items)
-    sums = {f"{m}@{k}": 0.0 for k in ks for m in METRICS}
-    recommended = np.zeros(n_items, dtype=bool)
+    parts: dict[str, list[np.ndarray]] = {f"{m}@{k}": [] for k in ks for m in METRICS}
+    ranked_parts = []
     discounts = 1.0 / np.log2(np.arange(2, k_max + 2))
     for start in range(0, len(rows), batch_size):
         batch = rows[start:start + batch_size]
         ranked = top_k(_mask_seen(scores[batch], seen_csr[batch]), k_max)
-        recommended[ranked.ravel()] = True
+        ranked_parts.append(ranked)
         targets = target_csr[batch]
         n_targets = np.diff(targets.indptr)
         # membership of (row, item) pairs via flat keys: memory stays O(entries), never users x items
@@ -103,13 +126,12 @@ def ranking_metrics(
             kk = min(k, k_max)
             hits_k = cum_hits[:, kk - 1]
             denom = np.minimum(kk, n_targets)
-            sums[f"recall@{k}"] += float(np.sum(hits_k / denom))
-            sums[f"ndcg@{k}"] += float(np.sum(dcg[:, kk - 1] / ideal[denom - 1]))
-            sums[f"precision@{k}"] += float(np.sum(hits_k / k))
-            sums[f"map@{k}"] += float(np.sum(ap_terms[:, kk - 1] / denom))
-            sums[f"hitrate@{k}"] += float(np.sum(hits_k > 0))
-    n_users = len(rows)
-    out: dict[str, float | int] = {name: (value / n_users if n_users else 0.0) for name, value in sums.items()}
-    out["coverage"] = float(recommended.sum() / n_items) if n_users else 0.0
-    out["users"] = int(n_users)
-    return out
+            parts[f"recall@{k}"].append(hits_k / denom)
+            parts[f"ndcg@{k}"].append(dcg[:, kk - 1] / ideal[denom - 1])
+            parts[f"precision@{k}"].append(hits_k / k)
+            parts[f"map@{k}"].append(ap_terms[:, kk - 1] / denom)
+            parts[f"hitrate@{k}"].append((hits_k > 0).astype(np.float64))
+    values = {name: np.concatenate(p) if p else np.zeros(0) for name, p in parts.items()}
+    ranked_all = np.concatenate(ranked_parts) if ranked_parts else np.zeros((0, k_max), dtype=np.int64)
+    return UserMetrics(rows=rows, values=values, ranked=ranked_all, n_items=n_items)
+

@@ -111,7 +111,7 @@ def champion_metric(client: Any, name: str, m: Matrices, metric: str) -> tuple[A
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from jobs.metrics import ranking_metrics
+    from jobs.metrics import user_metrics
 
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)
@@ -135,7 +135,7 @@ def champion_metric(client: Any, name: str, m: Matrices, metric: str) -> tuple[A
     # rank-valued scores reproduce the champion's top-k order; the metric only looks at the top k
     scores = np.full(seen.shape, -np.inf, dtype=np.float32)
     np.put_along_axis(scores, idx, np.arange(idx.shape[1], 0, -1, dtype=np.float32)[None, :], axis=1)
-    value = ranking_metrics(scores, seen, m.test[rows], [k])[metric]
+    value = user_metrics(scores, seen, m.test[rows], [k]).summary()[metric]
     return version, float(value)
 
 

@@ -43,8 +43,10 @@ def _rows(values: Mapping[str, Any]) -> str:
     return "".join(f"<tr><th>{html.escape(str(k))}</th>{_cell(v)}</tr>" for k, v in sorted(values.items()))
 
 
-def _lift_text(lift: Any) -> str:
-    return f"{lift:.3f}×" if isinstance(lift, (int, float)) else "–"
+def _lift_text(aug: Mapping[str, Any], segment: str) -> str:
+    lift, low, high = (aug.get(f"lift_{segment}{end}") for end in ("", "_low", "_high"))
+    text = f"{lift:.3f}×" if isinstance(lift, (int, float)) else "–"
+    return f"{text} (95% interval {low:.2f}–{high:.2f}×)" if isinstance(low, float) and isinstance(high, float) else text
 
 
 def _examples_table(summary: Mapping[str, Any]) -> str:
@@ -111,8 +113,9 @@ figure{{display:inline-block;margin:0 1em 1em 0}} img{{max-width:480px}}</style>
 <body><h1>recsys-augment, run of {ds}</h1>
 <p class="big">Tonight's model: <b>{decision}</b> — {html.escape(str(gate.get("reason", "")))}</p>
 <p class="big">Augmentation: {verdict}</p>
-<p>Augmentation lift ({metric}, with / without): all users <b>{_lift_text(aug.get("lift_all"))}</b>,
-sparse segment <b>{_lift_text(aug.get("lift_sparse"))}</b>.</p>
+<p>Augmentation lift ({metric}, with / without): all users <b>{_lift_text(aug, "all")}</b>,
+sparse segment <b>{_lift_text(aug, "sparse")}</b>; an interval over test users resampled that contains 1 means
+the difference is within the noise of this test set.</p>
 <h2>Promotion gate</h2><table>{gate_rows}</table>
 <h2>All test users</h2>{_table(metrics.get("models", {}), "all")}
 <h2>Sparse segment (shortest histories)</h2>{_table(metrics.get("models", {}), "sparse")}

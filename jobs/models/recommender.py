@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from jobs.common.columns import ITEM_IDX, LABEL, SOURCE, USER_IDX, WEIGHT, require_columns
 from jobs.common.matrices import Matrices
-from jobs.metrics import ranking_metrics
+from jobs.metrics import user_metrics
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def _train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss:
 def validation_ndcg(model: keras.Model, train: sp.csr_matrix, valid: sp.csr_matrix, users: np.ndarray) -> float:
     """NDCG@10 of ``valid`` given ``train`` as history (train items removed from the ranking)."""
     scores = score_histories(model, train[users])
-    return float(ranking_metrics(scores, train[users], valid[users], [VALID_K])[VALID_METRIC])
+    return float(user_metrics(scores, train[users], valid[users], [VALID_K]).summary()[VALID_METRIC])
 
 
 def fit_recommender(

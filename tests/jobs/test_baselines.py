@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from jobs.baselines import EASE, ItemKNN, Popularity, choose_ease
-from jobs.metrics import ranking_metrics
+from jobs.metrics import user_metrics
 
 # 4 users x 5 items, weighted; item 4 has no interaction at all
 X = np.array([
@@ -76,7 +76,7 @@ def test_choose_ease_keeps_the_best_validation_lambda() -> None:
     valid = ((rng.random((30, 8)) < 0.2) & (train == 0)).astype(float)
     lambdas = [0.1, 10.0, 1000.0]
     expected = {
-        lam: ranking_metrics(train @ _ease_by_ridge(train, lam), sp.csr_matrix(train), sp.csr_matrix(valid), [2])["ndcg@2"]
+        lam: user_metrics(train @ _ease_by_ridge(train, lam), sp.csr_matrix(train), sp.csr_matrix(valid), [2]).summary()["ndcg@2"]
         for lam in lambdas
     }
     best, tried = choose_ease(sp.csr_matrix(train), sp.csr_matrix(valid), lambdas, k=2)

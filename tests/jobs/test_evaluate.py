@@ -96,6 +96,9 @@ def test_evaluate_scores_all_models_on_test_users(lake: Lake) -> None:
     assert aug["lift_all"] == pytest.approx(a["all"]["ndcg@10"] / n["all"]["ndcg@10"])
     assert aug["lift_sparse"] == pytest.approx(a["sparse"]["ndcg@10"] / n["sparse"]["ndcg@10"])
     assert result["helped"] == aug["helped"]
+    for segment in ("all", "sparse"):  # the bootstrap's wiring; lift_interval itself is tested below
+        assert aug[f"lift_{segment}_low"] <= aug[f"lift_{segment}_high"]
+    assert "95% interval of the lift" in aug["verdict"]
 
 
 def test_sparse_segment_takes_shortest_histories() -> None:
@@ -136,3 +139,34 @@ def test_augmentation_verdict_without_reference() -> None:
     zero = {"all": {"ndcg@10": 0.0}, "sparse": {"ndcg@10": 0.0}}
     got = augmentation_verdict({"all": {"ndcg@10": 0.1}, "sparse": {"ndcg@10": 0.0}}, zero, "ndcg@10")
     assert got["lift_all"] is None and got["helped"] is True
+
+
+def test_lift_interval_is_a_paired_bootstrap_of_the_ratio_of_means() -> None:
+    from jobs.evaluate import lift_interval
+
+    rng = np.random.default_rng(0)
+    ablation = rng.random(400)
+    # a constant ratio survives every resample: the interval is that ratio
+    low, high = lift_interval(1.2 * ablation, ablation, seed=1)
+    assert low == pytest.approx(1.2) and high == pytest.approx(1.2)
+    # independent noise of the same mean: the interval contains 1 and matches the bootstrap done by hand
+    augmented = rng.permutation(ablation)
+    low, high = lift_interval(augmented, ablation, seed=1, rounds=200)
+    draws = np.random.default_rng(1).integers(0, 400, size=(200, 400))
+    by_hand = np.percentile(augmented[draws].sum(axis=1) / ablation[draws].sum(axis=1), [2.5, 97.5])
+    assert (low, high) == pytest.approx(tuple(by_hand))
+    assert low < 1.0 < high and high - low > 0.05
+    assert lift_interval(augmented, np.zeros(400), seed=1) is None
+    with pytest.raises(ValueError, match="400 augmented values vs 3"):
+        lift_interval(augmented, ablation[:3], seed=1)
+
+
+def test_verdict_says_whether_each_lift_is_beyond_the_noise() -> None:
+    from jobs.evaluate import augmentation_verdict
+
+    seg = {"all": {"ndcg@10": 0.33}, "sparse": {"ndcg@10": 0.12}}
+    ref = {"all": {"ndcg@10": 0.30}, "sparse": {"ndcg@10": 0.10}}
+    got = augmentation_verdict(seg, ref, "ndcg@10", {"all": (1.04, 1.16), "sparse": (0.91, 1.52)})
+    assert got["helped"] is True
+    assert got["lift_sparse_low"] == 0.91 and got["lift_all_high"] == 1.16
+    assert "all users 1.040-1.160x (beyond the noise); the sparse segment 0.910-1.520x (within the noise)" in got["verdict"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from jobs.metrics import ranking_metrics, top_k
+from jobs.metrics import top_k, user_metrics
 
 # user 0: item 0 seen, ranking of the rest 1,2,3,4,5, targets {2, 5}
 # user 1: nothing seen, ranking 5,4,3,2,1,0, target {5}
@@ -34,7 +34,7 @@ USER1 = {
 
 
 def test_metrics_match_hand_computed_values() -> None:
-    got = ranking_metrics(SCORES, SEEN, TARGETS, [5, 2])
+    got = user_metrics(SCORES, SEEN, TARGETS, [5, 2]).summary()
     assert got["users"] == 2
     for name, value in USER0.items():
         assert got[name] == pytest.approx((value + USER1[name]) / 2), name
@@ -43,28 +43,40 @@ def test_metrics_match_hand_computed_values() -> None:
 
 
 def test_users_argument_selects_rows() -> None:
-    got = ranking_metrics(SCORES, SEEN, TARGETS, [2, 5], users=np.array([0, 2]))
+    got = user_metrics(SCORES, SEEN, TARGETS, [2, 5], users=np.array([0, 2])).summary()
     assert got["users"] == 1
     for name, value in USER0.items():
         assert got[name] == pytest.approx(value), name
 
 
+def test_per_user_values_and_subset_summaries() -> None:
+    got = user_metrics(SCORES, SEEN, TARGETS, [2, 5])
+    assert got.rows.tolist() == [0, 1]  # user 2 has no target
+    for name in USER0:
+        assert got.values[name].tolist() == pytest.approx([USER0[name], USER1[name]]), name
+    assert got.ranked.tolist() == [[1, 2, 3, 4, 5], [5, 4, 3, 2, 1]]
+    only_user1 = got.summary(np.array([1, 2]))  # user 2 is asked for but was not evaluated
+    assert only_user1["users"] == 1 and only_user1["ndcg@2"] == pytest.approx(USER1["ndcg@2"])
+    assert only_user1["coverage"] == pytest.approx(5 / 6)
+    assert got.summary(np.array([2]))["users"] == 0
+
+
 def test_seen_target_cannot_be_hit() -> None:
     targets = sp.csr_matrix(np.array([[1, 0, 0, 0, 0, 0]], dtype=np.float32))  # the only target is seen
-    got = ranking_metrics(SCORES[:1], SEEN[:1], targets, [2])
+    got = user_metrics(SCORES[:1], SEEN[:1], targets, [2]).summary()
     assert got["users"] == 1
     assert got["recall@2"] == 0.0 and got["ndcg@2"] == 0.0 and got["hitrate@2"] == 0.0
 
 
 def test_no_users_with_targets_gives_zeros() -> None:
     empty = sp.csr_matrix((3, 6), dtype=np.float32)
-    got = ranking_metrics(SCORES, SEEN, empty, [2])
+    got = user_metrics(SCORES, SEEN, empty, [2]).summary()
     assert got["users"] == 0 and got["ndcg@2"] == 0.0 and got["coverage"] == 0.0
 
 
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="shapes differ"):
-        ranking_metrics(SCORES[:2], SEEN, TARGETS, [2])
+        user_metrics(SCORES[:2], SEEN, TARGETS, [2]).summary()
 
 
 def test_top_k_orders_best_first_and_breaks_ties_by_index() -> None:

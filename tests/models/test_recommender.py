@@ -127,13 +127,13 @@ def test_training_set_rejects_bad_input() -> None:
 
 def test_recommender_beats_popularity_on_planted_blocks(trained) -> None:
     from jobs.baselines import Popularity
-    from jobs.metrics import ranking_metrics
+    from jobs.metrics import user_metrics
     from jobs.models.recommender import score_histories
 
     model, history, m = trained
     seen = m.train + m.valid
-    ours = ranking_metrics(score_histories(model, seen), seen, m.test, [5])
-    popular = ranking_metrics(Popularity(m.train).scores(seen), seen, m.test, [5])
+    ours = user_metrics(score_histories(model, seen), seen, m.test, [5]).summary()
+    popular = user_metrics(Popularity(m.train).scores(seen), seen, m.test, [5]).summary()
     # a user's 4 unseen block items hold the 2 test items; in random order within the block the
     # expected NDCG@5 is 0.785. Popularity serves only block 0 (half the users) that well.
     assert popular["ndcg@5"] < 0.5
