@@ -222,6 +222,14 @@ def spark_xxhash64(seed: int, *columns: np.ndarray) -> np.ndarray:
     return state.view(np.int64)
 
 
+def _in_order(*keys: np.ndarray) -> bool:
+    """Whether the rows are sorted by the keys, the first most significant (ties allowed)."""
+    ascending = np.ones(max(len(keys[0]) - 1, 0), dtype=bool)
+    for key in reversed(keys):  # from the least significant: a key decides unless it ties
+        ascending = (key[:-1] < key[1:]) | ((key[:-1] == key[1:]) & ascending)
+    return bool(ascending.all())
+
+
 def split_interactions(users: np.ndarray, items: np.ndarray, ts_us: np.ndarray, cfg: Mapping[str, Any], *,
                        has_timestamp: bool, seed: int) -> np.ndarray:
     """The split (train | valid | test) of each interaction, each user's latest held out; see the module docstring.
@@ -244,7 +252,9 @@ def split_interactions(users: np.ndarray, items: np.ndarray, ts_us: np.ndarray, 
     if method not in SPLIT_METHODS:
         raise ValueError(f"tables.split must be one of {', '.join(SPLIT_METHODS)}, got {method!r}")
     key = ts_us if has_timestamp else spark_xxhash64(seed, users, items)
-    order = np.lexsort((items, key, users))  # by user, then key, ties by item_idx
+    # by user, then key, ties by item_idx; the job hands them over in this order (a sort of millions
+    # of rows costs seconds, the check a few milliseconds)
+    order = np.arange(len(users)) if _in_order(users, key, items) else np.lexsort((items, key, users))
     ordered = users[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(users) else np.zeros(0, np.int64)
     sizes = np.diff(np.r_[starts, len(users)])
@@ -377,11 +387,13 @@ def body(ctx: JobContext) -> dict[str, Any]:
         table = index_pairs(pairs, indexes)
         users, items = (table.column(c).to_numpy() for c in (USER_IDX, ITEM_IDX))
         ts_us = table.column(TS).cast(pa.int64()).to_numpy()
-        splits = split_interactions(users, items, ts_us, cfg, has_timestamp=has_timestamp, seed=int(ctx.config["seed"]))
-        # (user_idx, item_idx) is unique, so this order is total and a rerun writes the same bytes
+        # (user_idx, item_idx) is unique, so this order is total and a rerun writes the same bytes; with
+        # timestamps it is also the split's order, which then needs no sort of its own
         order = np.lexsort((items, ts_us, users))
+        table = table.take(order).combine_chunks()
+        users, items, ts_us = users[order], items[order], ts_us[order]
+        splits = split_interactions(users, items, ts_us, cfg, has_timestamp=has_timestamp, seed=int(ctx.config["seed"]))
         table = table.append_column(pa.field(SPLIT, pa.string(), nullable=False), pa.array(splits, pa.string()))
-        table, splits = table.take(order).combine_chunks(), splits[order]
         # the index grows only once this date's tables are computed; an id numbered here but not
         # committed below stays numbered, which the append-only rule allows
         for id_col, index in indexes.items():
