@@ -134,4 +134,3 @@ def user_metrics(
     values = {name: np.concatenate(p) if p else np.zeros(0) for name, p in parts.items()}
     ranked_all = np.concatenate(ranked_parts) if ranked_parts else np.zeros((0, k_max), dtype=np.int64)
     return UserMetrics(rows=rows, values=values, ranked=ranked_all, n_items=n_items)
-
