@@ -46,7 +46,7 @@ def _rows(values: Mapping[str, Any]) -> str:
 def _lift_text(aug: Mapping[str, Any], segment: str) -> str:
     lift, low, high = (aug.get(f"lift_{segment}{end}") for end in ("", "_low", "_high"))
     text = f"{lift:.3f}×" if isinstance(lift, (int, float)) else "–"
-    return f"{text} (95% interval {low:.2f}–{high:.2f}×)" if isinstance(low, float) and isinstance(high, float) else text
+    return f"{text} (95% interval {low:.3f}–{high:.3f}×)" if isinstance(low, float) and isinstance(high, float) else text
 
 
 def _examples_table(summary: Mapping[str, Any]) -> str:

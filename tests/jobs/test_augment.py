@@ -162,6 +162,22 @@ def test_itemknn_scores_are_cosine_sums() -> None:
     np.testing.assert_allclose(scores, [[1.0, 2 ** -0.5, 0.0], [1.0, 2 * 2 ** -0.5, 1.0]], rtol=1e-6)
 
 
+def test_ndcg_at_k_in_chunks_is_the_mean_over_all_users(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.metrics import user_metrics
+
+    rng = np.random.default_rng(3)
+    train = sp.csr_matrix((rng.random((7, 9)) < 0.3).astype(np.float32))
+    held_out = (rng.random((7, 9)) < 0.3) & (train.toarray() == 0)
+    held_out[4] = False  # a user without a target is skipped, not counted as 0
+    valid = sp.csr_matrix(held_out.astype(np.float32))
+    scores = rng.random((7, 9)).astype(np.float32)
+    expected = user_metrics(scores, train, valid, [3]).summary()["ndcg@3"]
+    monkeypatch.setattr(aug, "INFERENCE_BATCH", 2)  # uneven chunks, one of them with the skipped user
+    got = aug.ndcg_at_k(lambda rows: scores[rows], train, valid, np.arange(7), k=3)
+    assert got == pytest.approx(expected) and 0.0 < got < 1.0
+    assert aug.ndcg_at_k(lambda rows: scores[rows], train, valid, np.array([4]), k=3) == 0.0
+
+
 def test_check_config_names_the_bad_key() -> None:
     config = {**load_config()["augment"], "pm_ratio": 1.5}
     with pytest.raises(ValueError, match="augment.pm_ratio"):

@@ -45,7 +45,7 @@ def test_report_and_summary_show_the_decision_and_the_metrics() -> None:
 
 def test_report_shows_lifts_examples_quality_figures_plots_and_the_final_fit() -> None:
     metrics = {"models": {}, "augmentation": {"metric": "ndcg@10", "lift_all": 1.02, "lift_sparse": 1.15,
-                                              "lift_sparse_low": 0.87, "lift_sparse_high": 1.41,
+                                              "lift_sparse_low": 0.8712, "lift_sparse_high": 1.4138,
                                               "verdict": "Augmentation helped"}}
     quality = {"fidelity": {"js_item_popularity": {"trained": 0.25}}, "filters": [{"name": "memorisation", "after": 5}]}
     page = render_report(
@@ -54,7 +54,7 @@ def test_report_shows_lifts_examples_quality_figures_plots_and_the_final_fit() -
         training={"models": {"model": {"epochs": 9, "best_epoch": 4}, "model_final": {"epochs": 4}}},
         plots={"quality_user_length.png": b"\x89PNG"},
     )
-    assert "PROMOTED to champion" in page and "1.020×</b>" in page and "1.150× (95% interval 0.87–1.41×)" in page
+    assert "PROMOTED to champion" in page and "1.020×</b>" in page and "1.150× (95% interval 0.871–1.414×)" in page
     assert "<th>gan_pos</th><td>7</td><td>1.5000</td>" in page
     assert "<th>fidelity.js_item_popularity.trained</th><td>0.2500</td>" in page
     assert "<th>filters.memorisation.after</th><td>5</td>" in page
