@@ -323,11 +323,11 @@ def ndcg_at_k(
         users: rows to evaluate (rows without valid items are skipped).
         k: cut-off.
     """
-    per_user = [
-        user_metrics(score_rows(rows), train[rows], valid[rows], [k]).values[f"ndcg@{k}"]
-        for rows in (users[start:start + INFERENCE_BATCH] for start in range(0, len(users), INFERENCE_BATCH))
-    ]
-    values = np.concatenate(per_user) if per_user else np.zeros(0)
+    per_user = [np.zeros(0)]
+    for start in range(0, len(users), INFERENCE_BATCH):
+        rows = users[start:start + INFERENCE_BATCH]
+        per_user.append(user_metrics(score_rows(rows), train[rows], valid[rows], [k]).values[f"ndcg@{k}"])
+    values = np.concatenate(per_user)
     return float(values.mean()) if len(values) else 0.0
 
 
