@@ -21,8 +21,9 @@ RAW_SCHEMA = pa.schema([(name, pa.string()) for name in RAW_COLUMNS])
 PART_FILE = "part-00000.parquet"
 SECONDS_PER_DAY = 86_400
 _EPOCH = dt.date(1970, 1, 1)
-# an id column is int64 when every non-null value is an integer, surrounding blanks allowed
-_INTEGER = r"^\s*[+-]?[0-9]{1,18}\s*$"
+# a canonical integer: what int64 -> text gives back (no "+", no leading zeros but "0", no "-0"); 18 digits
+# always fit int64, so no overflow check is needed
+_CANONICAL_INTEGER = r"^(0|-?[1-9][0-9]{0,17})$"
 
 
 def day_number(ds: str) -> int:
@@ -46,11 +47,17 @@ def iso_utc(seconds: np.ndarray) -> pa.Array:
 
 
 def id_type(ids: pa.Array | pa.ChunkedArray) -> str:
-    """``"int64"`` when every non-null id parses as an integer (and there is one), else ``"string"``."""
-    ids = ids.drop_null()
-    if len(ids) == 0:
+    """``"int64"`` when every id is a canonical integer that round-trips through int64, else ``"string"``.
+
+    Ids are trimmed first, as jobs.clean trims them; null and blank ids are left out (clean quarantines
+    them). ``007`` and ``+7`` are strings, not 7: publishing them as int64 would rewrite them, and
+    ``007`` and ``7`` would become the same id. So are ids of more than 18 digits. No ids at all: string.
+    """
+    text = pc.utf8_trim_whitespace(ids.cast(pa.string()))
+    text = text.filter(pc.not_equal(text, ""))  # the filter drops nulls too
+    if len(text) == 0:
         return "string"
-    return "int64" if pc.all(pc.match_substring_regex(ids, _INTEGER)).as_py() else "string"
+    return "int64" if pc.all(pc.match_substring_regex(text, _CANONICAL_INTEGER)).as_py() else "string"
 
 
 def _partition_rows(path: Path) -> int:
@@ -101,6 +108,8 @@ def write_raw(
     src: str | None,
     has_timestamp: bool,
     replace: bool = False,
+    ts_unit: str | None = None,
+    value_kind: str | None = None,
 ) -> dict:
     """Land raw rows, one atomic partition per day, and describe the zone in ``raw/_source.json``.
 
@@ -114,6 +123,10 @@ def write_raw(
         src: the file the rows came from, or None.
         has_timestamp: whether the source has event times.
         replace: remove a raw zone of another source first instead of refusing.
+        ts_unit: how the source wrote its times (``seconds``, ``milliseconds``, ``iso8601``, ``typed``,
+            ``none``), recorded as ``ts_unit`` when given.
+        value_kind: what ``value`` means (``rating``, ``count``, ``none``), recorded as ``value_kind``
+            when given; jobs.clean reads it.
 
     Returns:
         Facts of this write: first_date, last_date, days (partitions written), rows, window_days.
@@ -152,6 +165,8 @@ def write_raw(
         "src": src,
         **types,
         "has_timestamp": bool(has_timestamp and previous.get("has_timestamp", True)),
+        **({"ts_unit": ts_unit} if ts_unit is not None else {}),
+        **({"value_kind": value_kind} if value_kind is not None else {}),
         "first_date": dates[0],
         "last_date": dates[-1],
         "dates": len(dates),

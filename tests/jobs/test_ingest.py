@@ -15,7 +15,7 @@ import pytest
 from jobs import ingest
 from jobs.common.lake import Lake, read_json
 
-ML_SMALL = Path("/work/shared/data/ml-latest-small/ratings.csv")
+ML_SMALL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ml-latest-small" / "ratings.csv"
 
 
 def _epoch(text: str) -> int:
@@ -35,7 +35,13 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_parse_mapping() -> None:
-    assert ingest.parse_mapping("user=uid, item=sku,ts=when") == {"user": "uid", "item": "sku", "ts": "when"}
+    assert ingest.parse_mapping("user=uid, item=sku,ts=when") == ({"user": "uid", "item": "sku", "ts": "when"}, "none")
+    assert ingest.parse_mapping("user=u,item=i,value=stars") == ({"user": "u", "item": "i", "value": "stars"}, "rating")
+    assert ingest.parse_mapping("user=u,item=i,value=r:rating")[1] == "rating"
+    assert ingest.parse_mapping("user=u,item=i,value=plays:count") == ({"user": "u", "item": "i", "value": "plays"},
+                                                                        "count")
+    # a colon not followed by a kind belongs to the column's name
+    assert ingest.parse_mapping("user=u,item=i,value=a:b")[0]["value"] == "a:b"
     for bad, message in (("user=a", "item missing"), ("user=a,item=b,price=c", "unknown role 'price'"),
                          ("user=a,item=b,user=c", "given twice"), ("user,item=b", "expected role=column")):
         with pytest.raises(ValueError, match=message):
@@ -48,7 +54,8 @@ def test_parse_timestamps_text() -> None:
         "2018-09-24", "2018-09-24T12:00:00.750Z", "1.5", "not-a-time", "2026-13-45T00:00:00Z", "2026-02-30",
         None, "", "99999999999999", "-99999999999",
     ])
-    seconds, ok = ingest.parse_timestamps(values)
+    seconds, ok, unit = ingest.parse_timestamps(values)
+    assert unit == "iso8601"  # 5 ISO times parsed against 2 numbers
     noon = _epoch("2018-09-24T12:00:00")
     expected = [964982703, noon, noon, noon - 7200, _epoch("2018-09-24T00:00:00"), noon, 1]
     assert ok.tolist() == [True] * 7 + [False] * 7
@@ -58,11 +65,16 @@ def test_parse_timestamps_text() -> None:
 def test_parse_timestamps_typed_columns() -> None:
     stamp = _epoch("2020-02-29T23:59:59")
     typed = pa.array([stamp * 1000, None], pa.timestamp("ms", tz="Europe/Paris"))
-    assert [x.tolist() for x in ingest.parse_timestamps(typed)] == [[stamp, 0], [True, False]]
+    seconds, ok, unit = ingest.parse_timestamps(typed)
+    assert (seconds.tolist(), ok.tolist(), unit) == ([stamp, 0], [True, False], "typed")
     dates = pa.array([dt.date(2020, 2, 29)], pa.date32())
     assert ingest.parse_timestamps(dates)[0].tolist() == [_epoch("2020-02-29T00:00:00")]
     numbers = pa.chunked_array([pa.array([stamp, None], pa.int64())])
-    assert [x.tolist() for x in ingest.parse_timestamps(numbers)] == [[stamp, 0], [True, False]]
+    seconds, ok, unit = ingest.parse_timestamps(numbers)
+    assert (seconds.tolist(), ok.tolist(), unit) == ([stamp, 0], [True, False], "seconds")
+    millis = pa.array([stamp * 1000 + 999, None], pa.int64())
+    seconds, ok, unit = ingest.parse_timestamps(millis)
+    assert (seconds.tolist(), ok.tolist(), unit) == ([stamp, 0], [True, False], "milliseconds")
 
 
 def test_to_raw_days_and_unparseable_rows() -> None:
@@ -72,7 +84,9 @@ def test_to_raw_days_and_unparseable_rows() -> None:
         "value": pa.array([4.5, 3.0, None, 1.0]),
         "ts": pa.array(["2020-01-02T10:00:00Z", "1577836800", "garbage", None]),
     }
-    table, day = ingest.to_raw(fields, default_ds="2030-01-01")
+    rows = ingest.to_raw(fields, default_ds="2030-01-01", now=_epoch("2026-01-01T00:00:00"))
+    table, day = rows.table, rows.day
+    assert (rows.ts_unit, rows.future_rows) == ("seconds", 0)  # one number, one ISO time: a tie goes to numbers
     assert table.to_pylist() == [
         {"user_id": "1", "item_id": "a", "event": "rating", "value": "4.5", "ts": "2020-01-02T10:00:00Z"},
         {"user_id": "2", "item_id": "b", "event": "rating", "value": "3", "ts": "2020-01-01T00:00:00Z"},
@@ -84,9 +98,9 @@ def test_to_raw_days_and_unparseable_rows() -> None:
 
 
 def test_to_raw_without_timestamps_or_values() -> None:
-    table, day = ingest.to_raw({"user": pa.array(["x"]), "item": pa.array(["y"])}, default_ds="1970-01-03")
-    assert table.to_pylist() == [{"user_id": "x", "item_id": "y", "event": "view", "value": None, "ts": None}]
-    assert day.tolist() == [2]
+    rows = ingest.to_raw({"user": pa.array(["x"]), "item": pa.array(["y"])}, default_ds="1970-01-03")
+    assert rows.table.to_pylist() == [{"user_id": "x", "item_id": "y", "event": "view", "value": None, "ts": None}]
+    assert (rows.day.tolist(), rows.ts_unit) == ([2], "none")
     with pytest.raises(ValueError, match="item"):
         ingest.to_raw({"user": pa.array(["x"])}, default_ds="1970-01-03")
 
@@ -97,13 +111,15 @@ def test_movielens_100k(lake: Lake, tmp_path: Path) -> None:
                                       f"22\t377\t1\t{_epoch('1997-12-04T01:00:00')}\n")
     facts = ingest.main(["--format", "movielens-100k", "--src", str(src)])
     assert facts == {"first_date": "1997-12-04", "last_date": "1998-04-04", "days": 2, "rows": 3,
-                     "window_days": 122, "source": "movielens-100k"}
+                     "window_days": 122, "source": "movielens-100k", "ts_unit": "seconds", "value_kind": "rating",
+                     "future_rows": 0}
     assert _rows(lake, "1997-12-04") == [("196", "242", "rating", "3", "1997-12-04T15:55:49Z"),
                                          ("22", "377", "rating", "1", "1997-12-04T01:00:00Z")]
     assert _rows(lake, "1998-04-04") == [("186", "302", "rating", "3", "1998-04-04T19:22:22Z")]
     assert read_json(lake.path("raw") / "_source.json") == {
         "source": "movielens-100k", "src": str(src.resolve()), "user_id_type": "int64", "item_id_type": "int64",
-        "has_timestamp": True, "first_date": "1997-12-04", "last_date": "1998-04-04", "dates": 2, "rows": 3,
+        "has_timestamp": True, "ts_unit": "seconds", "value_kind": "rating", "first_date": "1997-12-04",
+        "last_date": "1998-04-04", "dates": 2, "rows": 3,
     }
 
 
@@ -144,7 +160,7 @@ def test_csv_without_timestamps_lands_on_ds(lake: Lake, tmp_path: Path) -> None:
     facts = ingest.main(["--format", "csv", "--src", str(src), "--sep", ";", "--mapping", "user=u,item=i",
                          "--ds", "2025-06-30"])
     assert facts == {"first_date": "2025-06-30", "last_date": "2025-06-30", "days": 1, "rows": 2,
-                     "window_days": 1, "source": "csv"}
+                     "window_days": 1, "source": "csv", "ts_unit": "none", "value_kind": "none", "future_rows": 0}
     assert _rows(lake, "2025-06-30") == [("5", "7", "view", None, None), ("6", "8", "view", None, None)]
     assert read_json(lake.path("raw") / "_source.json")["has_timestamp"] is False
 
@@ -174,7 +190,7 @@ def test_bad_input_names_file_and_column(lake: Lake, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"missing\.csv: no such file"):
         ingest.main(["--format", "movielens-latest", "--src", str(tmp_path / "missing.csv")])
     ragged = _write(tmp_path / "u.data", "1\t2\t3\t4\n1\t2\n")
-    with pytest.raises(ValueError, match=r"u\.data: cannot read"):
+    with pytest.raises(ValueError, match=r"u\.data: line 2: 2 fields where 4 are expected"):
         ingest.main(["--format", "movielens-100k", "--src", str(ragged)])
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"PAR1 not really parquet")
@@ -202,7 +218,8 @@ def test_another_source_needs_replace(lake: Lake, tmp_path: Path) -> None:
 def test_real_movielens_latest_small(lake: Lake) -> None:
     facts = ingest.main(["--format", "movielens-latest", "--src", str(ML_SMALL)])
     assert facts == {"first_date": "1996-03-29", "last_date": "2018-09-24", "days": 4110, "rows": 100836,
-                     "window_days": 8215, "source": "movielens-latest"}
+                     "window_days": 8215, "source": "movielens-latest", "ts_unit": "seconds",
+                     "value_kind": "rating", "future_rows": 0}
     expected = pd.read_csv(ML_SMALL)
     expected_days = pd.to_datetime(expected.timestamp, unit="s", utc=True).dt.strftime("%Y-%m-%d")
     dates = lake.dates("raw")
