@@ -1,4 +1,9 @@
-"""Evaluate the recommender, its no-augmentation ablation and baselines on real held-out test data."""
+"""Evaluate the recommender, its no-augmentation ablation and baselines on real held-out test data.
+
+Every model ranks the whole catalogue for each test user from the same input, the user's window
+history without their test pairs, and with every item the user interacted with (any label) other than
+the test targets removed: the ranking that ``publish`` would serve.
+"""
 
 from __future__ import annotations
 
@@ -129,9 +134,11 @@ def body(ctx: JobContext) -> dict[str, Any]:
     matrices = load_matrices(ctx.lake, ctx.ds)
     models_dir = ctx.lake.require("models", ctx.ds)
 
-    # test users only; their history is everything before test, which is also what gets removed
+    # test users only. Each model reads and removes from the ranking what serving would (the window's
+    # history and every item the user interacted with, any label), the test targets aside: an item that
+    # is never recommended to the user is never ranked here either
     users = np.flatnonzero(np.diff(matrices.test.indptr) > 0)
-    history = (matrices.train + matrices.valid).tocsr()[users]
+    history, exclude = matrices.held_out(users)
     test = matrices.test[users]
     sparse = sparse_segment(matrices.train, users, float(settings["sparse_share"]))
     log.info("evaluating %d test users (%d in the sparse segment), %d items", len(users), len(sparse),
@@ -147,7 +154,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
     }
     results, per_user = {}, {}
     for name, score in scorers.items():
-        per_user[name] = user_metrics(score(history), history, test, ks)
+        per_user[name] = user_metrics(score(history), exclude, test, ks)
         results[name] = segment_metrics(per_user[name], sparse)
         log.info("%s: %s %.4f (all), %.4f (sparse)", name, primary, results[name]["all"][primary],
                  results[name]["sparse"][primary])

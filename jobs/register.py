@@ -7,7 +7,8 @@ training (same date, data and config) reuses its version unless ``register.force
 
 The gate re-evaluates the current champion on today's test split and promotes the challenger when its
 ``register.gate_metric`` reaches ``champion * (1 - gate_tolerance)``; a missing or non-finite metric
-never promotes.
+never promotes. Without a champion yet, the first model is promoted only when it beats the popularity
+baseline of its own evaluation; otherwise it stays `challenger`, with the reason.
 
 With ``train.final_fit`` the registered weights are the refit on the whole window (``model_final.keras``),
 tagged ``final_fit=true``, while every metric and the gate use the held-out fit, which the run keeps as
@@ -63,10 +64,12 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def gate_decision(
     challenger: float | None, champion: float | None, tolerance: float, promote: bool, *,
-    ds: str | None = None, champion_ds: str | None = None,
+    ds: str | None = None, champion_ds: str | None = None, popularity: float | None = None,
 ) -> tuple[bool, str]:
     """Whether the challenger (trained for ``ds``) becomes champion, and why (pure: no registry access).
 
+    Without a champion, the challenger must beat ``popularity`` (the popularity baseline's figure in
+    its own evaluation), so a model trained on data that went wrong never becomes the first champion.
     A champion trained for a later date than the challenger's always stays: a backfill or rerun of an
     earlier date never moves production back to older data (nor could the test split of an earlier
     date judge a model that has trained on it fairly).
@@ -76,7 +79,12 @@ def gate_decision(
     if challenger is None or not math.isfinite(challenger):
         return False, "the challenger has no valid evaluation"
     if champion is None:
-        return True, "no champion yet"
+        if popularity is None or not math.isfinite(popularity):
+            return False, "no champion yet, and no popularity baseline to beat in the evaluation"
+        if challenger > popularity:
+            return True, f"no champion yet; challenger {challenger:.4f} > popularity baseline {popularity:.4f}"
+        return False, (f"no champion yet, but the challenger {challenger:.4f} does not beat the popularity baseline "
+                       f"{popularity:.4f}: not promoted")
     if ds is not None and champion_ds is not None and champion_ds > ds:
         return False, f"the champion was trained for a later date ({champion_ds} > {ds}) and stays"
     if challenger >= champion * (1.0 - tolerance):
@@ -97,11 +105,10 @@ def _fingerprint(path: Path) -> str:
 
 
 def build_profile(m: Matrices, source: Mapping[str, Any]) -> Profile:
-    """The serving profile of a date: every interaction of the window is a user's history."""
-    histories = m.window()
-    histories.data[:] = 1.0
-    popularity = np.asarray((histories > 0).sum(axis=0)).ravel().astype(np.float32)
-    return Profile(m.user_ids, m.item_ids, histories, popularity,
+    """The serving profile of a date: the window's history and seen items, exactly as publish reads them,
+    and item popularity (users with a positive, over the window's positives)."""
+    popularity = np.asarray((m.window() > 0).sum(axis=0)).ravel().astype(np.float32)
+    return Profile(m.user_ids, m.item_ids, m.history, m.seen, popularity,
                    source.get("user_id_type", "string"), source.get("item_id_type", "string"))
 
 
@@ -129,13 +136,13 @@ def champion_metric(client: Any, name: str, m: Matrices, metric: str) -> tuple[A
             log.warning("champion version %s has no held-out twin (%s); judging its final fit, an optimistic "
                         "figure", version.version, err)
     rows = np.flatnonzero(np.diff(m.test.indptr))  # only users with held-out items are ranked
-    seen = (m.train + m.valid).tocsr()[rows]
+    inputs, exclude = m.held_out(rows)  # what evaluate reads and removes for the same users
     k = int(metric.split("@")[1])
-    idx, _ = model.recommend_histories(seen, k)
+    idx, _ = model.recommend_histories(inputs, exclude, k)
     # rank-valued scores reproduce the champion's top-k order; the metric only looks at the top k
-    scores = np.full(seen.shape, -np.inf, dtype=np.float32)
+    scores = np.full(inputs.shape, -np.inf, dtype=np.float32)
     np.put_along_axis(scores, idx, np.arange(idx.shape[1], 0, -1, dtype=np.float32)[None, :], axis=1)
-    value = user_metrics(scores, seen, m.test[rows], [k]).summary()[metric]
+    value = user_metrics(scores, exclude, m.test[rows], [k]).summary()[metric]
     return version, float(value)
 
 
@@ -209,6 +216,7 @@ def _register_and_gate(ctx: JobContext, client: Any, m: Matrices, existing: Any 
     cfg = ctx.config["register"]
     name = cfg["model_name"]
     challenger_value = metrics["models"]["model"]["all"].get(cfg["gate_metric"])
+    popularity_value = metrics["models"].get("popularity", {}).get("all", {}).get(cfg["gate_metric"])
     champion, champion_value = champion_metric(client, name, m, cfg["gate_metric"])
     champion_version = str(champion.version) if champion is not None else None
     if existing is not None:
@@ -221,7 +229,8 @@ def _register_and_gate(ctx: JobContext, client: Any, m: Matrices, existing: Any 
         promoted, reason = True, f"version {version} is already the champion"
     else:
         promoted, reason = gate_decision(challenger_value, champion_value, cfg["gate_tolerance"], cfg["promote"],
-                                         ds=ctx.ds, champion_ds=champion.tags.get("ds") if champion else None)
+                                         ds=ctx.ds, champion_ds=champion.tags.get("ds") if champion else None,
+                                         popularity=popularity_value)
     client.set_registered_model_alias(name, CHALLENGER, version)
     # a reused version keeps a "passed" verdict when a rerun's gate keeps it back only for a newer champion
     if promoted or existing is None or "validation_status" not in existing.tags:

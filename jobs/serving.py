@@ -2,7 +2,10 @@
 
 ``mlflow.pyfunc.load_model("models:/<name>@champion").predict(pd.DataFrame({"user_id": [...]}))``
 returns each user's top-K as rows ``user_id, rank, item_id, score`` (K from ``params={"k": K}``,
-default 20). Known users are scored from their history; unknown users get the most popular items.
+default 20). Known users are scored from their history; unknown users, and users whose history has
+nothing the model reads, get the most popular items. Nobody is recommended an item they interacted
+with in the window, whatever the label. ``jobs.publish`` ranks through the same :func:`recommend` from
+the same history, so the batch output and the pyfunc agree.
 """
 
 from __future__ import annotations
@@ -34,38 +37,53 @@ class Profile:
 
     user_ids: np.ndarray  # strings, by user index
     item_ids: np.ndarray  # strings, by item index
-    histories: sp.csr_matrix  # users x items, every interaction of the training window
+    histories: sp.csr_matrix  # users x items, the window's history as the model reads it (tables' ``history``)
+    seen: sp.csr_matrix  # users x items, every pair of the window (tables' ``seen``): never recommended
     popularity: np.ndarray  # interactions per item
     user_id_type: str
     item_id_type: str
 
     def save(self, path: Path) -> None:
-        h = self.histories
+        h, seen = self.histories, self.seen
         np.savez(
             path, user_ids=self.user_ids.astype(str), item_ids=self.item_ids.astype(str),
             indptr=h.indptr, indices=h.indices, data=h.data, shape=np.asarray(h.shape),
+            seen_indptr=seen.indptr, seen_indices=seen.indices,
             popularity=self.popularity, id_types=np.asarray([self.user_id_type, self.item_id_type]),
         )
 
     @classmethod
     def load(cls, path: Path | str) -> Profile:
         with np.load(path) as z:
-            histories = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+            shape = tuple(z["shape"])
+            histories = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
+            seen = sp.csr_matrix((np.ones(len(z["seen_indices"]), np.float32), z["seen_indices"], z["seen_indptr"]),
+                                 shape=shape)
             user_type, item_type = (str(t) for t in z["id_types"])
-            return cls(z["user_ids"].astype(object), z["item_ids"].astype(object), histories,
+            return cls(z["user_ids"].astype(object), z["item_ids"].astype(object), histories, seen,
                        z["popularity"], user_type, item_type)
 
 
-def recommend(model: Any, histories: sp.csr_matrix, popularity: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` item indices and scores for each history row, seen items removed.
+def recommend(model: Any, histories: sp.csr_matrix, seen: sp.csr_matrix, popularity: np.ndarray,
+              k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` item indices and scores for each history row, the ``seen`` items removed.
+
+    Args:
+        model: the recommender.
+        histories: rows x items, what the model reads of each user.
+        seen: rows x items, the same users' every interaction: never recommended (its values are ignored).
+        popularity: interactions per item the model knew.
+        k: recommendations per row.
 
     Rows with an empty history get the most popular items (a cold user); item columns the model has
     not seen (newer than it) are never recommended. Only the histories' columns are candidates: a model
     that knows more items (a later date's champion judged on an earlier date in a backfill or rerun)
-    never recommends items that did not exist yet.
+    never recommends items that did not exist yet. A slot with nothing left to recommend scores -inf.
     """
     from jobs.models.recommender import score_histories
 
+    if seen.shape != histories.shape:
+        raise ValueError(f"recommend: seen has shape {seen.shape}, histories {histories.shape}")
     n_items = histories.shape[1]
     pop = np.full(n_items, -np.inf, dtype=np.float32)
     known = min(n_items, len(popularity))
@@ -76,8 +94,10 @@ def recommend(model: Any, histories: sp.csr_matrix, popularity: np.ndarray, k: i
         scores = score_histories(model, batch)[:, :n_items]
         cold = np.diff(batch.indptr) == 0
         scores[cold] = pop
-        rows, cols = batch.nonzero()
-        scores[rows, cols] = -np.inf
+        seen_batch = seen[start : start + SCORE_BATCH]
+        # the stored pattern, not nonzero(): a seen item is removed whatever its value
+        rows = np.repeat(np.arange(seen_batch.shape[0]), np.diff(seen_batch.indptr))
+        scores[rows, seen_batch.indices] = -np.inf
         idx = top_k(scores, k)
         out_idx.append(idx)
         out_scores.append(np.take_along_axis(scores, idx, axis=1))
@@ -85,11 +105,14 @@ def recommend(model: Any, histories: sp.csr_matrix, popularity: np.ndarray, k: i
 
 
 def recs_frame(user_ids: np.ndarray, idx: np.ndarray, scores: np.ndarray, profile_item_ids: np.ndarray,
-               user_id_type: str, item_id_type: str) -> pd.DataFrame:
-    """Long-format recommendations ``user_id, item_id, rank, score``; never-scored slots are dropped."""
+               item_id_type: str) -> pd.DataFrame:
+    """Long-format recommendations ``user_id, item_id, rank, score``; never-scored slots are dropped.
+
+    ``user_ids`` are written as given (the caller types them); item ids are typed by ``item_id_type``.
+    """
     n, k = idx.shape
     frame = pd.DataFrame({
-        USER_ID: np.repeat(typed_ids(np.asarray(user_ids), user_id_type), k),
+        USER_ID: np.repeat(np.asarray(user_ids), k),
         ITEM_ID: typed_ids(profile_item_ids[idx.ravel()], item_id_type),
         RANK: np.tile(np.arange(1, k + 1, dtype=np.int32), n),
         SCORE: scores.ravel().astype(np.float32),
@@ -120,13 +143,17 @@ class RecsysModel(mlflow.pyfunc.PythonModel):
         k = int((params or {}).get("k", DEFAULT_K))
         p = self.profile
         wanted = model_input[USER_ID].to_numpy()
-        rows = np.array([self._user_index.get(str(u).strip().lower(), -1) for u in wanted])
-        empty = sp.csr_matrix((1, p.histories.shape[1]), dtype=p.histories.dtype)
-        histories = sp.vstack([p.histories, empty]).tocsr()[rows]  # -1 picks the empty row: unknown user
-        idx, scores = recommend(self.model, histories, p.popularity, k)
-        frame = recs_frame(wanted.astype(str), idx, scores, p.item_ids, p.user_id_type, p.item_id_type)
+        # ids are looked up as they came (trimmed, as the clean job trims them); never case-folded
+        rows = np.array([self._user_index.get(str(u).strip(), -1) for u in wanted])
+        empty = sp.csr_matrix((1, p.histories.shape[1]), dtype=np.float32)
+        # -1 picks the appended empty row: an unknown user
+        histories = sp.vstack([p.histories, empty]).tocsr()[rows]
+        seen = sp.vstack([p.seen, empty]).tocsr()[rows]
+        idx, scores = recommend(self.model, histories, seen, p.popularity, k)
+        frame = recs_frame(wanted, idx, scores, p.item_ids, p.item_id_type)
         return frame
 
-    def recommend_histories(self, histories: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def recommend_histories(self, histories: sp.csr_matrix, seen: sp.csr_matrix,
+                            k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-K for histories indexed like today's tables (stable indexes keep them aligned)."""
-        return recommend(self.model, histories, self.profile.popularity, k)
+        return recommend(self.model, histories, seen, self.profile.popularity, k)

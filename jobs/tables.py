@@ -3,7 +3,10 @@
 The tables of ``ds`` hold the positives (label 1) of the committed clean partitions of the window
 ``[ds - tables.window_days + 1, ds]``, one row per (user, item) with the largest weight and the latest
 timestamp, after a k-core filter (``tables.min_user_core`` / ``tables.min_item_core``, repeated until
-nothing changes or ``tables.core_rounds``; 1 turns a side off).
+nothing changes or ``tables.core_rounds``; 1 turns a side off). The k-core shapes the training data
+only: every interaction of the window, of any label and of any user, is a user's history (the
+``history`` and ``seen`` matrices), so every user with an interaction is served and never recommended
+an item they already had.
 
 Spark reads the window and aggregates it to those pairs in one job; the pairs then come to the
 driver as Arrow (the CSR export needs every interaction there anyway), where the k-core, the index
@@ -13,16 +16,19 @@ k-core round and per index or split step.
 Stable indexes (``<lake>/index/users.parquet`` and ``items.parquet``, columns id and int64 idx) follow
 one rule: **an id keeps the index it first got, forever; the index only grows.** A run gives the ids
 of its tables that have no index yet the next free numbers, ``max + 1, max + 2, ...``, in the order of
-(first timestamp of the id in the run's window, id). So a rerun of a date after nothing else ran
+(first timestamp of the id in the run's window, id). Every id with an interaction of any label in the
+window gets an index, whether or not it passes the k-core. So a rerun of a date after nothing else ran
 gets the same numbers; a backfill of an earlier date appends its unseen ids after everything already
-there and never renumbers; ids dropped by the k-core filter get no index until they pass it. Index
-files are replaced whole (temporary file, then ``os.replace``) under a lock file.
+there and never renumbers. Index files are replaced whole (temporary file, then ``os.replace``) under
+a lock file.
 
 Written to ``tables/ds=<ds>/``:
 
 * ``interactions/part-00000.parquet``: user_idx int32, item_idx int32, weight float32, ts timestamp,
   split string (train | valid | test), sorted by (user_idx, ts, item_idx).
-* ``matrices.npz``: per-split CSR of weights, rows = every indexed user, columns = every indexed item
+* ``matrices.npz``: per-split CSR of weights, rows = every indexed user, columns = every indexed item,
+  and the window's ``history`` (positives with their weight, k-core or not; interactions without a
+  positive label with ``tables.nonpositive_weight``) and ``seen`` (every pair of the window, 1.0)
   (read it with ``jobs.common.matrices.load_matrices``).
 * ``users.parquet`` / ``items.parquet``: the index as it was for this run (id, idx).
 * ``_stats.json``: sizes, interactions per split, density, degree quantiles, item Gini, cold shares.
@@ -82,6 +88,8 @@ ITEMS_FILE = "items.parquet"
 SPLIT_METHODS = ("ratio", "leave_last_n")
 QUANTILES = {"min": 0.0, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p90": 0.9, "p99": 0.99, "max": 1.0}
 FIRST_TS = "first_ts"
+SEEN_TS = "seen_ts"
+POSITIVE = "positive"
 INT32_MAX = np.iinfo(np.int32).max
 
 
@@ -99,13 +107,21 @@ def read_window(spark: SparkSession, lake: Lake, ds: str, window_days: int) -> t
     return frame, dates
 
 
-def positive_pairs(clean: DataFrame) -> DataFrame:
-    """One row per (user_id, item_id) of the label-1 rows: the largest weight, the latest ts, the first ts."""
-    require_columns(clean.columns, (USER_ID, ITEM_ID, TS, LABEL, WEIGHT), "positive_pairs")
-    return (
-        clean.where(F.col(LABEL) == 1)
-        .groupBy(USER_ID, ITEM_ID)
-        .agg(F.max(WEIGHT).alias(WEIGHT), F.max(TS).alias(TS), F.min(TS).alias(FIRST_TS))
+def window_pairs(clean: DataFrame) -> DataFrame:
+    """One row per (user_id, item_id) of the window, any label.
+
+    Columns: ``positive`` (some row has label 1), ``weight`` (the largest weight of the label-1 rows), ``ts``
+    and ``first_ts`` (the latest and first time of the label-1 rows; all three null without one) and
+    ``seen_ts`` (the first time of any row: the order new ids are numbered in).
+    """
+    require_columns(clean.columns, (USER_ID, ITEM_ID, TS, LABEL, WEIGHT), "window_pairs")
+    positive = F.col(LABEL) == 1
+    return clean.groupBy(USER_ID, ITEM_ID).agg(
+        F.max(positive).alias(POSITIVE),
+        F.max(F.when(positive, F.col(WEIGHT))).alias(WEIGHT),
+        F.max(F.when(positive, F.col(TS))).alias(TS),
+        F.min(F.when(positive, F.col(TS))).alias(FIRST_TS),
+        F.min(TS).alias(SEEN_TS),
     )
 
 
@@ -140,8 +156,8 @@ def k_core(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int, r
 
 
 def first_seen(pairs: pa.Table, id_col: str) -> pa.Table:
-    """Each id of ``id_col`` with its earliest ``first_ts`` in ``pairs``."""
-    return pairs.group_by(id_col).aggregate([(FIRST_TS, "min")]).rename_columns([id_col, FIRST_TS])
+    """Each id of ``id_col`` with its earliest ``seen_ts`` in ``pairs`` (as ``first_ts``)."""
+    return pairs.group_by(id_col).aggregate([(SEEN_TS, "min")]).rename_columns([id_col, FIRST_TS])
 
 
 def extend_index(index: pa.Table, unseen: pa.Table, id_col: str, idx_col: str) -> pa.Table:
@@ -358,6 +374,31 @@ def index_pairs(pairs: pa.Table, indexes: Mapping[str, pa.Table]) -> pa.Table:
     })
 
 
+def window_matrices(every: pa.Table, indexes: Mapping[str, pa.Table], shape: tuple[int, int],
+                    nonpositive_weight: float) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """The window's ``history`` and ``seen`` matrices (see the module docstring) from :func:`window_pairs`.
+
+    Args:
+        every: every pair of the window, with ``positive`` and ``weight``.
+        indexes: the stable indexes, which hold every id of ``every``.
+        shape: (indexed users, indexed items).
+        nonpositive_weight: the history weight of a pair without a positive label (0 leaves it out).
+    """
+    if nonpositive_weight < 0:
+        raise ValueError(f"tables.nonpositive_weight must be >= 0, got {nonpositive_weight}")
+    users, items = (pc.index_in(every.column(col), value_set=indexes[col].column(col)).to_numpy(zero_copy_only=False)
+                    for col in (USER_ID, ITEM_ID))
+    positive = every.column(POSITIVE).to_numpy(zero_copy_only=False).astype(bool)
+    weight = np.where(positive, pc.fill_null(every.column(WEIGHT), 0.0).to_numpy(zero_copy_only=False),
+                      nonpositive_weight).astype(np.float32)
+    history = sp.csr_matrix((weight, (users, items)), shape=shape)
+    history.eliminate_zeros()
+    history.sort_indices()
+    seen = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=shape)
+    seen.sort_indices()
+    return history, seen
+
+
 def body(ctx: JobContext) -> dict[str, Any]:
     """Build and commit the tables of the run's date, growing the stable indexes; return the sizes."""
     cfg, lake, ds = ctx.config["tables"], ctx.lake, ctx.ds
@@ -368,7 +409,9 @@ def body(ctx: JobContext) -> dict[str, Any]:
     # Spark reads the window and aggregates it to one row per pair; the driver receives those pairs as
     # Arrow (it needs every interaction for the CSR export anyway) and runs the k-core, the index and the
     # split on integer arrays there: each k-core round as Spark joins was a job with a shuffle
-    pairs = positive_pairs(clean).toArrow()
+    every = window_pairs(clean).toArrow()
+    positive = every.column(POSITIVE).combine_chunks()
+    pairs = every.filter(positive)
     keep = k_core(_codes(pairs.column(USER_ID)), _codes(pairs.column(ITEM_ID)), int(cfg["min_user_core"]),
                   int(cfg["min_item_core"]), int(cfg["core_rounds"]))
     pairs = pairs.filter(pa.array(keep))
@@ -378,7 +421,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
         indexes, new = {}, {}
         for id_col, idx_col in ((USER_ID, USER_IDX), (ITEM_ID, ITEM_IDX)):
             known = read_index(index_path(lake, id_col), id_col, idx_col)
-            seen = first_seen(pairs, id_col)
+            seen = first_seen(every, id_col)
             unseen = seen.filter(pc.invert(pc.is_in(seen.column(id_col), value_set=known.column(id_col))))
             indexes[id_col] = extend_index(known, unseen, id_col, idx_col)
             new[id_col] = len(indexes[id_col]) - len(known)
@@ -409,10 +452,15 @@ def body(ctx: JobContext) -> dict[str, Any]:
     stats.update(ds=ds, window_start=dates[0], clean_dates=len(dates), has_timestamp=has_timestamp,
                  indexed_users=shape[0], indexed_items=shape[1])
 
+    history, seen = window_matrices(every, indexes, shape, float(cfg["nonpositive_weight"]))
+    stats.update(window_users=int((np.diff(seen.indptr) > 0).sum()), window_interactions=int(seen.nnz),
+                 window_positives=int(positive.true_count))
+
     with lake.writing("tables", ds) as out:
         (out / INTERACTIONS_DIR).mkdir()
         pq.write_table(table, out / INTERACTIONS_DIR / "part-00000.parquet")
-        save_matrices(out / MATRICES_FILE, csr_splits(columns[USER_IDX], columns[ITEM_IDX], columns[WEIGHT], splits, shape))
+        save_matrices(out / MATRICES_FILE, csr_splits(columns[USER_IDX], columns[ITEM_IDX], columns[WEIGHT], splits, shape),
+                      history=history, seen=seen)
         pq.write_table(indexes[USER_ID], out / USERS_FILE)
         pq.write_table(indexes[ITEM_ID], out / ITEMS_FILE)
         write_json(out / STATS_FILE, stats)
@@ -426,6 +474,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
         "indexed_items": shape[1],
         "new_users": new[USER_ID],
         "new_items": new[ITEM_ID],
+        "window_users": stats["window_users"],
         "interactions": stats["interactions"],
     }
 

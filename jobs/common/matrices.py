@@ -1,9 +1,18 @@
-"""Load the compact CSR export of the interaction tables that the TensorFlow jobs read."""
+"""Load the compact CSR export of the interaction tables that the TensorFlow jobs read.
+
+Besides the three splits of the positives (after the k-core), the export holds two matrices over
+every user and item with any interaction in the training window, whatever its label:
+
+* ``history``: what a model reads as a user's history when it serves them: each positive with its
+  weight (k-core or not), each interaction without a positive label with ``tables.nonpositive_weight``
+  (absent when that is 0);
+* ``seen``: every (user, item) pair of the window, value 1: what is never recommended to the user.
+"""
 
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +23,7 @@ from jobs.common.columns import ITEM_ID, ITEM_IDX, SPLITS, USER_ID, USER_IDX
 from jobs.common.lake import Lake
 
 MATRICES_FILE = "matrices.npz"
+WINDOW_MATRICES = ("history", "seen")
 
 
 @dataclass
@@ -25,6 +35,15 @@ class Matrices:
     test: sp.csr_matrix
     user_ids: np.ndarray  # user_ids[user_idx] = original id as a string ("" for unused rows)
     item_ids: np.ndarray  # item_ids[item_idx] = original id as a string
+    # every interaction of the window, any label (see the module docstring); default: the splits' positives
+    history: sp.csr_matrix | None = field(default=None)
+    seen: sp.csr_matrix | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.history is None:
+            self.history = self.window()
+        if self.seen is None:
+            self.seen = binary(self.history)
 
     @property
     def n_users(self) -> int:
@@ -35,19 +54,55 @@ class Matrices:
         return self.train.shape[1]
 
     def window(self) -> sp.csr_matrix:
-        """Every interaction of the training window (train + valid + test), users x items."""
+        """Every positive of the training window that passed the k-core (train + valid + test), users x items."""
         return (self.train + self.valid + self.test).tocsr()
 
+    def served_users(self) -> np.ndarray:
+        """The users with any interaction in the window: everyone ``publish`` serves."""
+        return np.flatnonzero(np.diff(self.seen.indptr) > 0)
 
-def save_matrices(path: Path, splits: dict[str, sp.csr_matrix]) -> None:
-    """Write the per-split CSR matrices to ``path`` (an .npz), with their shared shape."""
+    def held_out(self, users: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """What a model reads and what it must not rank, for ``users`` whose test split is held out.
+
+        Returns:
+            ``(inputs, exclude)``: each user's ``history`` and ``seen`` rows without their test pairs, so
+            evaluation reads and removes exactly what serving would, the test targets aside.
+        """
+        test = binary(self.test[users])
+        return _minus(self.history[users], test), _minus(self.seen[users], test)
+
+
+def binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """The stored pattern of ``matrix`` with every value 1.0 (float32)."""
+    out = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    out.eliminate_zeros()
+    out.data[:] = 1.0
+    return out
+
+
+def _minus(matrix: sp.csr_matrix, pattern: sp.csr_matrix) -> sp.csr_matrix:
+    """``matrix`` without the entries where ``pattern`` (binary, same shape) has one."""
+    kept = sp.csr_matrix(matrix, dtype=np.float32)
+    kept = sp.csr_matrix(kept - kept.multiply(pattern))
+    kept.eliminate_zeros()
+    return kept
+
+
+def save_matrices(path: Path, splits: dict[str, sp.csr_matrix], *, history: sp.csr_matrix | None = None,
+                  seen: sp.csr_matrix | None = None) -> None:
+    """Write the per-split CSR matrices and the window's ``history`` and ``seen`` to ``path`` (an .npz).
+
+    Without ``history`` and ``seen`` (data that holds only positives) both are the splits' sum.
+    """
+    window = Matrices(**{name: splits[name] for name in SPLITS}, user_ids=np.empty(0), item_ids=np.empty(0),
+                      history=history, seen=seen)
     arrays: dict[str, np.ndarray] = {}
     shape = None
-    for name in SPLITS:
-        m = splits[name].tocsr()
+    for name in (*SPLITS, *WINDOW_MATRICES):
+        m = getattr(window, name).tocsr()
         shape = m.shape if shape is None else shape
         if m.shape != shape:
-            raise ValueError(f"split {name} has shape {m.shape}, expected {shape}")
+            raise ValueError(f"matrix {name} has shape {m.shape}, expected {shape}")
         arrays[f"{name}_indptr"] = m.indptr.astype(np.int64)
         arrays[f"{name}_indices"] = m.indices.astype(np.int32)
         arrays[f"{name}_data"] = m.data.astype(np.float32)
@@ -72,9 +127,13 @@ def load_matrices(lake: Lake, ds: str) -> Matrices:
     base = lake.require("tables", ds)
     with np.load(base / MATRICES_FILE) as z:
         shape = tuple(int(x) for x in z["shape"])
+        missing = [name for name in WINDOW_MATRICES if f"{name}_indptr" not in z.files]
+        if missing:
+            raise ValueError(f"{base / MATRICES_FILE} has no {' or '.join(missing)} matrix (written by an older "
+                             f"version); rerun the tables stage for {ds}")
         splits = {
             name: sp.csr_matrix((z[f"{name}_data"], z[f"{name}_indices"], z[f"{name}_indptr"]), shape=shape)
-            for name in SPLITS
+            for name in (*SPLITS, *WINDOW_MATRICES)
         }
     return Matrices(
         **splits,

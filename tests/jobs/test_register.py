@@ -20,7 +20,12 @@ def test_gate_never_promotes_without_a_valid_evaluation_or_when_switched_off() -
     assert gate_decision(None, None, 0.0, True)[0] is False
     assert gate_decision(math.nan, 0.1, 0.0, True)[0] is False
     assert gate_decision(0.9, 0.1, 0.0, False)[0] is False
-    assert gate_decision(0.1, None, 0.0, True) == (True, "no champion yet")
+    # the first champion must beat the popularity baseline of its own evaluation
+    assert gate_decision(0.1, None, 0.0, True, popularity=0.05) == (
+        True, "no champion yet; challenger 0.1000 > popularity baseline 0.0500")
+    promoted, reason = gate_decision(0.02, None, 0.0, True, popularity=0.05)
+    assert not promoted and "does not beat the popularity baseline 0.0500" in reason
+    assert gate_decision(0.1, None, 0.0, True)[0] is False  # nothing to compare with: never promoted
 
 
 def test_gate_never_replaces_a_champion_trained_for_a_later_date() -> None:

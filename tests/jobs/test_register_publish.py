@@ -45,7 +45,11 @@ def _tiny_lake(lake: Lake, ndcg: float, final_fit: bool = False) -> None:
         runs["model_final"] = {"epochs": 2, "best_epoch": 2, "best_valid_ndcg@10": None, "examples": 14}
     write_json(models / "train.json", {"models": runs, "examples_by_source": {"real_pos": 9, "gan_pos": 2}})
     write_json(lake.path("examples", DS) / "_summary.json", {"sources": {"real_pos": {"rows": 9, "weight_sum": 9.0}}})
-    write_json(lake.path("eval", DS) / "metrics.json", {"models": {"model": {"all": {"ndcg@10": ndcg}}}})
+    write_json(lake.path("eval", DS) / "metrics.json", _metrics(ndcg))
+
+
+def _metrics(ndcg: float, popularity: float = 0.1) -> dict:
+    return {"models": {"model": {"all": {"ndcg@10": ndcg}}, "popularity": {"all": {"ndcg@10": popularity}}}}
 
 
 @pytest.fixture
@@ -70,7 +74,7 @@ def test_register_is_idempotent_and_the_gate_refuses_a_worse_challenger(lake: La
     assert _register(lake)["reused"] is True  # same training: no second version
 
     # a forced re-registration claiming a much worse evaluation must not take the champion alias
-    write_json(lake.path("eval", DS) / "metrics.json", {"models": {"model": {"all": {"ndcg@10": 0.0}}}})
+    write_json(lake.path("eval", DS) / "metrics.json", _metrics(0.0))
     third = _register(lake, "--set", "register.force=true")
     client = MlflowClient()
     assert third["version"] == "2"
@@ -80,6 +84,27 @@ def test_register_is_idempotent_and_the_gate_refuses_a_worse_challenger(lake: La
     gate = read_json(lake.path("registry", DS) / "registration.json")["gate"]
     assert gate["promoted"] is False and gate["champion_before"] > 0.0
     assert (lake.path("reports", DS) / "report.html").read_text().count("NOT promoted") == 1
+
+
+def test_the_first_model_is_champion_only_if_it_beats_popularity(lake: Lake, mlflow_home: Path) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from jobs import publish
+
+    _tiny_lake(lake, ndcg=0.05)
+    write_json(lake.path("eval", DS) / "metrics.json", _metrics(0.05, popularity=0.2))
+    first = _register(lake)
+    assert (first["version"], first["champion"]) == ("1", None)
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "1"
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias(NAME, "champion")
+    gate = read_json(lake.path("registry", DS) / "registration.json")["gate"]
+    assert "does not beat the popularity baseline 0.2000" in gate["reason"]
+    with pytest.raises(RuntimeError, match="no champion"):
+        publish.main(["--ds", DS, "--lake", str(lake.root), "--set", f"register.model_name={NAME}"])
+    assert not lake.path("recs", DS).exists()
 
 
 def test_publish_writes_the_champions_top_k_with_original_id_types(lake: Lake, mlflow_home: Path) -> None:
@@ -136,7 +161,8 @@ def test_register_serves_the_final_fit_and_records_the_held_out_metrics(lake: La
     champion.model = held_out
     m = load_matrices(lake, DS)
     rows = np.flatnonzero(np.diff(m.test.indptr))
-    idx, _ = champion.recommend_histories((m.train + m.valid).tocsr()[rows], 10)
+    seen = (m.train + m.valid).tocsr()[rows]
+    idx, _ = champion.recommend_histories(seen, seen, 10)
     hits = np.asarray(m.test[rows][np.arange(len(rows))[:, None], idx].todense()) > 0
     # one test item per user: NDCG@10 is 1 / log2(rank + 1) at its rank, 0 when missed
     expected = np.mean([1 / np.log2(np.flatnonzero(h)[0] + 2) if h.any() else 0.0 for h in hits])

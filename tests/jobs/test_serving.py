@@ -23,7 +23,7 @@ def test_a_model_that_knows_more_items_only_recommends_todays_catalogue() -> Non
     # the champion was trained on a later date with 6 items; today (an earlier date) has 4
     histories = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=np.float32))
     popularity = np.array([5, 1, 9, 3, 50, 40], dtype=np.float64)
-    idx, scores = recommend(_model(6), histories, popularity, k=4)
+    idx, scores = recommend(_model(6), histories, histories, popularity, k=4)
     assert idx.shape == (3, 4) and idx.max() < 4
     finite = np.isfinite(scores)
     assert sorted(idx[0][finite[0]]) == [1, 2, 3] and sorted(idx[1][finite[1]]) == [0, 3]  # seen removed
@@ -35,6 +35,20 @@ def test_items_newer_than_the_model_are_never_recommended() -> None:
 
     histories = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=np.float32))
     popularity = np.array([2, 7, 1], dtype=np.float64)  # the model knows 3 items, today has 5
-    idx, scores = recommend(_model(3), histories, popularity, k=5)
+    idx, scores = recommend(_model(3), histories, histories, popularity, k=5)
     assert set(idx[0][np.isfinite(scores[0])]) == {1, 2}
     assert list(idx[1][np.isfinite(scores[1])]) == [1, 0, 2]
+
+
+def test_seen_items_are_removed_whatever_their_value_and_an_empty_history_gets_popularity() -> None:
+    from jobs.serving import recommend
+
+    # user 0 read item 0 (weight 1) and rated item 2 low (seen, value 0: not in the model's input)
+    histories = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32))
+    seen = sp.csr_matrix((np.array([1, 0, 0], np.float32), np.array([0, 2, 3]), np.array([0, 2, 3])), shape=(2, 4))
+    popularity = np.array([4, 3, 2, 1], dtype=np.float64)
+    idx, scores = recommend(_model(4), histories, seen, popularity, k=4)
+    finite = np.isfinite(scores)
+    assert sorted(idx[0][finite[0]]) == [1, 3]
+    # user 1 only ever rated item 3 low: nothing the model reads, so popularity without item 3
+    assert list(idx[1][finite[1]]) == [0, 1, 2]

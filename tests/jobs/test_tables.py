@@ -31,19 +31,22 @@ def tables_cfg(**changes: Any) -> dict:
 
 
 @pytest.mark.spark
-def test_positive_pairs_keep_label_1_with_max_weight_and_latest_ts(spark) -> None:
+def test_window_pairs_keep_every_pair_with_the_positives_max_weight_and_times(spark) -> None:
     from pyspark.sql import functions as F
 
     rows = [
         ("u1", "i1", at(1, 9), 1, 1.0),
         ("u1", "i1", at(1, 8), 1, 5.0),
-        ("u1", "i2", at(1, 9), 0, 0.0),  # a failed rating: not a positive
+        ("u1", "i1", at(1, 6), 0, 0.0),  # a low rating before the positives: the pair's first sight
+        ("u1", "i2", at(1, 9), 0, 0.0),  # a failed rating only: seen, not a positive
         ("u2", "i1", at(1, 7), 1, 1.5),
     ]
     clean = spark.createDataFrame(rows, "user_id string, item_id string, ts timestamp, label int, weight double")
-    pairs = tables.positive_pairs(clean).select("user_id", "item_id", "weight", F.hour("ts"), F.hour("first_ts"))
+    pairs = tables.window_pairs(clean).select("user_id", "item_id", "positive", "weight", F.hour("ts"),
+                                              F.hour("first_ts"), F.hour("seen_ts"))
     got = sorted(tuple(r) for r in pairs.collect())
-    assert got == [("u1", "i1", 5.0, 9, 8), ("u2", "i1", 1.5, 7, 7)]
+    assert got == [("u1", "i1", True, 5.0, 9, 8, 6), ("u1", "i2", False, None, None, None, 9),
+                   ("u2", "i1", True, 1.5, 7, 7, 7)]
 
 
 def test_k_core_repeats_until_a_fixed_point_or_the_round_limit() -> None:
@@ -156,17 +159,17 @@ def test_gini_and_stats_against_hand_computed_values() -> None:
 
 
 def write_clean(lake: Lake, ds: str, rows: list[tuple]) -> None:
-    """A committed clean partition of (user, item, ts, weight) positives."""
+    """A committed clean partition of (user, item, ts, weight[, label]) rows, label 1 unless given."""
     names = CLEAN_ARROW_SCHEMA.names
-    full = [(u, i, "view", None, ts, 1, w) for u, i, ts, w in rows]
+    full = [(r[0], r[1], "view", None, r[2], r[4] if len(r) > 4 else 1, r[3]) for r in rows]
     table = pa.Table.from_pylist([dict(zip(names, r, strict=True)) for r in full], schema=CLEAN_ARROW_SCHEMA)
     path = lake.path("clean", ds)
     path.mkdir(parents=True)
     pq.write_table(table, path / "part-00000.parquet")
 
 
-def run_tables(ds: str) -> dict:
-    return tables.main(["--ds", ds, "--set", "tables.window_days=2", "--set", "tables.min_user_core=1"])
+def run_tables(ds: str, *flags: str) -> dict:
+    return tables.main(["--ds", ds, "--set", "tables.window_days=2", "--set", "tables.min_user_core=1", *flags])
 
 
 @pytest.mark.spark
@@ -216,3 +219,28 @@ def test_job_keeps_indexes_stable_across_dates_reruns_and_backfills(lake: Lake) 
     assert (backfill["new_users"], backfill["new_items"], backfill["indexed_users"]) == (1, 0, 4)
     assert [u["user_id"] for u in users()] == ["ua", "ub", "uc", "u0"]
     assert load_matrices(lake, "2025-12-31").train.toarray().tolist() == [[0.0] * 3] * 3 + [[1.0, 0.0, 0.0]]
+
+
+@pytest.mark.spark
+def test_every_user_and_interaction_of_the_window_is_history_whatever_the_label_or_the_k_core(lake: Lake) -> None:
+    # ua: two positives; ub: one positive (below the k-core of 2) and a low rating; uc: only a low rating
+    write_clean(lake, "2026-01-01", [("ua", "ix", at(1, 9), 2.0), ("ua", "iy", at(1, 10), 1.0),
+                                      ("ub", "ix", at(1, 11), 1.0), ("ub", "iz", at(1, 8), 0.0, 0),
+                                      ("uc", "iy", at(1, 12), 0.0, 0)])
+    result = run_tables("2026-01-01", "--set", "tables.min_user_core=2", "--set", "tables.nonpositive_weight=0.25")
+    assert (result["users"], result["window_users"], result["indexed_users"], result["indexed_items"]) == (1, 3, 3, 3)
+    index = lake.path("index")
+    # numbered by first sight, any label: iz (08:00) before ix (09:00) before iy
+    assert pq.read_table(index / "users.parquet").column("user_id").to_pylist() == ["ub", "ua", "uc"]
+    assert pq.read_table(index / "items.parquet").column("item_id").to_pylist() == ["iz", "ix", "iy"]
+    m = load_matrices(lake, "2026-01-01")
+    # the k-core keeps only ua's positives for training
+    assert (m.train + m.valid + m.test).toarray().tolist() == [[0, 0, 0], [0, 2, 1], [0, 0, 0]]
+    assert m.history.toarray().tolist() == [[0.25, 1, 0], [0, 2, 1], [0, 0, 0.25]]
+    assert m.seen.toarray().tolist() == [[1, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert m.served_users().tolist() == [0, 1, 2]
+    # weight 0 (the default): low ratings stay seen but leave the model's input
+    run_tables("2026-01-01", "--set", "tables.min_user_core=2")
+    m = load_matrices(lake, "2026-01-01")
+    assert m.history.toarray().tolist() == [[0, 1, 0], [0, 2, 1], [0, 0, 0]]
+    assert m.seen.toarray().tolist() == [[1, 1, 0], [0, 1, 1], [0, 0, 1]]
