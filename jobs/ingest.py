@@ -335,7 +335,9 @@ def _read_text(
     try:
         if not names:
             probe = pacsv.ReadOptions(encoding=encoding, autogenerate_column_names=headerless)
-            with pacsv.open_csv(source(), read_options=probe, parse_options=parse) as reader:
+            # only the header (or width) is wanted here: rows of another width are the real read's business
+            skipping = pacsv.ParseOptions(delimiter=sep, newlines_in_values=True, invalid_row_handler=lambda _: "skip")
+            with pacsv.open_csv(source(), read_options=probe, parse_options=skipping) as reader:
                 have = [str(k) for k in range(len(reader.schema))] if headerless else reader.schema.names
             if headerless:
                 where = f"the {len(have)} columns of line 1 (no header: the mapping gives positions)"
