@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+import os
 import shutil
+import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.common.columns import ITEM_ID, RAW_COLUMNS, USER_ID, require_columns
-from jobs.common.lake import SOURCE_FILE, Lake, write_json
+from jobs.common.lake import SOURCE_FILE, ZONES, Lake, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,13 @@ _EPOCH = dt.date(1970, 1, 1)
 # a canonical integer: what int64 -> text gives back (no "+", no leading zeros but "0", no "-0"); 18 digits
 # always fit int64, so no overflow check is needed
 _CANONICAL_INTEGER = r"^(0|-?[1-9][0-9]{0,17})$"
+# raw/_digests.json: the sha256 of every raw partition, recorded once its reused derived partitions agree with it
+DIGEST_FILE = "_digests.json"
+# derived partitions a later run reuses instead of rebuilding from raw: jobs.clean cleans a date of the window
+# only when it has no committed clean partition (quarantine is written with it)
+REUSED_ZONES = ("clean", "quarantine")
+# everything built from the raw zone, the stable id -> index tables included
+DERIVED_ZONES = (*(zone for zone in ZONES if zone != "raw"), "index")
 
 
 def day_number(ds: str) -> int:
@@ -65,38 +76,137 @@ def _partition_rows(path: Path) -> int:
     return sum(pq.read_metadata(part).num_rows for part in path.glob("*.parquet"))
 
 
-def claim_raw_zone(lake: Lake, source: str, src: str | None, *, replace: bool = False) -> dict:
-    """Make sure the raw zone may take rows from ``source``/``src`` and record the claim.
+def replaces_zone(src: str | None, replace: bool) -> bool:
+    """Whether a landing replaces the whole raw zone, rather than adding or rewriting some dates of it.
 
-    A raw zone holds one source: landing a second one beside it would mix unrelated ids. Rows from
-    the same source may land again (a rerun or more dates). ``replace`` removes the old raw zone.
+    A file's import (``src`` set) is the file's current content, every date of it; synthetic rows
+    (``src`` None) add dates beside those already there unless ``replace`` is on.
+    """
+    return replace or src is not None
+
+
+def _remove(path: Path) -> None:
+    """Remove a folder, renamed aside first so that a reader sees it whole or not at all."""
+    if path.is_dir():
+        gone = path.with_name(f".{path.name}.gone-{uuid.uuid4().hex[:8]}")
+        os.rename(path, gone)
+        shutil.rmtree(gone)
+
+
+def claim_raw_zone(lake: Lake, source: str, src: str | None, *, replace: bool = False) -> dict:
+    """Make sure the lake may take rows from ``source``/``src`` and record the claim.
+
+    A lake holds one source: its indexes, clean partitions and models describe that source's ids, and
+    rows of another source beside them would mix unrelated ids. The same source (same format, same
+    resolved file) may land again: a file's re-import replaces the raw zone with the file's current
+    content, synthetic rows add or rewrite dates; :func:`reconcile_raw` then removes what was derived
+    from every date that changed or went. ``replace`` takes over a lake holding another (or an
+    unrecorded) source: everything in it, the raw zone and every derived zone with the indexes, is
+    removed first, so nothing of the old source is reused.
 
     Returns:
-        The previous ``_source.json`` of the same source (``{}`` for a fresh zone), to merge into.
+        The previous ``_source.json`` to merge into: ``{}`` for a fresh zone, a taken-over one, or when
+        this landing replaces the whole zone (:func:`replaces_zone`).
 
     Raises:
-        ValueError: the raw zone holds data from another (or an unrecorded) source and ``replace`` is off.
+        ValueError: the lake holds data from another (or an unrecorded) source and ``replace`` is off.
     """
     raw = lake.path("raw")
-    if replace and raw.exists():
-        log.info("--replace: removing the raw zone at %s", raw)
-        shutil.rmtree(raw)
     previous = lake.source()
-    if previous:
-        if (previous.get("source"), previous.get("src")) != (source, src):
+    same = bool(previous) and (previous.get("source"), previous.get("src")) == (source, src)
+    if not same and (previous or lake.dates("raw")):
+        if not replace and previous:
             raise ValueError(
                 f"the raw zone at {raw} holds data from source {previous.get('source')!r} "
                 f"(src {previous.get('src')!r}); refusing to add {source!r} (src {src!r}) beside it. "
-                "Pass --replace to remove the old raw zone first."
+                "Pass --replace (make run-on: REPLACE=1) to remove the old source and all that was derived from it."
             )
-    elif lake.dates("raw"):
-        raise ValueError(
-            f"the raw zone at {raw} holds partitions but no {SOURCE_FILE}, so its source is unknown; "
-            "refusing to add to it. Pass --replace to remove it first."
-        )
+        if not replace:
+            raise ValueError(
+                f"the raw zone at {raw} holds partitions but no {SOURCE_FILE}, so its source is unknown; "
+                "refusing to add to it. Pass --replace (make run-on: REPLACE=1) to remove it first."
+            )
+        log.info("--replace: removing the raw zone and every zone derived from it under %s", lake.root)
+        for zone in DERIVED_ZONES:  # derived first: a crash half way leaves the old raw zone, still refused
+            _remove(lake.path(zone))
+        _remove(raw)
+        previous = {}
     # claim before writing partitions, so a retry after a crash is recognised as the same source
     write_json(raw / SOURCE_FILE, {**previous, "source": source, "src": src})
-    return previous
+    return {} if replaces_zone(src, replace) else previous
+
+
+def invalidate(lake: Lake, dates: Iterable[str], *, zones: Sequence[str] = REUSED_ZONES) -> list[str]:
+    """Remove the derived partitions of raw dates that were rewritten or removed.
+
+    jobs.clean cleans a date of the training window only when it has no committed clean partition, so a
+    clean (and quarantine) partition made from older raw rows would be reused by every later run. Once
+    removed, the next run whose window covers the date cleans it again from the raw zone as it is now.
+    Outputs of runs already made (tables, models, recs, ... of a date) stay as they were made until that
+    date runs again.
+
+    Args:
+        lake: the lake.
+        dates: the raw dates (YYYY-MM-DD) that changed or went.
+        zones: the zones to remove the dates' partitions from.
+
+    Returns:
+        The partitions removed, as ``zone/ds=YYYY-MM-DD``.
+    """
+    removed = []
+    for ds in sorted(set(dates)):
+        for zone in zones:
+            path = lake.path(zone, ds)
+            if path.is_dir():
+                _remove(path)
+                removed.append(f"{zone}/{path.name}")
+    if removed:
+        log.info("removed %d derived partitions of changed raw dates: %s", len(removed), ", ".join(removed))
+    return removed
+
+
+def _digest(path: Path) -> str:
+    """sha256 over a partition's file names and bytes (the same rows written by the same pyarrow: the same bytes)."""
+    total = hashlib.sha256()
+    for part in sorted(p for p in path.iterdir() if p.is_file()):
+        with part.open("rb") as f:
+            total.update(part.name.encode() + b"\0" + hashlib.file_digest(f, "sha256").digest())
+    return total.hexdigest()
+
+
+def reconcile_raw(lake: Lake, landed: Iterable[str], *, whole: bool) -> list[str]:
+    """After a landing: drop the raw dates the source no longer has and invalidate every date that changed.
+
+    ``raw/_digests.json`` records the digest of each raw partition. A landed date whose partition differs
+    from its record (or has none: a lake older than the record), a raw date the landing lacks when it
+    replaces the whole zone (``whole``; the partition is removed), and a recorded date no longer in the
+    raw zone lose their reused derived partitions (:func:`invalidate`). The record is written last, so a
+    landing that dies half way leaves records that still differ, and the next landing invalidates again.
+
+    Args:
+        lake: the lake just landed in.
+        landed: the dates whose raw partitions the landing wrote.
+        whole: the landing is the source's whole content (:func:`replaces_zone`).
+
+    Returns:
+        The raw dates whose derived partitions were invalidated (whether or not there were any).
+    """
+    record_path = lake.path("raw") / DIGEST_FILE
+    recorded = read_json(record_path) if record_path.is_file() else {}
+    landed = set(landed)
+    digests = {ds: _digest(lake.path("raw", ds)) for ds in sorted(landed)}
+    present = set(lake.dates("raw"))
+    dropped = sorted(present - landed) if whole else []
+    stale = {ds for ds, digest in digests.items() if recorded.get(ds) != digest} | set(dropped) | (set(recorded) - present)
+    invalidate(lake, stale)  # derived first: a crash in between never leaves derived data without its raw
+    for ds in dropped:
+        _remove(lake.path("raw", ds))
+    if dropped:
+        log.info("removed %d raw dates the source no longer has: %s..%s", len(dropped), dropped[0], dropped[-1])
+    write_json(record_path, {
+        ds: digests.get(ds) or recorded.get(ds) or _digest(lake.path("raw", ds)) for ds in lake.dates("raw")
+    })
+    return sorted(stale)
 
 
 def write_raw(
@@ -113,7 +223,8 @@ def write_raw(
 ) -> dict:
     """Land raw rows, one atomic partition per day, and describe the zone in ``raw/_source.json``.
 
-    Every partition the rows touch is replaced completely; other dates already there stay.
+    Every partition the rows touch is replaced completely; other dates already there stay, unless the
+    landing replaces the whole zone (a file's import, or ``replace``: see :func:`claim_raw_zone`).
 
     Args:
         lake: the lake to write to.
@@ -153,6 +264,7 @@ def write_raw(
     first, last = day_text(day[0]), day_text(day[-1])
     log.info("landed %d rows from %s in %d raw partitions %s..%s", len(day), src or source, len(starts) - 1,
              first, last)
+    reconcile_raw(lake, [day_text(d) for d in day[starts[:-1]]], whole=replaces_zone(src, replace))
 
     dates = lake.dates("raw")
     # ids stay int64 only while every landing of this source had integer ids

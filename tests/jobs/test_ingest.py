@@ -204,8 +204,10 @@ def test_another_source_needs_replace(lake: Lake, tmp_path: Path) -> None:
     second = _write(tmp_path / "b.csv", "u,i\n3,4\n")
     args = ["--format", "csv", "--mapping", "user=u,item=i", "--ds", "2025-01-01"]
     ingest.main([*args, "--src", str(first)])
-    ingest.main([*args, "--src", str(first), "--ds", "2025-01-02"])  # the same source may land again
-    assert read_json(lake.path("raw") / "_source.json")["rows"] == 2
+    # the same file may land again: its current content replaces the raw zone, the first date goes
+    ingest.main([*args, "--src", str(first), "--ds", "2025-01-02"])
+    assert lake.dates("raw") == ["2025-01-02"]
+    assert read_json(lake.path("raw") / "_source.json")["rows"] == 1
     with pytest.raises(ValueError, match=r"a\.csv.*--replace"):
         ingest.main([*args, "--src", str(second)])
     ingest.main([*args, "--src", str(second), "--replace"])
