@@ -167,3 +167,70 @@ def test_register_serves_the_final_fit_and_records_the_held_out_metrics(lake: La
     # one test item per user: NDCG@10 is 1 / log2(rank + 1) at its rank, 0 when missed
     expected = np.mean([1 / np.log2(np.flatnonzero(h)[0] + 2) if h.any() else 0.0 for h in hits])
     assert held_out_value == pytest.approx(expected)
+
+
+def _window_lake(lake: Lake) -> None:
+    """String ids as they came (leading zeros, mixed case), weights of several event kinds, a user below the
+    k-core (no training row) and a user with only a low rating (seen, nothing the model reads)."""
+    from jobs.models.recommender import build_recommender, save_recommender
+
+    _tiny_lake(lake, ndcg=0.5)
+    tables = lake.path("tables", DS)
+    users = ["007", "7", "B00ABCDxyz", "b00abcdxyz", "u-below-core", "u-low-only"]
+    items = ["i01", "i1", "I1", "i2", "i3", "i4", "i5", "i6"]
+    n_users, n_items = len(users), len(items)
+    rng = np.random.default_rng(4)
+    weights = np.array([1.0, 1.5, 3.0, 5.0], dtype=np.float32)  # view, click, cart, purchase
+    history = np.zeros((n_users, n_items), np.float32)
+    for u in range(4):
+        cols = rng.choice(n_items, size=3, replace=False)
+        history[u, cols] = rng.choice(weights, size=3)
+    history[4, [1, 2]] = [5.0, 1.0]
+    seen = (history > 0).astype(np.float32)
+    seen[0, 7] = seen[5, 3] = 1.0  # low ratings: seen, not in the model's input (nonpositive_weight 0)
+    train = sp.csr_matrix(history * (np.arange(n_users) < 4)[:, None])
+    empty = sp.csr_matrix(train.shape, dtype=np.float32)
+    save_matrices(tables / "matrices.npz", {"train": train, "valid": empty, "test": empty},
+                  history=sp.csr_matrix(history), seen=sp.csr_matrix(seen))
+    pd.DataFrame({"user_id": users, "user_idx": range(n_users)}).to_parquet(tables / "users.parquet")
+    pd.DataFrame({"item_id": items, "item_idx": range(n_items)}).to_parquet(tables / "items.parquet")
+    write_json(lake.path("raw") / "_source.json", {"user_id_type": "string", "item_id_type": "string"})
+    save_recommender(build_recommender(n_items, {**load_config()["train"], "seed": 5}),
+                     lake.path("models", DS) / "model.keras")
+
+
+def test_publish_serves_every_window_user_never_a_seen_item_with_ids_as_they_came_and_the_pyfunc_agrees(
+        lake: Lake, mlflow_home: Path) -> None:
+    import mlflow
+
+    from jobs import publish
+    from jobs.common.matrices import load_matrices
+
+    _window_lake(lake)
+    _register(lake)
+    result = publish.main(["--ds", DS, "--lake", str(lake.root), "--set", f"register.model_name={NAME}",
+                           "--set", "publish.k=3"])
+    recs = pd.read_parquet(lake.path("recs", DS) / "recs.parquet")
+    summary = read_json(lake.path("recs", DS) / "_summary.json")
+    assert (result["users"], result["users_in_window"], summary["served_share"]) == (6, 6, 1.0)
+    assert summary["users_from_popularity"] == 1  # u-low-only: nothing the model reads
+    assert set(recs["user_id"]) == {"007", "7", "B00ABCDxyz", "b00abcdxyz", "u-below-core", "u-low-only"}
+    assert (recs.groupby("user_id").size() == 3).all()
+    m = load_matrices(lake, DS)
+    seen = {(m.user_ids[u], m.item_ids[i]) for u, i in zip(*m.seen.nonzero(), strict=True)}
+    assert not seen & set(zip(recs["user_id"], recs["item_id"], strict=True))
+    assert ("007", "i6") in seen and ("u-low-only", "i2") in seen  # the low ratings are among them
+    assert set(recs["item_id"]) <= set(m.item_ids)
+
+    # the pyfunc ranks each user exactly as publish did, from the same weighted history
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    served = model.predict(pd.DataFrame({"user_id": list(recs["user_id"].unique())}), params={"k": 3})
+    merged = recs.merge(served, on=["user_id", "rank"], suffixes=("", "_pyfunc"))
+    assert len(merged) == len(recs)
+    assert (merged["item_id"] == merged["item_id_pyfunc"]).all()
+    np.testing.assert_allclose(merged["score"], merged["score_pyfunc"], rtol=1e-6)
+    # ids are looked up as they came: the lowercase spelling of another user's id is that other user
+    upper = model.predict(pd.DataFrame({"user_id": ["B00ABCDxyz"]}), params={"k": 3})
+    lower = model.predict(pd.DataFrame({"user_id": ["b00abcdxyz"]}), params={"k": 3})
+    assert list(upper["item_id"]) == list(recs[recs["user_id"] == "B00ABCDxyz"]["item_id"])
+    assert list(lower["item_id"]) == list(recs[recs["user_id"] == "b00abcdxyz"]["item_id"])
