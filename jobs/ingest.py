@@ -166,8 +166,8 @@ def sniff_sep(sample: str, fallback: str) -> str:
     """The separator of delimited text, from its first records.
 
     A candidate (comma, tab, semicolon, pipe) qualifies when it splits every sampled record (quotes
-    respected) into the same number of fields, more than one; the one giving the most fields wins,
-    ``fallback`` on a tie. No candidate qualifies: ``fallback``.
+    respected) into the same number of fields, more than one; the one giving the most fields wins, on a
+    tie ``fallback`` if it is among them, else the first in the order above. None qualifies: ``fallback``.
     """
     lines = sample.splitlines(keepends=True)
     if len(lines) > 1 and not sample.endswith(("\n", "\r")):
@@ -291,7 +291,11 @@ def read_log(
         raise ValueError(f"{path}: no such file")
     columns = list(dict.fromkeys(columns))
     source = _opener(path)
-    kind = _file_kind(path, source)
+    try:
+        kind = _file_kind(path, source)
+        head = _head(source)
+    except OSError as err:  # unreadable, or a broken compressed stream
+        raise ValueError(f"{path}: cannot read it: {err}") from err
     if kind == "parquet":
         try:
             have = pq.read_schema(path).names
@@ -299,14 +303,13 @@ def read_log(
             return pq.read_table(path, columns=columns)
         except (pa.ArrowInvalid, OSError) as err:
             raise ValueError(f"{path}: cannot read it as Parquet: {err}") from err
-    try:
-        head = _head(source)
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read it: {err}") from err
     if not head.strip(_BLANK):
         raise ValueError(f"{path}: the file is empty")
     if kind == "jsonl":
-        return _read_jsonl(path, source, columns, encoding)
+        try:
+            return _read_jsonl(path, source, columns, encoding)
+        except OSError as err:
+            raise ValueError(f"{path}: cannot read it: {err}") from err
     if sep is None:
         sep = sniff_sep(head.decode(encoding, errors="replace").lstrip("\ufeff"), default_sep(path))
         log.info("%s: separator %r", path, sep)
