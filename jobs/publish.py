@@ -28,14 +28,13 @@ import scipy.sparse as sp
 
 from jobs.common.cli import JobContext, job_parser, run_job
 from jobs.common.columns import ITEM_ID, RANK, SCORE, USER_ID
-from jobs.common.lake import REGISTRATION_FILE, read_json, write_json
+from jobs.common.lake import RECS_SUMMARY_FILE, REGISTRATION_FILE, read_json, write_json
 from jobs.common.matrices import load_matrices
 from jobs.common.tracking import setup_mlflow
 from jobs.serving import recs_frame, typed_ids
 
 log = logging.getLogger(__name__)
 RECS_FILE = "recs.parquet"
-SUMMARY_FILE = "_summary.json"
 EXAMPLES_SHOWN = 3  # offending rows quoted per violation
 
 
@@ -146,7 +145,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
                "users_from_popularity": int((np.diff(history.indptr) == 0).sum())}
     with lake.writing("recs", ds) as out:
         frame.to_parquet(out / RECS_FILE, index=False)
-        write_json(out / SUMMARY_FILE, summary)
+        write_json(out / RECS_SUMMARY_FILE, summary)
     path = lake.path("recs", ds)
     log.info("published %d recommendations to %s: %d of %d users in the window served (%.1f%%), %d of them "
              "from popularity", len(frame), path, served_users, len(served), 100 * summary["served_share"],

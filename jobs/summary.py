@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobs.common.cli import JobContext, job_parser, run_job
-from jobs.common.lake import REGISTRATION_FILE, read_json
+from jobs.common.lake import RECS_SUMMARY_FILE, REGISTRATION_FILE, read_json
 
 HEADLINE = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
 
 
 def render_summary(ds: str, lake_root: str, registration: dict[str, Any], metrics: dict[str, Any],
-                   paths: dict[str, str]) -> str:
-    """The summary text of one date (pure, for tests)."""
+                   paths: dict[str, str], recs: dict[str, Any] | None = None) -> str:
+    """The summary text of one date (pure, for tests); ``recs`` is publish's ``_summary.json``, if any."""
     lines = [f"recsys-augment: run of {ds}", "", f"lake: {lake_root}"]
     lines += [f"  {zone:<11} {path}" for zone, path in paths.items()]
     gate = registration.get("gate", {})
@@ -35,6 +35,10 @@ def render_summary(ds: str, lake_root: str, registration: dict[str, Any], metric
     verdict = metrics.get("augmentation", {}).get("verdict")
     if verdict:
         lines += ["", f"augmentation: {verdict}"]
+    if recs:
+        lines += ["", f"recommendations: {recs['users_served']} of {recs['users_in_window']} users in the window "
+                      f"served ({100 * recs['served_share']:.1f}%), up to {recs['k']} each, {recs['rows']} rows; "
+                      f"{recs['users_from_popularity']} from popularity (nothing in their history the model reads)"]
     return "\n".join(lines) + "\n"
 
 
@@ -45,7 +49,9 @@ def body(ctx: JobContext) -> dict[str, Any]:
     paths = {zone: str(lake.path(zone, ds)) for zone in ("raw", "clean", "quarantine", "tables", "augment",
                                                          "examples", "models", "eval", "recs")}
     paths["report"] = str(lake.path("reports", ds) / "report.html")
-    sys.stdout.write(render_summary(ds, str(lake.root), registration, metrics, paths))
+    recs_summary = lake.path("recs", ds) / RECS_SUMMARY_FILE
+    recs = read_json(recs_summary) if recs_summary.is_file() else None
+    sys.stdout.write(render_summary(ds, str(lake.root), registration, metrics, paths, recs))
     return {"recs": paths["recs"], "run_id": registration.get("run_id"), "version": registration.get("version")}
 
 

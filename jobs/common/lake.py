@@ -45,6 +45,7 @@ GAN_POS_FILE = "gan_pos.parquet"  # user_idx, item_idx, confidence: GAN positive
 SYN_USERS_FILE = "syn_users.parquet"  # syn_user, item_idx, confidence: synthetic users' items
 CANDIDATES_FILE = "candidates.parquet"  # user_idx, item_idx, score: hard-negative candidates
 REGISTRATION_FILE = "registration.json"  # registry/ds=D: the version, its gate decision, the date's champion
+RECS_SUMMARY_FILE = "_summary.json"  # recs/ds=D: users served / users in the window, rows, model version
 ZONES = (
     "raw", "clean", "quarantine", "tables", "augment", "examples", "models", "eval", "registry", "reports", "recs",
 )

@@ -44,8 +44,11 @@ def test_report_and_summary_show_the_decision_and_the_metrics() -> None:
     page = render_report("2026-01-31", metrics, {"promoted": False, "reason": "worse"}, {"js": 0.1}, {"users": 3})
     assert "NOT promoted" in page and "0.2500" in page and "0.1250" in page and "did not help" in page
     text = render_summary("2026-01-31", "/lake", {"gate": {"promoted": True}, "version": "3", "champion": "3"},
-                          metrics, {"recs": "/lake/recs/ds=2026-01-31"})
+                          metrics, {"recs": "/lake/recs/ds=2026-01-31"},
+                          {"users_served": 610, "users_in_window": 610, "served_share": 1.0, "k": 20, "rows": 12200,
+                           "users_from_popularity": 2})
     assert "version 3 (alias challenger, champion)" in text and "ndcg@10 0.2500|0.1250" in text
+    assert "recommendations: 610 of 610 users in the window served (100.0%), up to 20 each, 12200 rows; 2 from" in text
 
 
 def test_report_shows_lifts_examples_quality_figures_plots_and_the_final_fit() -> None:
