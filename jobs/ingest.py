@@ -268,7 +268,8 @@ def read_log(
     """Read ``columns`` of a delimited text, JSON-lines or Parquet file (see the module docstring).
 
     Text is read as strings, so ids like ``007`` keep their spelling; an empty field is null. JSON
-    values become their JSON text (``5.0``, ``true``) unless they are strings.
+    strings are read as they are, other values as text (``true``, ``[1]``; a number as Arrow or JSON
+    writes it, so ``5.0`` may land as ``5``). The mapped keys must occur in the first 1000 records.
 
     Args:
         path: the file.
