@@ -13,10 +13,14 @@ def spark_session(app_name: str) -> SparkSession:
     """Get or create the job's Spark session.
 
     ``SPARK_MASTER`` picks the master (``local[*]`` by default); ``SPARK_DRIVER_MEMORY`` the driver's
-    memory. Timestamps are always handled in UTC. Running stages are logged every
+    memory. The driver listens on loopback only (its RPC and block manager ports; the web UI is off), so
+    nothing is reachable from other machines: on a cluster, set ``SPARK_DRIVER_HOST`` to the address the
+    executors reach the driver at (and ``SPARK_DRIVER_BIND_ADDRESS`` to the local address to listen on,
+    by default the driver host). Timestamps are always handled in UTC. Running stages are logged every
     ``SPARK_PROGRESS_SECONDS`` (15 by default), with a line when each ends.
     """
     master = os.environ.get("SPARK_MASTER", "local[*]")
+    driver_host = os.environ.get("SPARK_DRIVER_HOST", "127.0.0.1")
     builder = (
         SparkSession.builder.appName(app_name)
         .master(master)
@@ -24,6 +28,9 @@ def spark_session(app_name: str) -> SparkSession:
         .config("spark.driver.memory", os.environ.get("SPARK_DRIVER_MEMORY", "4g"))
         .config("spark.sql.shuffle.partitions", os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8"))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # the block manager binds where the driver does
+        .config("spark.driver.host", driver_host)
+        .config("spark.driver.bindAddress", os.environ.get("SPARK_DRIVER_BIND_ADDRESS", driver_host))
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")  # carriage-return bars garble task logs; see StageProgress
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
