@@ -4,40 +4,59 @@ One run cleans the raw partition of its date and every raw partition of the trai
 no committed clean partition yet, all in one Spark job partitioned by ``ds``; each date's clean and
 quarantine partition is then committed on its own (write aside, then rename).
 
+Ids are taken exactly as they came, only trimmed of leading and trailing spaces: never case-folded or
+otherwise rewritten, so ``B00ABCDxyz`` and ``b00abcdxyz`` are two ids, and so are ``007`` and ``7``.
+Event kinds are not ids: they are trimmed and lowercased. What the ``value`` column means comes from
+``value_kind`` in ``raw/_source.json`` (``rating`` when absent): ``rating``, ``count`` (plays, clicks:
+how often the event happened) or ``none`` (the value carries nothing and is never checked).
+
 Every raw row ends in exactly one of three places, in this order of decision:
 
 1. **duplicates**: a row byte-identical to an earlier raw row of the same date (all five columns,
    nulls equal). Only one of the identical rows goes on to the checks below.
 2. **quarantine** with the first reason that applies, in the order of ``REASONS``: ``null_id``
-   (user or item missing or blank), ``bad_id`` (not ``^[a-z0-9_.:-]+$`` after trim + lowercase),
-   ``unknown_event`` (event kind missing or not in ``clean.events``), ``bad_timestamp`` (not
-   ``YYYY-MM-DDTHH:MM:SSZ``; a missing ts is valid only when ``raw/_source.json`` says
-   ``has_timestamp: false``, and then means the date's midnight UTC), ``future_timestamp`` (at or
-   after the end of the row's date plus ``clean.max_future_seconds``), ``out_of_range`` (a rating
-   missing or outside ``clean.rating_range``; a value that is given but not a finite number; a
-   negative value of another event), and last ``bot``: every remaining row of a user who sent more
-   than ``clean.bot_events_per_day`` such valid events (identical repeats included) that date.
+   (user or item missing or blank), ``bad_id`` (an id holding a control character, or longer than
+   ``MAX_ID_LENGTH`` = 256 characters after the trim), ``unknown_event`` (event kind missing or not in
+   ``clean.events``), ``bad_timestamp`` (not ``YYYY-MM-DDTHH:MM:SSZ``; a missing ts is valid only when
+   ``raw/_source.json`` says ``has_timestamp: false``, and then means the date's midnight UTC; any time
+   before the date, 1970 and earlier included, is valid), ``future_timestamp`` (at or after the end of
+   the row's date plus ``clean.max_future_seconds``), ``out_of_range`` (ratings: a rating missing or
+   outside ``clean.rating_range``, a value that is given but not a finite number, a negative value of
+   another event; counts: a count missing, not a finite number, or negative, never checked against
+   ``clean.rating_range``).
 3. **duplicates** again: a repeat of the same (user, item, event) of the same date within
-   ``clean.dedupe_seconds`` (inclusive) of the previous *kept* one; the first is kept. Otherwise
-   the row is **clean**.
+   ``clean.dedupe_seconds`` (inclusive) of the previous *kept* one; the first is kept.
+4. **quarantine** as ``bot``: every row left after step 2 (its repeats of step 3 included) of a user
+   with more than ``clean.bot_events_per_day`` rows left after step 3 that date, that is distinct,
+   valid events: a real user whose events were delivered twice is not a bot.
 
-Clean rows carry implicit feedback from ``clean.events``: label and weight of their event kind; a
-rating is a positive (label and weight of the ``rating`` entry) when ``value >= positive_rating``,
-else label 0 and weight 0 (kept for analysis, never trained on).
+Otherwise the row is **clean**. Clean rows carry implicit feedback from ``clean.events``: label and
+weight of their event kind, except for
+
+- ``value_kind: rating``: a rating is a positive (label and weight of the ``rating`` entry) when
+  ``value >= positive_rating``, else label 0 and weight 0 (kept for analysis, never trained on);
+- ``value_kind: count``: weight = the event's weight x ``log1p(count)`` (diminishing returns: 1 play
+  0.69, 3 plays 1.39, 100 plays 4.6), and a count of 0 has label 0 and weight 0.
 
 **Quality gate** (config ``quality``): the job raises :class:`jobs.common.cli.DataQualityError` (exit
 code 65, no retries) and commits nothing when a raw partition it cleans has drifted from the raw
 schema (a raw column missing, an extra column, a column that is not a string), when the raw
-partition of the run's date has no rows or yields no clean row, or when the run's clean-row count
+partition of the run's date has no rows or yields no clean row, when any date it cleans has more than
+``quality.max_quarantine_share`` of its input rows quarantined, or when the run's clean-row count
 falls more than ``quality.max_drop_share`` below the mean of the ``quality.trailing_dates`` previous
 cleaned dates (checked once ``quality.min_history`` of them exist and their mean reaches
-``quality.min_mean_rows``). The pipeline then stops before
-training and the ``champion`` alias stays where it was.
+``quality.min_mean_rows``). The pipeline then stops before training and the ``champion`` alias stays
+where it was. The error names every finding with its counts by reason, and the path of the rejected
+run's reconciliation, ``<lake>/quarantine/_rejected/ds=<run date>/_reconciliation.json``: the
+findings and, per date cleaned, ``input`` and (once the rows were cleaned) ``clean``, ``duplicates``,
+``quarantined`` and ``by_reason``. It is not a partition (readers skip names starting with ``_``), and
+a later run of the date that passes removes it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -63,18 +82,25 @@ from jobs.common.columns import (
     WEIGHT,
     require_columns,
 )
-from jobs.common.lake import Lake, read_json, window_start, write_json
+from jobs.common.lake import SOURCE_FILE, Lake, read_json, window_start, write_json
 from jobs.common.spark import spark_session
 
 log = logging.getLogger(__name__)
 
 RATING_EVENT = "rating"
-ID_PATTERN = r"^[a-z0-9_.:-]+$"
+# what the value column means, from raw/_source.json value_kind
+VALUE_KINDS = ("rating", "count", "none")
+RATINGS, COUNTS, NO_VALUES = VALUE_KINDS
+# an id is taken as it came; only what no id system produces is bad: control characters (a NUL, a line
+# break or a tab from a broken log line) and lengths beyond any real id (a serialised blob in the field)
+MAX_ID_LENGTH = 256
+ID_CONTROL = r"\p{Cc}"
 TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss'Z'"
 REASONS = ("null_id", "bad_id", "unknown_event", "bad_timestamp", "future_timestamp", "out_of_range", "bot")
 DUPLICATES = "duplicates"
 CLEAN = "clean"
 RECONCILIATION_FILE = "_reconciliation.json"
+REJECTED_DIR = "_rejected"  # quarantine/_rejected/ds=D: the reconciliation of a run the gate stopped
 CLEAN_COLUMNS = (USER_ID, ITEM_ID, EVENT, VALUE, TS, LABEL, WEIGHT)
 QUARANTINE_COLUMNS = (*RAW_COLUMNS, REASON)
 
@@ -142,6 +168,15 @@ def _blank_to_null(column: Column) -> Column:
     return F.when(trimmed != "", trimmed)
 
 
+def _check_value_kind(value_kind: str, where: str = "value_kind") -> None:
+    if value_kind not in VALUE_KINDS:
+        raise ValueError(f"{where} must be one of {', '.join(VALUE_KINDS)}, got {value_kind!r}")
+
+
+def _bad_id(column: Column) -> Column:
+    return column.rlike(ID_CONTROL) | (F.length(column) > MAX_ID_LENGTH)
+
+
 def _check_config(cfg: Mapping[str, Any]) -> None:
     for kind, spec in cfg["events"].items():
         if not isinstance(spec, Mapping) or {LABEL, WEIGHT} - set(spec):
@@ -164,13 +199,14 @@ def _kept_positions(times: Column, dedupe_seconds: int) -> Column:
     return F.aggregate(indexed, start, keep_or_skip, lambda acc: acc["kept"])
 
 
-def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) -> DataFrame:
+def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool, value_kind: str = RATINGS) -> DataFrame:
     """Collapse identical raw rows and give each distinct row its normalised values, reason and repeat flag.
 
     Args:
         raw: raw columns and ``ds``.
         cfg: the ``clean`` config section.
         has_timestamp: whether the source has timestamps (a missing ts is valid only when it has none).
+        value_kind: what the value column holds: ``rating``, ``count`` or ``none`` (see the module docstring).
 
     Returns:
         One row per distinct raw row of a date: the raw columns, ``ds``, ``_n`` (how many raw rows it
@@ -179,12 +215,13 @@ def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) ->
     """
     require_columns(raw.columns, (*RAW_COLUMNS, DS), "flag_rows")
     _check_config(cfg)
+    _check_value_kind(value_kind)
     low, high = (float(x) for x in cfg["rating_range"])
     # the job's one shuffle, by ds: the identical-row count and both windows below group by keys that
     # include ds, so Spark plans no further exchange for them, and each date's rows end in one task,
     # which writes that date's single clean and quarantine file without another shuffle
     rows = (
-        raw.withColumn(_USER, F.lower(_blank_to_null(F.col(USER_ID))))
+        raw.withColumn(_USER, _blank_to_null(F.col(USER_ID)))
         .repartition(DS)
         .groupBy(DS, _USER, *RAW_COLUMNS)
         .agg(F.count(F.lit(1)).alias(_N))
@@ -196,7 +233,7 @@ def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) ->
     raw_value = _blank_to_null(F.col(VALUE))
     rows = rows.select(
         "*",
-        F.lower(_blank_to_null(F.col(ITEM_ID))).alias(_ITEM),
+        _blank_to_null(F.col(ITEM_ID)).alias(_ITEM),
         F.lower(_blank_to_null(F.col(EVENT))).alias(_EVENT),
         raw_value.try_cast("double").alias(_VALUE),
         (parsed_ts if has_timestamp else F.when(raw_ts.isNull(), day_start).otherwise(parsed_ts)).alias(_TS),
@@ -204,21 +241,30 @@ def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) ->
     user, item, event, value, ts = (F.col(c) for c in (_USER, _ITEM, _EVENT, _VALUE, _TS))
     is_rating = event == RATING_EVENT
     not_finite = value.isNull() | F.isnan(value) | (F.abs(value) == float("inf"))
+    if value_kind == RATINGS:
+        bad_value = (
+            (raw_value.isNotNull() & not_finite)
+            | (is_rating & (value.isNull() | ~value.between(low, high)))
+            | (~is_rating & (value < 0))
+        )
+    elif value_kind == COUNTS:
+        bad_value = not_finite | (value < 0)  # a play count of 10,000 is no out-of-range rating
+    else:
+        bad_value = F.lit(False)
     future_from = F.unix_seconds(day_start) + SECONDS_PER_DAY + int(cfg["max_future_seconds"])
     reason = (
         F.when(user.isNull() | item.isNull(), "null_id")
-        .when(~user.rlike(ID_PATTERN) | ~item.rlike(ID_PATTERN), "bad_id")
+        .when(_bad_id(user) | _bad_id(item), "bad_id")
         .when(event.isNull() | ~event.isin(list(cfg["events"])), "unknown_event")
         .when(ts.isNull(), "bad_timestamp")
         .when(F.unix_seconds(ts) >= future_from, "future_timestamp")
-        .when(raw_value.isNotNull() & not_finite, "out_of_range")
-        .when(is_rating & (value.isNull() | ~value.between(low, high)), "out_of_range")
-        .when(~is_rating & (value < 0), "out_of_range")
+        .when(bad_value, "out_of_range")
     )
     rows = rows.withColumn(REASON, reason)
     # repeats of (user, item, event) among the valid rows, in order of time, then value. Decided before
-    # the bot window so that both windows share one sort (a user's window is a prefix of this one);
-    # a bot's rows are quarantined whatever this says, and for everyone else "valid" is final here.
+    # the bot window, which counts only the kept rows; both windows share one sort (a user's window is a
+    # prefix of this one). A bot's rows are quarantined whatever this says, and for everyone else
+    # "valid" is final here.
     # The user leads the sort keys: a partition holds few dates, so a leading ds would make the sort's
     # key prefix useless
     valid = F.col(REASON).isNull()
@@ -228,27 +274,44 @@ def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) ->
     # the first is always kept; the fold runs only for the later ones of a group
     kept = (position == 1) | F.array_contains(_kept_positions(times, int(cfg["dedupe_seconds"])), position)
     rows = rows.withColumn(_KEPT, valid & kept)
-    # bots: count the user's valid raw events of the day, identical repeats included
-    valid_events = F.sum(F.when(valid, F.col(_N))).over(Window.partitionBy(_USER, DS))
-    is_bot = valid & (valid_events > int(cfg["bot_events_per_day"]))
+    # bots: count the user's kept events of the day, neither identical copies nor repeats: a real user
+    # whose events were delivered twice sent no more events than before
+    kept_events = F.count(F.when(F.col(_KEPT), 1)).over(Window.partitionBy(_USER, DS))
+    is_bot = valid & (kept_events > int(cfg["bot_events_per_day"]))
     return rows.withColumn(REASON, F.when(is_bot, F.lit("bot")).otherwise(F.col(REASON)))
 
 
-def to_feedback(flagged: DataFrame, cfg: Mapping[str, Any]) -> DataFrame:
-    """The kept valid rows as clean rows with label and weight (columns ``CLEAN_COLUMNS`` + ds)."""
+def to_feedback(flagged: DataFrame, cfg: Mapping[str, Any], *, value_kind: str = RATINGS) -> DataFrame:
+    """The kept valid rows as clean rows with label and weight (columns ``CLEAN_COLUMNS`` + ds).
+
+    Args:
+        flagged: the output of :func:`flag_rows`.
+        cfg: the ``clean`` config section.
+        value_kind: what the value column holds; ``rating``: a rating below ``positive_rating`` gets label
+            and weight 0; ``count``: weight x ``log1p(count)``, a count of 0 gets label and weight 0;
+            ``none``: label and weight of the event kind.
+    """
+    _check_value_kind(value_kind)
     spec = cfg["events"]
     labels = F.create_map(*(F.lit(x) for kind in spec for x in (kind, int(spec[kind][LABEL]))))
     weights = F.create_map(*(F.lit(x) for kind in spec for x in (kind, float(spec[kind][WEIGHT]))))
     event, value = F.col(_EVENT), F.col(_VALUE)
-    failed_rating = (event == RATING_EVENT) & ~(value >= float(cfg["positive_rating"]))
+    label, weight = F.try_element_at(labels, event), F.try_element_at(weights, event)
+    if value_kind == RATINGS:
+        zero = (event == RATING_EVENT) & ~(value >= float(cfg["positive_rating"]))
+    elif value_kind == COUNTS:
+        zero = value == 0
+        weight = weight * F.log1p(value)
+    else:
+        zero = F.lit(False)
     return flagged.where(F.col(REASON).isNull() & F.col(_KEPT)).select(
         F.col(_USER).alias(USER_ID),
         F.col(_ITEM).alias(ITEM_ID),
         event.alias(EVENT),
         value.alias(VALUE),
         F.col(_TS).alias(TS),
-        F.when(failed_rating, 0).otherwise(F.try_element_at(labels, event)).cast("int").alias(LABEL),
-        F.when(failed_rating, 0.0).otherwise(F.try_element_at(weights, event)).cast("double").alias(WEIGHT),
+        F.when(zero, 0).otherwise(label).cast("int").alias(LABEL),
+        F.when(zero, 0.0).otherwise(weight).cast("double").alias(WEIGHT),
         DS,
     )
 
@@ -269,12 +332,14 @@ def count_outcomes(flagged: DataFrame) -> DataFrame:
     )
 
 
-def clean_events(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool) -> CleanResult:
+def clean_events(
+    raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool, value_kind: str = RATINGS
+) -> CleanResult:
     """The whole cleaning of raw rows (raw columns + ds) as lazy frames; see the module docstring."""
-    flagged = flag_rows(raw, cfg, has_timestamp=has_timestamp)
+    flagged = flag_rows(raw, cfg, has_timestamp=has_timestamp, value_kind=value_kind)
     quarantine = flagged.where(F.col(REASON).isNotNull()).select(*QUARANTINE_COLUMNS, DS)
     return CleanResult(
-        clean=to_feedback(flagged, cfg),
+        clean=to_feedback(flagged, cfg, value_kind=value_kind),
         quarantine=quarantine,
         outcomes=count_outcomes(flagged),
         flagged=flagged,
@@ -369,8 +434,6 @@ def volume_findings(ds: str, clean_rows: int, history: Mapping[str, int], cfg: M
         history: clean rows of earlier dates (later dates are ignored).
         cfg: the ``quality`` config section.
     """
-    if clean_rows == 0:
-        return [f"clean {ds} has no rows: every raw row was quarantined or a duplicate"]
     previous = sorted(d for d in history if d < ds)[-int(cfg["trailing_dates"]):]
     if len(previous) < int(cfg["min_history"]):
         return []
@@ -385,9 +448,62 @@ def volume_findings(ds: str, clean_rows: int, history: Mapping[str, int], cfg: M
     return []
 
 
-def _gate(findings: list[str]) -> None:
-    if findings:
-        raise DataQualityError("; ".join(findings))
+def _by_reason(entry: Mapping[str, Any]) -> str:
+    """The reasons of a reconciliation entry that quarantined rows, most rows first: ``out_of_range 9,800, bot 12``."""
+    counts = [(reason, n) for reason, n in entry["by_reason"].items() if n]
+    return ", ".join(f"{reason} {n:,}" for reason, n in sorted(counts, key=lambda rn: -rn[1]))
+
+
+def outcome_findings(ds: str, report: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any]) -> list[str]:
+    """Quality findings of the outcome counts, each with its counts by reason.
+
+    Args:
+        ds: the run's date.
+        report: the reconciliation of every date cleaned, as :func:`reconcile` returns it.
+        cfg: the ``quality`` config section.
+
+    Returns:
+        One sentence per date that quarantined more than ``quality.max_quarantine_share`` of its input
+        rows, and one when ``ds`` has no clean row.
+
+    Raises:
+        ValueError: ``quality.max_quarantine_share`` is not a share.
+    """
+    limit = float(cfg["max_quarantine_share"])
+    if not 0.0 <= limit <= 1.0:
+        raise ValueError(f"quality.max_quarantine_share must be in [0, 1], got {cfg['max_quarantine_share']!r}")
+    findings = []
+    for d in sorted(report):
+        entry = report[d]
+        share = entry["quarantined"] / entry["input"] if entry["input"] else 0.0
+        if share > limit:
+            findings.append(
+                f"clean {d}: {entry['quarantined']:,} of {entry['input']:,} rows ({share:.1%}) quarantined, "
+                f"above quality.max_quarantine_share {cfg['max_quarantine_share']}: {_by_reason(entry)}"
+            )
+    entry = report[ds]
+    if entry[CLEAN] == 0:
+        reasons = f" ({_by_reason(entry)})" if entry["quarantined"] else ""
+        findings.append(f"clean {ds} has no clean rows: of {entry['input']:,} rows, {entry[DUPLICATES]:,} "
+                        f"duplicates and {entry['quarantined']:,} quarantined{reasons}")
+    return findings
+
+
+def rejected_path(lake: Lake, ds: str) -> Path:
+    """Where the reconciliation of a run of ``ds`` stopped by the quality gate goes (not a partition)."""
+    return lake.path("quarantine") / REJECTED_DIR / f"ds={ds}" / RECONCILIATION_FILE
+
+
+def _gate(lake: Lake, ds: str, report: Mapping[str, Mapping[str, Any]], findings: Sequence[str]) -> None:
+    """Stop the run when there are findings, leaving its reconciliation at :func:`rejected_path`."""
+    if not findings:
+        return
+    path = rejected_path(lake, ds)
+    # written aside and renamed, so a reader sees the previous stopped run's file or this one, whole
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    write_json(partial, {"ds": ds, "findings": list(findings), "dates": report})
+    partial.replace(path)
+    raise DataQualityError(f"{'; '.join(findings)} (reconciliation of the stopped run: {path})")
 
 
 def _write_partitioned(frame: DataFrame, path: Path, order: Sequence[str]) -> None:
@@ -407,25 +523,34 @@ def body(ctx: JobContext) -> dict[str, Any]:
     """Clean the run's date and the window's uncleaned dates, commit each date, return the totals."""
     cfg, lake, ds = ctx.config["clean"], ctx.lake, ctx.ds
     dates = dates_to_clean(ds, lake.dates("raw"), lake.dates("clean"), int(ctx.config["tables"]["window_days"]))
-    has_timestamp = bool(lake.source().get("has_timestamp", True))
-    log.info("cleaning %d date(s) %s..%s (has_timestamp=%s)", len(dates), dates[0], dates[-1], has_timestamp)
-    # the cheap checks first, before Spark starts
-    _gate(raw_findings(lake, dates, ds))
+    source = lake.source()
+    has_timestamp = bool(source.get("has_timestamp", True))
+    value_kind = source.get("value_kind", RATINGS)
+    _check_value_kind(value_kind, f"value_kind in {lake.path('raw') / SOURCE_FILE}")
+    log.info("cleaning %d date(s) %s..%s (has_timestamp=%s, value_kind=%s)",
+             len(dates), dates[0], dates[-1], has_timestamp, value_kind)
+    # the cheap checks first, before Spark starts; the input counts come from the raw footers, independently
+    # of what Spark counts
+    inputs = raw_rows(lake, dates)
+    _gate(lake, ds, {d: {"input": n} for d, n in inputs.items()}, raw_findings(lake, dates, ds))
 
     spark = spark_session("recsys-clean")
     raw = read_raw(spark, lake, dates)
-    result = clean_events(raw, cfg, has_timestamp=has_timestamp)
+    result = clean_events(raw, cfg, has_timestamp=has_timestamp, value_kind=value_kind)
     # one pass over the raw rows: both writes and the count read the cached frame
     result.flagged.persist()
     staging = lake.staging_dir(f"clean-{ds}")
     try:
         _write_partitioned(result.clean, staging / CLEAN, (USER_ID, TS, ITEM_ID, EVENT, VALUE))
         _write_partitioned(result.quarantine, staging / "quarantine", (REASON, *RAW_COLUMNS))
-        # the outcomes in one aggregation of the cached frame; the input independently, from the raw footers
+        # the outcomes in one aggregation of the cached frame
         outcomes = [(r[DS], r["outcome"], r["n"]) for r in result.outcomes.collect()]
-        report = reconcile(raw_rows(lake, dates), outcomes, dates)
+        report = reconcile(inputs, outcomes, dates)
         # before any commit: a failed gate leaves every partition as it was
-        _gate(volume_findings(ds, report[ds][CLEAN], clean_history(lake, ds, report), ctx.config["quality"]))
+        quality = ctx.config["quality"]
+        history = clean_history(lake, ds, report)
+        findings = outcome_findings(ds, report, quality) + volume_findings(ds, report[ds][CLEAN], history, quality)
+        _gate(lake, ds, report, findings)
         for d in dates:
             # quarantine first: a committed clean partition implies its quarantine is there too
             staged = staging / "quarantine" / f"ds={d}"
@@ -435,6 +560,8 @@ def body(ctx: JobContext) -> dict[str, Any]:
             _ensure_parquet(staged, CLEAN_ARROW_SCHEMA)
             write_json(staged / RECONCILIATION_FILE, report[d])
             lake.commit(staged, lake.path("clean", d))
+        # the date passed now: an earlier stopped run's reconciliation no longer says why it has no data
+        shutil.rmtree(rejected_path(lake, ds).parent, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         result.flagged.unpersist()
@@ -448,6 +575,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
         "first_date": dates[0],
         "last_date": dates[-1],
         "has_timestamp": has_timestamp,
+        "value_kind": value_kind,
         "clean_path": str(lake.path("clean", ds)),
         **totals,
         "by_reason": by_reason,

@@ -34,7 +34,13 @@ BOT_KINDS = (0.8, 0.2, 0.0, 0.0, 0.0)  # the bot views and clicks, it never buys
 DIRT_KINDS = (
     "null_user", "null_item", "bad_user", "bad_item", "bad_ts", "future_ts", "bad_rating", "unknown_event",
 )
-VARIANT_KINDS = ("user_case", "item_case", "event_case")
+# ids are kept exactly as they came, only trimmed, so their variants are padded with spaces; a case variant
+# would be another id. Event kinds are trimmed and lowercased, so theirs also change case
+VARIANT_KINDS = ("user_padded", "item_padded", "event_case")
+# malformed ids, in turn: a control character (a NUL byte of a broken log line) and a blob longer than any
+# id (jobs.clean quarantines ids over 256 characters)
+CONTROL_SUFFIX = "\x00"
+OVERLONG_ID = "x" * 300
 # spellings of each event kind that trim + lowercase back to it: index kind * 3 + style
 EVENT_VARIANTS = pa.array([s for k in EVENT_KINDS for s in (k.upper(), " " + k.capitalize(), k.capitalize() + " ")])
 
@@ -128,7 +134,8 @@ def synthesize(spec: SyntheticSpec) -> tuple[pa.Table, np.ndarray]:
     come from the items of the user's taste group, the rest from the whole catalogue, both by Zipf
     popularity; users' activity is log-normal. Ratings are higher for items of the user's group. On
     top come one bot user, corrupted copies of events (``dirt_share``), harmless spelling variants
-    (``variant_share``, in place) and exact duplicates (``duplicate_share``).
+    (``variant_share``, in place: ids padded with spaces, event kinds re-cased or padded) and exact
+    duplicates (``duplicate_share``).
 
     Returns:
         The raw rows (string columns of ``RAW_COLUMNS``) in time order within each day, and the day
@@ -202,22 +209,22 @@ def synthesize(spec: SyntheticSpec) -> tuple[pa.Table, np.ndarray]:
     stamps = iso_utc(ts)
 
     def malformed(ids: pa.Array, rows: np.ndarray) -> pa.Array:
-        return _alternate(rows, pc.binary_join_element_wise(ids.take(pa.array(rows)), "#x", ""), "??")
+        return _alternate(rows, pc.binary_join_element_wise(ids.take(pa.array(rows)), CONTROL_SUFFIX, ""), OVERLONG_ID)
 
-    def shouting(ids: pa.Array, rows: np.ndarray, left: str) -> pa.Array:
-        return pc.binary_join_element_wise(left, pc.utf8_upper(ids.take(pa.array(rows))), " ", "")
+    def padded(ids: pa.Array, rows: np.ndarray, left: str, right: str) -> pa.Array:
+        return pc.binary_join_element_wise(left, ids.take(pa.array(rows)), right, "")
 
-    user_rows = np.concatenate([dirty["null_user"], dirty["bad_user"], variant["user_case"]])
+    user_rows = np.concatenate([dirty["null_user"], dirty["bad_user"], variant["user_padded"]])
     users = _patch(users, user_rows, pa.concat_arrays([
         pa.nulls(len(dirty["null_user"]), pa.string()),
         malformed(users, dirty["bad_user"]),
-        shouting(users, variant["user_case"], " "),
+        padded(users, variant["user_padded"], " ", " "),
     ]))
-    item_rows = np.concatenate([dirty["null_item"], dirty["bad_item"], variant["item_case"]])
+    item_rows = np.concatenate([dirty["null_item"], dirty["bad_item"], variant["item_padded"]])
     items = _patch(items, item_rows, pa.concat_arrays([
         pa.nulls(len(dirty["null_item"]), pa.string()),
         malformed(items, dirty["bad_item"]),
-        shouting(items, variant["item_case"], ""),
+        padded(items, variant["item_padded"], "", " "),
     ]))
     bad_ts = dirty["bad_ts"]
     impossible = pa.array([f"{day_text(d)[:4]}-13-45T00:00:00Z" for d in day[bad_ts]], pa.string())

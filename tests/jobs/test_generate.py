@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import unicodedata
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,6 @@ from jobs.common.config import load_config
 from jobs.common.lake import Lake, read_json, write_json
 from jobs.common.rawzone import day_number, day_text
 
-VALID_ID = re.compile(r"^[a-z0-9_.:-]+$")
 KINDS = {"view", "click", "cart", "purchase", "rating"}
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
@@ -36,9 +36,19 @@ def _frame(spec: generate.SyntheticSpec) -> pd.DataFrame:
     return frame
 
 
+def _trim(values: pd.Series) -> pd.Series:
+    """The clean job's id normalisation, written independently: trim spaces, nothing else."""
+    return values.str.strip(" ")
+
+
 def _norm(values: pd.Series) -> pd.Series:
-    """The clean job's id/event normalisation, written independently: trim + lowercase."""
-    return values.str.strip().str.lower()
+    """The clean job's event-kind normalisation, written independently: trim + lowercase."""
+    return values.str.strip(" ").str.lower()
+
+
+def _bad_id(value: str) -> bool:
+    """The clean job's bad_id rule, written independently: a control character, or over 256 characters."""
+    return len(value) > 256 or any(unicodedata.category(c) == "Cc" for c in value)
 
 
 def test_same_seed_same_rows_and_another_seed_differs() -> None:
@@ -78,9 +88,12 @@ def test_dirt_and_variants_in_configured_shares() -> None:
     assert frame.item_id.isna().sum() == per_kind
     for col, prefix in (("user_id", "u"), ("item_id", "i")):
         ids = frame[col].dropna()
-        normalised = _norm(ids)
-        assert (~normalised.map(lambda s: bool(VALID_ID.match(s)))).sum() == per_kind, col
-        assert ((ids != normalised) & normalised.str.fullmatch(prefix + r"\d+")).sum() == per_variant, col
+        trimmed = _trim(ids)
+        bad = trimmed.map(_bad_id)
+        assert bad.sum() == per_kind, col
+        assert ((ids != trimmed) & trimmed.str.fullmatch(prefix + r"\d+")).sum() == per_variant, col
+        # every other id is a generated one exactly as written: no case variants, which would be other ids
+        assert trimmed[~bad].str.fullmatch(prefix + r"\d+").all(), col
     assert (frame.event == "hover").sum() == per_kind
     assert ((frame.event != _norm(frame.event)) & _norm(frame.event).isin(KINDS)).sum() == per_variant
     assert frame.value.isin(["9.5", "-1"]).sum() == per_kind

@@ -1,4 +1,5 @@
-"""Tests of the data quality gate of jobs.clean: schema drift, empty partitions and a drop in volume."""
+"""Tests of the data quality gate of jobs.clean: schema drift, empty partitions, the quarantine share and a drop in
+volume, and the stopped run's reconciliation."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import pytest
 from jobs import clean
 from jobs.common.cli import DATA_QUALITY_EXIT
 from jobs.common.columns import RAW_COLUMNS
-from jobs.common.lake import Lake, write_json
+from jobs.common.lake import Lake, read_json, write_json
 
-QUALITY = {"trailing_dates": 3, "min_history": 2, "max_drop_share": 0.5, "min_mean_rows": 10}
+QUALITY = {"trailing_dates": 3, "min_history": 2, "max_drop_share": 0.5, "min_mean_rows": 10,
+           "max_quarantine_share": 0.5}
 
 
 def write_raw(lake: Lake, ds: str, columns: dict[str, pa.Array], name: str = "part-0.parquet") -> None:
@@ -43,11 +45,46 @@ def test_volume_fails_below_the_trailing_mean_of_the_last_dates_only() -> None:
     assert len(findings) == 1
     assert "49 rows, 51% below the mean 100 of the 3 previous dates 2026-01-02..2026-01-04" in findings[0]
     assert clean.volume_findings("2026-01-05", 50, history, QUALITY) == []
-    assert clean.volume_findings("2026-01-05", 0, {}, QUALITY) == [
-        "clean 2026-01-05 has no rows: every raw row was quarantined or a duplicate"
-    ]
+    assert clean.volume_findings("2026-01-05", 0, {}, QUALITY) == []  # no history: outcome_findings names it
     assert clean.volume_findings("2026-01-05", 1, history, {**QUALITY, "max_drop_share": 1.0}) == []
     assert clean.volume_findings("2026-01-05", 1, history, {**QUALITY, "min_mean_rows": 101}) == []
+
+
+def entry(clean_rows: int, duplicates: int, **by_reason: int) -> dict:
+    """A reconciliation entry that adds up, as jobs.clean.reconcile returns it."""
+    reasons = {reason: by_reason.get(reason, 0) for reason in clean.REASONS}
+    quarantined = sum(reasons.values())
+    return {"input": clean_rows + duplicates + quarantined, "clean": clean_rows, "duplicates": duplicates,
+            "quarantined": quarantined, "by_reason": reasons}
+
+
+def test_quarantine_share_above_the_limit_fails_with_counts_by_reason() -> None:
+    report = {
+        "2026-01-30": entry(5_000, 0, bad_id=2_000, bot=3_000),  # 50.0%: at the limit, not above
+        "2026-01-31": entry(150, 50, out_of_range=9_700, null_id=40, bot=60),  # 98.0%
+    }
+    assert clean.outcome_findings("2026-01-31", report, QUALITY) == [
+        "clean 2026-01-31: 9,800 of 10,000 rows (98.0%) quarantined, above quality.max_quarantine_share 0.5: "
+        "out_of_range 9,700, bot 60, null_id 40"
+    ]
+    # every date the run cleans is checked, not only the run's date
+    findings = clean.outcome_findings("2026-01-31", report, {**QUALITY, "max_quarantine_share": 0.4})
+    assert findings[0] == ("clean 2026-01-30: 5,000 of 10,000 rows (50.0%) quarantined, above "
+                           "quality.max_quarantine_share 0.4: bot 3,000, bad_id 2,000")
+    assert len(findings) == 2
+    assert clean.outcome_findings("2026-01-31", report, {**QUALITY, "max_quarantine_share": 1}) == []
+    with pytest.raises(ValueError, match="max_quarantine_share"):
+        clean.outcome_findings("2026-01-31", report, {**QUALITY, "max_quarantine_share": 50})
+
+
+def test_a_run_date_without_clean_rows_fails_with_its_counts() -> None:
+    report = {"2026-01-31": entry(0, 4, bad_id=1, unknown_event=2), "2026-01-30": entry(0, 0)}
+    assert clean.outcome_findings("2026-01-31", report, {**QUALITY, "max_quarantine_share": 1}) == [
+        "clean 2026-01-31 has no clean rows: of 7 rows, 4 duplicates and 3 quarantined (unknown_event 2, bad_id 1)"
+    ]
+    assert clean.outcome_findings("2026-01-30", report, {**QUALITY, "max_quarantine_share": 1}) == [
+        "clean 2026-01-30 has no clean rows: of 0 rows, 0 duplicates and 0 quarantined"
+    ]
 
 
 def test_raw_findings_name_drifted_files_and_an_empty_partition(lake: Lake) -> None:
@@ -86,8 +123,22 @@ def test_the_job_stops_with_exit_65_and_commits_nothing(lake: Lake, caplog: pyte
         run_clean("2026-01-03")  # 4 clean rows against a mean of 11: a 64% drop
     assert stopped.value.code == DATA_QUALITY_EXIT
     assert "clean 2026-01-03 has 4 rows, 64% below the mean 11" in caplog.text
+    rejected = clean.rejected_path(lake, "2026-01-03")
+    assert f"(reconciliation of the stopped run: {rejected})" in caplog.text
     after = sorted(p.relative_to(lake.root) for p in lake.root.rglob("*") if "_staging" not in p.parts)
-    assert after == before and lake.dates("clean") == ["2026-01-01", "2026-01-02"]
+    # nothing committed: the only new files are the stopped run's reconciliation and its folders
+    assert [p for p in after if p not in before] == [
+        rejected.parent.parent.relative_to(lake.root), rejected.parent.relative_to(lake.root),
+        rejected.relative_to(lake.root),
+    ]
+    assert lake.dates("clean") == ["2026-01-01", "2026-01-02"]
+    assert read_json(rejected) == {
+        "ds": "2026-01-03",
+        "findings": ["clean 2026-01-03 has 4 rows, 64% below the mean 11 of the 2 previous dates "
+                     "2026-01-01..2026-01-02 (quality.max_drop_share 0.5)"],
+        "dates": {"2026-01-03": {"input": 4, "clean": 4, "duplicates": 0, "quarantined": 0,
+                                 "by_reason": dict.fromkeys(clean.REASONS, 0)}},
+    }
 
     # a drifted raw partition stops the job before Spark reads it
     write_raw(lake, "2026-01-04", {**raw_rows(views("2026-01-04", 10)), "value": pa.array([1] * 10)})
@@ -96,3 +147,37 @@ def test_the_job_stops_with_exit_65_and_commits_nothing(lake: Lake, caplog: pyte
     assert stopped.value.code == DATA_QUALITY_EXIT
     assert "schema drift in raw 2026-01-04 (part-0.parquet): value is int64" in caplog.text
     assert lake.dates("clean") == ["2026-01-01", "2026-01-02"]
+    stopped_early = read_json(clean.rejected_path(lake, "2026-01-04"))
+    assert stopped_early["dates"] == {"2026-01-04": {"input": 10}}  # stopped before Spark counted outcomes
+    assert stopped_early["findings"][0].startswith("schema drift in raw 2026-01-04")
+
+
+def plays(ds: str, counts: list[str], event: str) -> list[tuple]:
+    """Play counts of distinct (user, item) pairs of ``ds``, landed with ``event`` and the count as value."""
+    return [(f"u{k}", f"i{k}", event, count, f"{ds}T10:00:00Z") for k, count in enumerate(counts)]
+
+
+@pytest.mark.spark
+def test_play_counts_mapped_as_ratings_stop_the_run_and_say_why(lake: Lake, caplog: pytest.LogCaptureFixture) -> None:
+    # the public play-count dataset of issue 16: mapped as ratings, most counts fall outside rating_range
+    ds = "2026-01-31"
+    counts = [str(n) for n in range(6, 55)] + ["3"]  # 49 of 50 above rating_range's 5.0
+    write_raw(lake, ds, raw_rows(plays(ds, counts, "rating")))  # ingest's event for a value mapped as a rating
+    write_json(lake.path("raw") / "_source.json", {"has_timestamp": True, "value_kind": "rating"})
+    with pytest.raises(SystemExit) as stopped:
+        run_clean(ds)
+    assert stopped.value.code == DATA_QUALITY_EXIT
+    rejected = clean.rejected_path(lake, ds)
+    assert (f"clean {ds}: 49 of 50 rows (98.0%) quarantined, above quality.max_quarantine_share 0.5: "
+            f"out_of_range 49 (reconciliation of the stopped run: {rejected})") in caplog.text
+    assert lake.dates("clean") == lake.dates("quarantine") == []
+    report = read_json(rejected)
+    assert report["dates"][ds]["by_reason"]["out_of_range"] == 49 and report["dates"][ds]["clean"] == 1
+
+    # landed again as counts (ingest's event view), the same plays clean; the stopped run's reconciliation
+    # goes with the failure
+    write_raw(lake, ds, raw_rows(plays(ds, counts, "view")))
+    write_json(lake.path("raw") / "_source.json", {"has_timestamp": True, "value_kind": "count"})
+    facts = run_clean(ds)
+    assert (facts["clean"], facts["quarantined"], facts["value_kind"]) == (50, 0, "count")
+    assert not rejected.parent.exists() and lake.dates("clean") == [ds]
