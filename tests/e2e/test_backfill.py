@@ -104,6 +104,11 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         # the Spark jobs are submitted to this connection's master
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
         "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "2",
+        # nothing listens beyond loopback: the API server binds 127.0.0.1, the scheduler serves no logs
+        # (--skip-serve-logs: Airflow binds its log server to every interface; the logs are local files
+        # here) and no health check; Spark drivers bind 127.0.0.1 (jobs.common.spark)
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
     }
     bin_dir = Path(sys.executable).parent
     (home / "airflow").mkdir()
@@ -114,7 +119,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     logs = {}
     try:
         for name, args in {"api-server": ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                           "scheduler": ["scheduler"], "dag-processor": ["dag-processor"]}.items():
+                           "scheduler": ["scheduler", "--skip-serve-logs"], "dag-processor": ["dag-processor"]}.items():
             logs[name] = home / f"{name}.log"
             procs[name] = subprocess.Popen([str(bin_dir / "airflow"), *args], cwd=REPO, env=env,
                                            stdout=logs[name].open("w"), stderr=subprocess.STDOUT,
@@ -124,7 +129,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         for pool, slots in (("gpu", 1), ("spark", 2)):
             api.call("POST", "/pools", {"name": pool, "slots": slots})
         api.call("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
-        yield {"home": home, "env": env, "api": api, "lake": Lake(home / "lake"), "logs": logs}
+        yield {"home": home, "env": env, "api": api, "lake": Lake(home / "lake"), "logs": logs, "procs": procs}
     finally:
         for proc in procs.values():  # each process group is one of ours (start_new_session)
             if proc.poll() is None:
@@ -213,6 +218,22 @@ def test_registry_has_one_version_per_date_and_the_gates_champion(backfilled: di
             expected = registration["version"]
         assert registration["champion"] == expected, ds
     assert champion == expected
+
+
+def test_nothing_listens_beyond_loopback(airflow: dict) -> None:
+    import psutil
+
+    procs = [psutil.Process(proc.pid) for proc in airflow["procs"].values()]
+    sockets = []
+    for proc in [p for top in procs for p in (top, *top.children(recursive=True))]:
+        try:
+            sockets += [(proc.pid, proc.name(), s.laddr.ip, s.laddr.port)
+                        for s in proc.net_connections(kind="tcp") if s.status == psutil.CONN_LISTEN]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    assert int(airflow["env"]["AIRFLOW__API__PORT"]) in {port for *_, port in sockets}  # the check can fail
+    exposed = [s for s in sockets if s[2] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
+    assert not exposed, f"listening beyond loopback (pid, name, address, port): {exposed}"
 
 
 def test_clearing_train_reruns_it_and_downstream_with_the_same_outputs(backfilled: dict) -> None:
