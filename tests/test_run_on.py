@@ -156,3 +156,44 @@ def test_a_failing_import_or_run_fails_make(stubs: dict, env: dict[str, str], re
     assert done.returncode != 0
     assert reason in done.stderr
     assert argv_of(stubs, "python", "-m", "jobs.summary") == []
+
+
+@pytest.mark.parametrize(("other_file", "replace", "kept"), [
+    (True, True, []),  # another source replaced: its champion must not judge or serve the new source's ids
+    (True, False, ["challenger", "champion"]),  # refused by the import (the stub lets it pass): nothing touched
+    (False, True, ["challenger", "champion"]),  # the same file again: its models stay
+])
+def test_replacing_another_source_drops_the_models_aliases(
+    stubs: dict, other_file: bool, replace: bool, kept: list[str],
+) -> None:
+    from mlflow import MlflowClient
+
+    src = stubs["tmp"] / "ratings.csv"
+    src.write_text("u,i\n1,2\n")
+    lake = stubs["tmp"] / "home" / "datasets" / "shop" / "lake"
+    (lake / "raw").mkdir(parents=True)
+    claimed = stubs["tmp"] / "old.csv" if other_file else src
+    (lake / "raw" / "_source.json").write_text(json.dumps({"source": "csv", "src": str(claimed.resolve())}))
+    uri = f"sqlite:///{stubs['tmp']}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("recsys-augment-shop")
+    for alias in ("champion", "challenger"):
+        version = client.create_model_version("recsys-augment-shop", source=str(stubs["tmp"]))
+        client.set_registered_model_alias("recsys-augment-shop", alias, version.version)
+
+    done = make_run_on(stubs, "FORMAT=csv", f"SRC={src}", "NAME=shop", f"REPLACE={int(replace)}",
+                       MLFLOW_TRACKING_URI=uri)
+    assert done.returncode == 0, done.stderr
+    assert sorted(client.get_registered_model("recsys-augment-shop").aliases) == kept
+
+
+def test_replacing_another_source_without_a_registered_model(stubs: dict) -> None:
+    src = stubs["tmp"] / "ratings.csv"
+    src.write_text("u,i\n1,2\n")
+    raw = stubs["tmp"] / "home" / "datasets" / "shop" / "lake" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "_source.json").write_text(json.dumps({"source": "csv", "src": "/elsewhere/old.csv"}))
+    done = make_run_on(stubs, "FORMAT=csv", f"SRC={src}", "NAME=shop", "REPLACE=1",
+                       MLFLOW_TRACKING_URI=f"sqlite:///{stubs['tmp']}/mlflow.db")
+    assert done.returncode == 0, done.stderr
+    assert len(argv_of(stubs, "python", "-m", "jobs.ingest")) == 1
