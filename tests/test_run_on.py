@@ -83,8 +83,8 @@ def test_hostile_values_arrive_verbatim_and_never_run(stubs: dict) -> None:
 
     assert done.returncode == 0, done.stderr
     assert argv_of(stubs, "python", "-m", "jobs.ingest") == [[
-        "python", "-m", "jobs.ingest", "--format", "csv", "--src", str(src), "--mapping", mapping, "--sep", sep,
-        "--encoding", encoding,
+        "python", "-m", "jobs.ingest", "--format=csv", f"--src={src}", f"--mapping={mapping}", f"--sep={sep}",
+        f"--encoding={encoding}",
     ]]
     assert sorted(p.name for p in m.iterdir()) == []
     assert not [p for p in (REPO, stubs["tmp"]) for p in p.glob(f"{tag}*")]
@@ -101,7 +101,7 @@ def test_dataset_name_lake_model_and_window_reach_the_run(stubs: dict) -> None:
     lake = str(stubs["tmp"] / "home" / "datasets" / "shop.v1-2" / "lake")
     ingest = [c for c in calls(stubs) if c["argv"][1:3] == ["-m", "jobs.ingest"]]
     assert [(c["argv"][3:], c["lake"], c["model"]) for c in ingest] == [(
-        ["--format", "csv", "--src", str(src), "--replace", "--mapping", "user=u,item=i"],
+        ["--format=csv", f"--src={src}", "--replace", "--mapping=user=u,item=i"],
         lake, "recsys-augment-shop.v1-2",
     )]
     assert argv_of(stubs, "airflow") == [
