@@ -42,7 +42,8 @@ weight of their event kind, except for
 code 65, no retries) and commits nothing when a raw partition it cleans has drifted from the raw
 schema (a raw column missing, an extra column, a column that is not a string), when the raw
 partition of the run's date has no rows or yields no clean row, when any date it cleans has more than
-``quality.max_quarantine_share`` of its input rows quarantined, or when the run's clean-row count
+``quality.max_quarantine_share`` of its input rows quarantined for a reason of ``quality.share_reasons``
+(all dates together, and each date of at least ``quality.min_share_rows`` rows), or when the run's clean-row count
 falls more than ``quality.max_drop_share`` below the mean of the ``quality.trailing_dates`` previous
 cleaned dates (checked once ``quality.min_history`` of them exist and their mean reaches
 ``quality.min_mean_rows``). The pipeline then stops before training and the ``champion`` alias stays
@@ -454,8 +455,18 @@ def _by_reason(entry: Mapping[str, Any]) -> str:
     return ", ".join(f"{reason} {n:,}" for reason, n in sorted(counts, key=lambda rn: -rn[1]))
 
 
+def _invalid(entry: Mapping[str, Any], reasons: Sequence[str]) -> int:
+    return sum(int(entry["by_reason"].get(reason, 0)) for reason in reasons)
+
+
 def outcome_findings(ds: str, report: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any]) -> list[str]:
     """Quality findings of the outcome counts, each with its counts by reason.
+
+    The quarantine share counts the rows quarantined for one of ``quality.share_reasons`` (by default
+    every reason but ``bot``: a day dominated by one heavy user, such as a MovieLens user who rates a
+    thousand films in a day, is filtered as designed, not a broken import). It is checked over all the
+    dates the run cleans together, and on each date with at least ``quality.min_share_rows`` input rows
+    (a date of three rows with two bad ones says little).
 
     Args:
         ds: the run's date.
@@ -463,29 +474,40 @@ def outcome_findings(ds: str, report: Mapping[str, Mapping[str, Any]], cfg: Mapp
         cfg: the ``quality`` config section.
 
     Returns:
-        One sentence per date that quarantined more than ``quality.max_quarantine_share`` of its input
-        rows, and one when ``ds`` has no clean row.
+        One sentence when the run's dates together, and one per date large enough, quarantined more than
+        ``quality.max_quarantine_share`` of their input rows, and one when ``ds`` has no clean row.
 
     Raises:
-        ValueError: ``quality.max_quarantine_share`` is not a share.
+        ValueError: ``quality.max_quarantine_share`` is not a share, or a reason is unknown.
     """
     limit = float(cfg["max_quarantine_share"])
     if not 0.0 <= limit <= 1.0:
         raise ValueError(f"quality.max_quarantine_share must be in [0, 1], got {cfg['max_quarantine_share']!r}")
-    findings = []
-    for d in sorted(report):
-        entry = report[d]
-        share = entry["quarantined"] / entry["input"] if entry["input"] else 0.0
-        if share > limit:
-            findings.append(
-                f"clean {d}: {entry['quarantined']:,} of {entry['input']:,} rows ({share:.1%}) quarantined, "
-                f"above quality.max_quarantine_share {cfg['max_quarantine_share']}: {_by_reason(entry)}"
-            )
+    reasons = list(cfg["share_reasons"])
+    unknown = sorted(set(reasons) - set(REASONS))
+    if unknown:
+        raise ValueError(f"quality.share_reasons: unknown reason(s) {', '.join(unknown)}; known: {', '.join(REASONS)}")
+
+    def finding(label: str, entry: Mapping[str, Any]) -> str | None:
+        share = _invalid(entry, reasons) / entry["input"] if entry["input"] else 0.0
+        if share <= limit:
+            return None
+        return (f"{label}: {_invalid(entry, reasons):,} of {entry['input']:,} rows ({share:.1%}) quarantined as "
+                f"invalid (quality.share_reasons), above quality.max_quarantine_share {cfg['max_quarantine_share']}: "
+                f"{_by_reason(entry)}")
+
+    total = {"input": sum(e["input"] for e in report.values()),
+             "by_reason": {r: sum(int(e["by_reason"].get(r, 0)) for e in report.values()) for r in REASONS}}
+    dates = sorted(report)
+    found = [finding(f"clean {dates[0]}..{dates[-1]} ({len(dates)} dates together)", total)] if len(dates) > 1 else []
+    found += [finding(f"clean {d}", report[d]) for d in dates
+              if report[d]["input"] >= int(cfg["min_share_rows"]) or len(dates) == 1]
+    findings = [f for f in found if f]
     entry = report[ds]
     if entry[CLEAN] == 0:
-        reasons = f" ({_by_reason(entry)})" if entry["quarantined"] else ""
+        reasons_text = f" ({_by_reason(entry)})" if entry["quarantined"] else ""
         findings.append(f"clean {ds} has no clean rows: of {entry['input']:,} rows, {entry[DUPLICATES]:,} "
-                        f"duplicates and {entry['quarantined']:,} quarantined{reasons}")
+                        f"duplicates and {entry['quarantined']:,} quarantined{reasons_text}")
     return findings
 
 

@@ -13,7 +13,8 @@ from jobs.common.columns import RAW_COLUMNS
 from jobs.common.lake import Lake, read_json, write_json
 
 QUALITY = {"trailing_dates": 3, "min_history": 2, "max_drop_share": 0.5, "min_mean_rows": 10,
-           "max_quarantine_share": 0.5}
+           "max_quarantine_share": 0.5, "min_share_rows": 100,
+           "share_reasons": ["null_id", "bad_id", "unknown_event", "bad_timestamp", "future_timestamp", "out_of_range"]}
 
 
 def write_raw(lake: Lake, ds: str, columns: dict[str, pa.Array], name: str = "part-0.parquet") -> None:
@@ -60,21 +61,42 @@ def entry(clean_rows: int, duplicates: int, **by_reason: int) -> dict:
 
 def test_quarantine_share_above_the_limit_fails_with_counts_by_reason() -> None:
     report = {
-        "2026-01-30": entry(5_000, 0, bad_id=2_000, bot=3_000),  # 50.0%: at the limit, not above
-        "2026-01-31": entry(150, 50, out_of_range=9_700, null_id=40, bot=60),  # 98.0%
+        "2026-01-30": entry(5_000, 0, bad_id=2_000, bot=3_000),  # 20% invalid: bots are filtered, not invalid
+        "2026-01-31": entry(150, 50, out_of_range=9_700, null_id=40, bot=60),  # 97.4% invalid
     }
     assert clean.outcome_findings("2026-01-31", report, QUALITY) == [
-        "clean 2026-01-31: 9,800 of 10,000 rows (98.0%) quarantined, above quality.max_quarantine_share 0.5: "
-        "out_of_range 9,700, bot 60, null_id 40"
+        "clean 2026-01-30..2026-01-31 (2 dates together): 11,740 of 20,000 rows (58.7%) quarantined as invalid "
+        "(quality.share_reasons), above quality.max_quarantine_share 0.5: out_of_range 9,700, bot 3,060, "
+        "bad_id 2,000, null_id 40",
+        "clean 2026-01-31: 9,740 of 10,000 rows (97.4%) quarantined as invalid (quality.share_reasons), above "
+        "quality.max_quarantine_share 0.5: out_of_range 9,700, bot 60, null_id 40",
     ]
     # every date the run cleans is checked, not only the run's date
-    findings = clean.outcome_findings("2026-01-31", report, {**QUALITY, "max_quarantine_share": 0.4})
-    assert findings[0] == ("clean 2026-01-30: 5,000 of 10,000 rows (50.0%) quarantined, above "
-                           "quality.max_quarantine_share 0.4: bot 3,000, bad_id 2,000")
-    assert len(findings) == 2
+    findings = clean.outcome_findings("2026-01-31", report, {**QUALITY, "max_quarantine_share": 0.15})
+    assert findings[1] == ("clean 2026-01-30: 2,000 of 10,000 rows (20.0%) quarantined as invalid "
+                           "(quality.share_reasons), above quality.max_quarantine_share 0.15: bot 3,000, bad_id 2,000")
+    assert len(findings) == 3
+    # counting bots too is a setting
+    with_bots = clean.outcome_findings("2026-01-30", {"2026-01-30": report["2026-01-30"]},
+                                       {**QUALITY, "share_reasons": list(clean.REASONS), "max_quarantine_share": 0.4})
+    assert with_bots == ["clean 2026-01-30: 5,000 of 10,000 rows (50.0%) quarantined as invalid "
+                         "(quality.share_reasons), above quality.max_quarantine_share 0.4: bot 3,000, bad_id 2,000"]
     assert clean.outcome_findings("2026-01-31", report, {**QUALITY, "max_quarantine_share": 1}) == []
     with pytest.raises(ValueError, match="max_quarantine_share"):
         clean.outcome_findings("2026-01-31", report, {**QUALITY, "max_quarantine_share": 50})
+    with pytest.raises(ValueError, match="unknown reason"):
+        clean.outcome_findings("2026-01-31", report, {**QUALITY, "share_reasons": ["typo"]})
+
+
+def test_a_heavy_users_day_and_a_tiny_dirty_date_do_not_stop_the_run() -> None:
+    # ml-latest-small's 2017-06-26: one user rated 1,013 films (bot), one other row clean
+    heavy = {"2017-06-26": entry(1, 0, bot=1_013), "2018-09-24": entry(200, 0)}
+    assert clean.outcome_findings("2018-09-24", heavy, QUALITY) == []
+    # a 3-row date with 2 bad rows is judged only within the run's dates together (2 of 203: 1%)
+    tiny = {"2026-01-30": entry(1, 0, out_of_range=2), "2026-01-31": entry(200, 0)}
+    assert clean.outcome_findings("2026-01-31", tiny, QUALITY) == []
+    # a run of one date is judged whatever its size
+    assert len(clean.outcome_findings("2026-01-30", {"2026-01-30": tiny["2026-01-30"]}, QUALITY)) == 1
 
 
 def test_a_run_date_without_clean_rows_fails_with_its_counts() -> None:
@@ -168,7 +190,8 @@ def test_play_counts_mapped_as_ratings_stop_the_run_and_say_why(lake: Lake, capl
         run_clean(ds)
     assert stopped.value.code == DATA_QUALITY_EXIT
     rejected = clean.rejected_path(lake, ds)
-    assert (f"clean {ds}: 49 of 50 rows (98.0%) quarantined, above quality.max_quarantine_share 0.5: "
+    assert (f"clean {ds}: 49 of 50 rows (98.0%) quarantined as invalid (quality.share_reasons), above "
+            "quality.max_quarantine_share 0.5: "
             f"out_of_range 49 (reconciliation of the stopped run: {rejected})") in caplog.text
     assert lake.dates("clean") == lake.dates("quarantine") == []
     report = read_json(rejected)
