@@ -5,12 +5,21 @@ when present), then runs, each in a fresh process so time and memory are its own
 
 * **spark**: ``jobs.clean`` and ``jobs.tables`` for the last date (the window covers every day), as
   the pipeline runs them, Spark session start included;
-* **polars**: a single-node reference of the same rules (normalise, validate with the same reasons,
-  exact and near-duplicate dedupe, bots, implicit mapping, window positives, k-core, index, split,
-  Parquet + CSR + stats), written to ``.recsys/bench/events-N/polars``.
+* **polars**: a single-node reference of the same rules, written to ``.recsys/bench/events-N/polars``:
+  ids trimmed only, never case-folded; the reasons in the same order (``bad_id``: a control character
+  or more than ``jobs.clean.MAX_ID_LENGTH`` characters); exact and near-duplicate dedupe; bots counted
+  on their kept events; the implicit mapping of ratings; every (user, item) pair of the window, any
+  label; the k-core of the positive pairs; an index of every id of the window in (first time seen, id)
+  order; the split; Parquet, the CSR splits with ``history`` and ``seen``, stats. It covers what
+  ``jobs.generate`` writes, a rating source (``value_kind: rating``) with timestamps, and refuses others.
+
+Then, outside both timings, it compares what the two wrote: every date's clean and quarantine rows,
+the reconciliation counts, the interactions, the users and items index and the five matrices of
+``matrices.npz``, and exits non-zero naming what differs.
 
 Prints one JSON line last: events, raw rows, spark_s, polars_s, ratio (spark_s / polars_s), peak RSS
-of each process tree (MiB) and the clean rows and interactions both produced (they should agree).
+of each process tree (MiB), the clean rows and interactions both produced, and ``same``: per output,
+whether both sides wrote the same.
 Run: ``python -m bench.data_layer --events N``.
 """
 
@@ -41,6 +50,7 @@ from jobs.common.columns import (
     RAW_COLUMNS,
     REASON,
     SPLIT,
+    SPLITS,
     TS,
     USER_ID,
     USER_IDX,
@@ -48,11 +58,12 @@ from jobs.common.columns import (
     WEIGHT,
 )
 from jobs.common.config import REPO_ROOT, load_config
-from jobs.common.lake import Lake, recsys_home, window_start
+from jobs.common.lake import Lake, read_json, recsys_home, window_start, write_json
 
 log = logging.getLogger("bench.data_layer")
 TARGET_RATIO = 1.5
 RESULT = "BENCH_PHASE "
+RECONCILIATION = "reconciliation.json"  # the polars side's counts per date, as the clean job's reports
 
 
 class PeakRss:
@@ -124,25 +135,35 @@ def _keep_first_within(group: np.ndarray, seconds: np.ndarray, window: int) -> n
     return kept
 
 
-def polars_clean(raw: Any, cfg: Mapping[str, Any]) -> tuple[Any, Any, dict[str, dict[str, int]]]:
-    """The clean job's rules in polars (timestamps present): clean rows, quarantine rows, counts per date."""
+def polars_clean(raw: Any, cfg: Mapping[str, Any]) -> tuple[Any, Any, dict[str, dict[str, Any]]]:
+    """The clean job's rules in polars, for a rating source with timestamps (what ``jobs.generate`` writes).
+
+    Returns:
+        The clean rows, the quarantine rows and, per date, the counts of the clean job's
+        reconciliation (``input``, ``clean``, ``duplicates``, ``quarantined``, ``by_reason``).
+    """
     import polars as pl
 
-    from jobs.clean import CLEAN, DUPLICATES, ID_PATTERN, RATING_EVENT, SECONDS_PER_DAY
+    from jobs.clean import CLEAN, DUPLICATES, ID_CONTROL, MAX_ID_LENGTH, RATING_EVENT, REASONS, SECONDS_PER_DAY
 
     low, high = (float(x) for x in cfg["rating_range"])
     kinds = list(cfg["events"])
 
-    def blank_to_null(column: str) -> pl.Expr:
-        trimmed = pl.col(column).str.strip_chars()
-        return pl.when(trimmed != "").then(trimmed)
+    def trimmed(column: str) -> pl.Expr:
+        # Spark's trim strips spaces only: a tab or a NUL at the end stays (and makes a bad_id)
+        stripped = pl.col(column).str.strip_chars(" ")
+        return pl.when(stripped != "").then(stripped)
 
+    def bad_id(column: pl.Expr) -> pl.Expr:
+        return column.str.contains(ID_CONTROL) | (column.str.len_chars() > MAX_ID_LENGTH)
+
+    # ids as they came (trimmed only); event kinds trimmed and lowercased
     rows = raw.group_by([DS, *RAW_COLUMNS]).len(name="_n").with_columns(
-        blank_to_null(USER_ID).str.to_lowercase().alias("_user"),
-        blank_to_null(ITEM_ID).str.to_lowercase().alias("_item"),
-        blank_to_null(EVENT).str.to_lowercase().alias("_event"),
-        blank_to_null(VALUE).alias("_raw_value"),
-        blank_to_null(TS).str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%SZ", strict=False).alias("_ts"),
+        trimmed(USER_ID).alias("_user"),
+        trimmed(ITEM_ID).alias("_item"),
+        trimmed(EVENT).str.to_lowercase().alias("_event"),
+        trimmed(VALUE).alias("_raw_value"),
+        trimmed(TS).str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%SZ", strict=False).alias("_ts"),
         pl.col(DS).str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%d").alias("_day"),
     ).with_columns(pl.col("_raw_value").cast(pl.Float64, strict=False).alias("_value"))
     user, item, event, value, ts = (pl.col(c) for c in ("_user", "_item", "_event", "_value", "_ts"))
@@ -151,7 +172,7 @@ def polars_clean(raw: Any, cfg: Mapping[str, Any]) -> tuple[Any, Any, dict[str, 
     future_from = pl.col("_day") + pl.duration(seconds=SECONDS_PER_DAY + int(cfg["max_future_seconds"]))
     reason = (
         pl.when(user.is_null() | item.is_null()).then(pl.lit("null_id"))
-        .when(~user.str.contains(ID_PATTERN) | ~item.str.contains(ID_PATTERN)).then(pl.lit("bad_id"))
+        .when(bad_id(user) | bad_id(item)).then(pl.lit("bad_id"))
         .when(event.is_null() | ~event.is_in(kinds)).then(pl.lit("unknown_event"))
         .when(ts.is_null()).then(pl.lit("bad_timestamp"))
         .when(ts >= future_from).then(pl.lit("future_timestamp"))
@@ -159,22 +180,24 @@ def polars_clean(raw: Any, cfg: Mapping[str, Any]) -> tuple[Any, Any, dict[str, 
         .when(is_rating & (value.is_null() | ~value.is_between(low, high))).then(pl.lit("out_of_range"))
         .when(~is_rating & (value < 0)).then(pl.lit("out_of_range"))
     )
-    rows = rows.with_columns(reason.alias(REASON))
-    valid_events = pl.when(pl.col(REASON).is_null()).then(pl.col("_n")).otherwise(0).sum().over(DS, "_user")
-    is_bot = pl.col(REASON).is_null() & (valid_events > int(cfg["bot_events_per_day"]))
+    # repeats among the valid rows first: the bot rule counts only the kept ones. Sorted so that the
+    # valid rows come first, grouped by (ds, user, item, event), in order of time, then value
+    rows = rows.with_columns(reason.alias(REASON)).sort(
+        pl.col(REASON).is_not_null(), DS, "_user", "_item", "_event", "_ts", "_value"
+    )
+    n_valid = rows[REASON].null_count()
+    valid = rows.head(n_valid)
+    group = valid.select(pl.struct(DS, "_user", "_item", "_event").rle_id())
+    kept = np.zeros(rows.height, bool)
+    kept[:n_valid] = _keep_first_within(group.to_series().to_numpy(), valid["_ts"].dt.epoch("s").to_numpy(),
+                                        int(cfg["dedupe_seconds"]))
+    rows = rows.with_columns(pl.Series("_kept", kept))
+    is_bot = pl.col(REASON).is_null() & (pl.col("_kept").sum().over(DS, "_user") > int(cfg["bot_events_per_day"]))
     rows = rows.with_columns(pl.when(is_bot).then(pl.lit("bot")).otherwise(pl.col(REASON)).alias(REASON))
 
-    valid = (
-        rows.filter(pl.col(REASON).is_null())
-        .select(DS, "_user", "_item", "_event", "_value", "_ts")
-        .sort(DS, "_user", "_item", "_event", "_ts", "_value")
-        .with_columns(pl.struct(DS, "_user", "_item", "_event").rle_id().alias("_group"))
-    )
-    kept = _keep_first_within(valid["_group"].to_numpy(), valid["_ts"].dt.epoch("s").to_numpy(),
-                              int(cfg["dedupe_seconds"]))
     spec = cfg["events"]
     failed_rating = is_rating & ~(value >= float(cfg["positive_rating"]))
-    clean = valid.filter(pl.Series(kept)).select(
+    clean = rows.filter(pl.col(REASON).is_null() & pl.col("_kept")).select(
         pl.col("_user").alias(USER_ID), pl.col("_item").alias(ITEM_ID), pl.col("_event").alias(EVENT),
         pl.col("_value").alias(VALUE), pl.col("_ts").alias(TS),
         pl.when(failed_rating).then(0).otherwise(event.replace_strict({k: int(v[LABEL]) for k, v in spec.items()}))
@@ -185,17 +208,19 @@ def polars_clean(raw: Any, cfg: Mapping[str, Any]) -> tuple[Any, Any, dict[str, 
     )
     quarantine = rows.filter(pl.col(REASON).is_not_null()).select(*RAW_COLUMNS, REASON, DS)
 
-    counts: dict[str, dict[str, int]] = {}
+    # a distinct row stands for _n raw rows: _n - 1 identical copies, then itself (its reason, clean or a repeat)
+    counts: dict[str, dict[str, Any]] = {}
     for d, n, copies in rows.group_by(DS).agg(pl.col("_n").sum(), (pl.col("_n") - 1).sum().alias("_copies")).iter_rows():
-        counts[d] = {"input": n, DUPLICATES: copies}
-    for d, r, n in quarantine.group_by(DS, REASON).len().iter_rows():
-        counts[d][r] = n
-    valid_counts = dict(valid.group_by(DS).len().iter_rows())
-    for d, n in clean.group_by(DS).len().iter_rows():
-        counts[d][CLEAN] = n
-        counts[d][DUPLICATES] += valid_counts[d] - n
+        counts[d] = {"input": n, CLEAN: 0, DUPLICATES: copies, "quarantined": 0, "by_reason": dict.fromkeys(REASONS, 0)}
+    outcome = pl.coalesce(REASON, pl.when(pl.col("_kept")).then(pl.lit(CLEAN)).otherwise(pl.lit(DUPLICATES)))
+    for d, name, n in rows.group_by(DS, outcome.alias("_outcome")).len().iter_rows():
+        if name in (CLEAN, DUPLICATES):
+            counts[d][name] += n
+        else:
+            counts[d]["by_reason"][name] += n
+            counts[d]["quarantined"] += n
     for d, c in counts.items():
-        if sum(v for k, v in c.items() if k != "input") != c["input"]:
+        if c[CLEAN] + c[DUPLICATES] + c["quarantined"] != c["input"]:
             raise ValueError(f"polars reference {d}: outcomes do not add up: {c}")
     return clean, quarantine, counts
 
@@ -204,14 +229,30 @@ def polars_tables(clean: Any, cfg: Mapping[str, Any], ds: str, out: Path) -> dic
     """The tables job's rules in polars (timestamps present, index from scratch), written under ``out``."""
     import polars as pl
 
-    from jobs.common.matrices import save_matrices
-    from jobs.tables import FIRST_TS, csr_splits, table_stats
-
-    pairs = (
-        clean.filter((pl.col(LABEL) == 1) & (pl.col(DS) >= window_start(ds, int(cfg["window_days"]))))
-        .group_by(USER_ID, ITEM_ID)
-        .agg(pl.col(WEIGHT).max(), pl.col(TS).max(), pl.col(TS).min().alias(FIRST_TS))
+    from jobs.common.matrices import MATRICES_FILE, save_matrices
+    from jobs.tables import (
+        FIRST_TS,
+        INTERACTIONS_DIR,
+        ITEMS_FILE,
+        POSITIVE,
+        SEEN_TS,
+        USERS_FILE,
+        csr_splits,
+        table_stats,
+        window_matrices,
     )
+
+    # every (user, item) pair of the window, any label: the index and the history/seen matrices use them all
+    positive = pl.col(LABEL) == 1
+    every = (
+        clean.filter(pl.col(DS) >= window_start(ds, int(cfg["window_days"])))
+        .group_by(USER_ID, ITEM_ID)
+        .agg(positive.any().alias(POSITIVE), pl.col(WEIGHT).filter(positive).max(),
+             pl.col(TS).filter(positive).max(), pl.col(TS).filter(positive).min().alias(FIRST_TS),
+             pl.col(TS).min().alias(SEEN_TS))
+    )
+    # the k-core shapes the training pairs only
+    pairs = every.filter(POSITIVE).select(USER_ID, ITEM_ID, WEIGHT, TS, FIRST_TS)
     min_user, min_item = int(cfg["min_user_core"]), int(cfg["min_item_core"])
     for _ in range(int(cfg["core_rounds"])):
         kept = pairs.filter((pl.len().over(USER_ID) >= min_user) & (pl.len().over(ITEM_ID) >= min_item))
@@ -221,7 +262,8 @@ def polars_tables(clean: Any, cfg: Mapping[str, Any], ds: str, out: Path) -> dic
             break
 
     def index(id_col: str, idx_col: str) -> Any:
-        first = pairs.group_by(id_col).agg(pl.col(FIRST_TS).min()).sort(FIRST_TS, id_col)
+        # every id of the window, numbered by (first time of any of its rows, id)
+        first = every.group_by(id_col).agg(pl.col(SEEN_TS).min()).sort(SEEN_TS, id_col)
         return first.select(id_col, pl.int_range(pl.len(), dtype=pl.Int64).alias(idx_col))
 
     users, items = index(USER_ID, USER_IDX), index(ITEM_ID, ITEM_IDX)
@@ -245,21 +287,37 @@ def polars_tables(clean: Any, cfg: Mapping[str, Any], ds: str, out: Path) -> dic
     columns = {c: table[c].to_numpy() for c in (USER_IDX, ITEM_IDX, WEIGHT)}
     splits = table[SPLIT].to_numpy()
     shape = (users.height, items.height)
-    (out / "interactions").mkdir(parents=True, exist_ok=True)
-    table.drop(FIRST_TS).write_parquet(out / "interactions" / "part-00000.parquet")
-    save_matrices(out / "matrices.npz", csr_splits(columns[USER_IDX], columns[ITEM_IDX], columns[WEIGHT], splits, shape))
-    users.write_parquet(out / "users.parquet")
-    items.write_parquet(out / "items.parquet")
+    history, seen = window_matrices(every.to_arrow(), {USER_ID: users.to_arrow(), ITEM_ID: items.to_arrow()}, shape,
+                                    float(cfg["nonpositive_weight"]))
+    (out / INTERACTIONS_DIR).mkdir(parents=True, exist_ok=True)
+    table.drop(FIRST_TS).write_parquet(out / INTERACTIONS_DIR / "part-00000.parquet")
+    save_matrices(out / MATRICES_FILE, csr_splits(columns[USER_IDX], columns[ITEM_IDX], columns[WEIGHT], splits, shape),
+                  history=history, seen=seen)
+    users.write_parquet(out / USERS_FILE)
+    items.write_parquet(out / ITEMS_FILE)
     last_day_us = int(np.datetime64(f"{ds}T00:00:00", "us").astype(np.int64))
     first_us = table[FIRST_TS].dt.epoch("us").to_numpy()
     return table_stats(columns[USER_IDX], columns[ITEM_IDX], splits, first_us, last_day_us)
 
 
+def polars_dir(lake: Lake) -> Path:
+    """Where the polars reference writes: ``clean/``, ``quarantine/``, ``tables/`` and the counts per date."""
+    return lake.root.parent / "polars"
+
+
 def run_polars(lake: Lake, ds: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    """Read the raw window, clean and build tables with polars; return counts."""
+    """Read the raw window, clean and build tables with polars; return counts.
+
+    Raises:
+        ValueError: the raw zone has no timestamps or its values are not ratings, which the reference
+            does not implement.
+    """
     import polars as pl
 
-    out = lake.root.parent / "polars"
+    source = lake.source()
+    if not source.get("has_timestamp", True) or source.get("value_kind", "rating") != "rating":
+        raise ValueError(f"the polars reference covers rating sources with timestamps; {lake.path('raw')} says {source}")
+    out = polars_dir(lake)
     shutil.rmtree(out, ignore_errors=True)
     first = window_start(ds, int(config["tables"]["window_days"]))
     dates = [d for d in lake.dates("raw") if first <= d <= ds]
@@ -271,8 +329,93 @@ def run_polars(lake: Lake, ds: str, config: Mapping[str, Any]) -> dict[str, Any]
     out.mkdir(parents=True)
     clean.sort(DS, USER_ID, TS, ITEM_ID, EVENT, VALUE).write_parquet(out / "clean", partition_by=DS)
     quarantine.sort(DS, REASON, *RAW_COLUMNS).write_parquet(out / "quarantine", partition_by=DS)
+    write_json(out / RECONCILIATION, counts)
     stats = polars_tables(clean, config["tables"], ds, out / "tables")
     return {"clean_rows": sum(c["clean"] for c in counts.values()), "interactions": stats["interactions"]["total"]}
+
+
+# --- both sides' outputs, compared -----------------------------------------------------------------
+
+
+def _same_frames(spark: Any, polars: Any, schema: Mapping[str, Any], *, ordered: bool) -> bool:
+    """Whether two frames hold the same rows once cast to ``schema`` (in file order when ``ordered``)."""
+    import polars as pl
+
+    frames = [f.select(pl.col(c).cast(t) for c, t in schema.items()) for f in (spark, polars)]
+    if not ordered:
+        frames = [f.sort(list(schema), nulls_last=True) for f in frames]
+    return frames[0].equals(frames[1])
+
+
+def _read_parquet_dir(path: Path, schema: Mapping[str, Any]) -> Any:
+    """The ``schema`` columns of every Parquet file in ``path``; no rows when there is none (polars writes
+    no folder for a date without rows, Spark an empty file)."""
+    import polars as pl
+
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else []
+    if not files:
+        return pl.DataFrame(schema=dict(schema))
+    return pl.concat([pl.read_parquet(f, columns=list(schema), hive_partitioning=False) for f in files])
+
+
+def compare_outputs(lake: Lake, ds: str) -> dict[str, list[str]]:
+    """What differs between the Spark jobs' outputs in ``lake`` and the polars reference's, per kind of output.
+
+    Compares every date's clean rows and quarantine rows (as sets of rows), the reconciliation counts,
+    the interactions file (row for row, in its order), the users and items index (the stable index and
+    the snapshot in the tables) and the five matrices of ``matrices.npz`` (indptr, indices and data).
+
+    Returns:
+        For each of ``clean``, ``quarantine``, ``reconciliation``, ``interactions``, ``index`` and
+        ``matrices``, the names of what differs (empty when both sides agree).
+    """
+    import polars as pl
+
+    from jobs.clean import QUARANTINE_COLUMNS, RECONCILIATION_FILE
+    from jobs.common.matrices import MATRICES_FILE, WINDOW_MATRICES
+    from jobs.tables import INTERACTIONS_DIR, index_path
+
+    reference = polars_dir(lake)
+    counts = read_json(reference / RECONCILIATION)
+    schemas = {
+        "clean": {USER_ID: pl.String, ITEM_ID: pl.String, EVENT: pl.String, VALUE: pl.Float64,
+                  TS: pl.Datetime("us", "UTC"), LABEL: pl.Int32, WEIGHT: pl.Float64},
+        "quarantine": {c: pl.String for c in QUARANTINE_COLUMNS},
+    }
+    diff: dict[str, list[str]] = {k: [] for k in (*schemas, "reconciliation", "interactions", "index", "matrices")}
+    dates = lake.dates("clean")
+    if dates != sorted(counts):
+        diff["reconciliation"].append(f"dates: spark {dates}, polars {sorted(counts)}")
+    for d in dates:
+        for zone, schema in schemas.items():
+            if not _same_frames(_read_parquet_dir(lake.path(zone, d), schema),
+                                _read_parquet_dir(reference / zone / f"ds={d}", schema), schema, ordered=False):
+                diff[zone].append(d)
+        if read_json(lake.path("clean", d) / RECONCILIATION_FILE) != counts.get(d):
+            diff["reconciliation"].append(d)
+
+    tables = lake.path("tables", ds)
+    interactions = f"{INTERACTIONS_DIR}/part-00000.parquet"
+    schema = {USER_IDX: pl.Int32, ITEM_IDX: pl.Int32, WEIGHT: pl.Float32, TS: pl.Datetime("us", "UTC"),
+              SPLIT: pl.String}
+    if not _same_frames(pl.read_parquet(tables / interactions), pl.read_parquet(reference / "tables" / interactions),
+                        schema, ordered=True):
+        diff["interactions"].append(interactions)
+    for id_col, idx_col in ((USER_ID, USER_IDX), (ITEM_ID, ITEM_IDX)):
+        name = index_path(lake, id_col).name
+        expected = pl.read_parquet(reference / "tables" / name)
+        for spark_file in (index_path(lake, id_col), tables / name):
+            if not _same_frames(pl.read_parquet(spark_file), expected, {id_col: pl.String, idx_col: pl.Int64},
+                                ordered=True):
+                diff["index"].append(str(spark_file.relative_to(lake.root)))
+    with np.load(tables / MATRICES_FILE) as spark_npz, np.load(reference / "tables" / MATRICES_FILE) as polars_npz:
+        if not np.array_equal(spark_npz["shape"], polars_npz["shape"]):
+            diff["matrices"].append(f"shape {spark_npz['shape'].tolist()} vs {polars_npz['shape'].tolist()}")
+        for matrix in (*SPLITS, *WINDOW_MATRICES):
+            if not all(np.array_equal(spark_npz[f"{matrix}_{part}"], polars_npz[f"{matrix}_{part}"])
+                       for part in ("indptr", "indices", "data")):
+                diff["matrices"].append(matrix)
+    return diff
 
 
 # --- Spark, as the pipeline runs it --------------------------------------------------------------
@@ -346,7 +489,13 @@ def main() -> None:
         "interactions": {"spark": spark["interactions"], "polars": polars["interactions"]},
         "cpus": os.cpu_count(),
     }
+    # outside both timings: the two sides must have written the same rows, index and matrices
+    differences = compare_outputs(lake, lake.source()["last_date"])
+    result["same"] = {kind: not found for kind, found in differences.items()}
     print(json.dumps(result), flush=True)
+    found = {kind: names for kind, names in differences.items() if names}
+    if found:
+        raise SystemExit(f"the Spark jobs and the polars reference differ: {found}")
 
 
 if __name__ == "__main__":
