@@ -42,6 +42,7 @@ import numpy as np
 import psutil
 
 from jobs.common.columns import (
+    BOT,
     DS,
     EVENT,
     ITEM_ID,
@@ -225,8 +226,11 @@ def polars_clean(raw: Any, cfg: Mapping[str, Any]) -> tuple[Any, Any, dict[str, 
     return clean, quarantine, counts
 
 
-def polars_tables(clean: Any, cfg: Mapping[str, Any], ds: str, out: Path) -> dict[str, Any]:
-    """The tables job's rules in polars (timestamps present, index from scratch), written under ``out``."""
+def polars_tables(clean: Any, quarantine: Any, cfg: Mapping[str, Any], ds: str, out: Path) -> dict[str, Any]:
+    """The tables job's rules in polars (timestamps present, index from scratch), written under ``out``.
+
+    A bot's quarantined rows join the clean rows as interactions without a positive label (seen, never
+    trained on), as ``jobs.tables.bot_rows`` does."""
     import polars as pl
 
     from jobs.common.matrices import MATRICES_FILE, save_matrices
@@ -244,8 +248,14 @@ def polars_tables(clean: Any, cfg: Mapping[str, Any], ds: str, out: Path) -> dic
 
     # every (user, item) pair of the window, any label: the index and the history/seen matrices use them all
     positive = pl.col(LABEL) == 1
+    bots = quarantine.filter(pl.col(REASON) == BOT).select(
+        pl.col(USER_ID).str.strip_chars(" "), pl.col(ITEM_ID).str.strip_chars(" "),
+        pl.col(TS).str.strip_chars(" ").str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%SZ", strict=False),
+        pl.lit(0, pl.Int32).alias(LABEL), pl.lit(0.0).alias(WEIGHT), DS,
+    )
+    interactions = pl.concat([clean.select(USER_ID, ITEM_ID, TS, LABEL, WEIGHT, DS), bots])
     every = (
-        clean.filter(pl.col(DS) >= window_start(ds, int(cfg["window_days"])))
+        interactions.filter(pl.col(DS) >= window_start(ds, int(cfg["window_days"])))
         .group_by(USER_ID, ITEM_ID)
         .agg(positive.any().alias(POSITIVE), pl.col(WEIGHT).filter(positive).max(),
              pl.col(TS).filter(positive).max(), pl.col(TS).filter(positive).min().alias(FIRST_TS),
@@ -330,7 +340,7 @@ def run_polars(lake: Lake, ds: str, config: Mapping[str, Any]) -> dict[str, Any]
     clean.sort(DS, USER_ID, TS, ITEM_ID, EVENT, VALUE).write_parquet(out / "clean", partition_by=DS)
     quarantine.sort(DS, REASON, *RAW_COLUMNS).write_parquet(out / "quarantine", partition_by=DS)
     write_json(out / RECONCILIATION, counts)
-    stats = polars_tables(clean, config["tables"], ds, out / "tables")
+    stats = polars_tables(clean, quarantine, config["tables"], ds, out / "tables")
     return {"clean_rows": sum(c["clean"] for c in counts.values()), "interactions": stats["interactions"]["total"]}
 
 

@@ -71,11 +71,13 @@ from pyspark.sql import functions as F
 
 from jobs.common.cli import DataQualityError, JobContext, job_parser, run_job
 from jobs.common.columns import (
+    BOT,
     DS,
     EVENT,
     ITEM_ID,
     LABEL,
     RAW_COLUMNS,
+    RAW_TS_FORMAT,
     REASON,
     TS,
     USER_ID,
@@ -96,8 +98,7 @@ RATINGS, COUNTS, NO_VALUES = VALUE_KINDS
 # break or a tab from a broken log line) and lengths beyond any real id (a serialised blob in the field)
 MAX_ID_LENGTH = 256
 ID_CONTROL = r"\p{Cc}"
-TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss'Z'"
-REASONS = ("null_id", "bad_id", "unknown_event", "bad_timestamp", "future_timestamp", "out_of_range", "bot")
+REASONS = ("null_id", "bad_id", "unknown_event", "bad_timestamp", "future_timestamp", "out_of_range", BOT)
 DUPLICATES = "duplicates"
 CLEAN = "clean"
 RECONCILIATION_FILE = "_reconciliation.json"
@@ -230,7 +231,7 @@ def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool, va
 
     day_start = F.to_timestamp(F.col(DS), "yyyy-MM-dd")
     raw_ts = _blank_to_null(F.col(TS))
-    parsed_ts = F.try_to_timestamp(raw_ts, F.lit(TS_FORMAT))
+    parsed_ts = F.try_to_timestamp(raw_ts, F.lit(RAW_TS_FORMAT))
     raw_value = _blank_to_null(F.col(VALUE))
     rows = rows.select(
         "*",

@@ -6,7 +6,8 @@ timestamp, after a k-core filter (``tables.min_user_core`` / ``tables.min_item_c
 nothing changes or ``tables.core_rounds``; 1 turns a side off). The k-core shapes the training data
 only: every interaction of the window, of any label and of any user, is a user's history (the
 ``history`` and ``seen`` matrices), so every user with an interaction is served and never recommended
-an item they already had.
+an item they already had. The rows quarantined as ``bot`` count as interactions without a positive
+label there (valid events held out of training; see :func:`bot_rows`).
 
 Spark reads the window and aggregates it to those pairs in one job; the pairs then come to the
 driver as Arrow (the CSR export needs every interaction there anyway), where the k-core, the index
@@ -64,9 +65,13 @@ from pyspark.sql import functions as F
 
 from jobs.common.cli import JobContext, job_parser, run_job
 from jobs.common.columns import (
+    BOT,
+    DS,
     ITEM_ID,
     ITEM_IDX,
     LABEL,
+    RAW_TS_FORMAT,
+    REASON,
     SPLIT,
     SPLITS,
     TS,
@@ -94,7 +99,8 @@ INT32_MAX = np.iinfo(np.int32).max
 
 
 def read_window(spark: SparkSession, lake: Lake, ds: str, window_days: int) -> tuple[DataFrame, list[str]]:
-    """The committed clean partitions of the window ending on ``ds``, and their dates.
+    """The interactions of the window ending on ``ds``, and its dates: the committed clean partitions, and
+    the quarantined rows of users judged bots (:func:`bot_rows`).
 
     Raises:
         FileNotFoundError: the clean partition of ``ds`` itself is missing.
@@ -104,7 +110,29 @@ def read_window(spark: SparkSession, lake: Lake, ds: str, window_days: int) -> t
     dates = [d for d in lake.dates("clean") if first <= d <= ds]
     frame = spark.read.parquet(*(str(lake.path("clean", d)) for d in dates))
     require_columns(frame.columns, (USER_ID, ITEM_ID, TS, LABEL, WEIGHT), f"clean partitions {dates[0]}..{ds}")
-    return frame, dates
+    quarantine = (spark.read.option("basePath", str(lake.path("quarantine")))
+                  .parquet(*(str(lake.path("quarantine", d)) for d in dates)))
+    quarantine = quarantine.withColumn(DS, F.col(DS).cast("string"))  # discovery reads ds=YYYY-MM-DD as a date
+    return frame.select(USER_ID, ITEM_ID, TS, LABEL, WEIGHT).unionByName(bot_rows(quarantine)), dates
+
+
+def bot_rows(quarantine: DataFrame) -> DataFrame:
+    """The quarantined rows of users judged bots, as interactions without a positive label.
+
+    A bot's rows are valid events held out of training, but they are still interactions of that user:
+    a real user caught by the rule (a MovieLens user who rated 1,013 films in one day) must not be
+    recommended those films back. Ids are trimmed as the clean job trims them; a row without a time
+    (a source without timestamps) takes its date's midnight.
+    """
+    require_columns(quarantine.columns, (USER_ID, ITEM_ID, TS, REASON, DS), "bot_rows")
+    ts = F.try_to_timestamp(F.trim(F.col(TS)), F.lit(RAW_TS_FORMAT))
+    return quarantine.where(F.col(REASON) == BOT).select(
+        F.trim(F.col(USER_ID)).alias(USER_ID),
+        F.trim(F.col(ITEM_ID)).alias(ITEM_ID),
+        F.coalesce(ts, F.to_timestamp(F.col(DS), "yyyy-MM-dd")).alias(TS),
+        F.lit(0).cast("int").alias(LABEL),
+        F.lit(0.0).alias(WEIGHT),
+    )
 
 
 def window_pairs(clean: DataFrame) -> DataFrame:

@@ -15,6 +15,8 @@ LABEL = "label"
 WEIGHT = "weight"
 REASON = "reason"
 DS = "ds"
+BOT = "bot"  # the quarantine reason of valid rows of a user judged a bot: still that user's interactions
+RAW_TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss'Z'"  # Spark pattern of the raw zone's ts text (ISO-8601 UTC)
 
 # index and tables
 USER_IDX = "user_idx"

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import tables
-from jobs.clean import CLEAN_ARROW_SCHEMA
+from jobs.clean import CLEAN_ARROW_SCHEMA, QUARANTINE_ARROW_SCHEMA
 from jobs.common.config import load_config
 from jobs.common.lake import Lake, read_json
 from jobs.common.matrices import MATRICES_FILE, load_matrices
@@ -158,14 +158,20 @@ def test_gini_and_stats_against_hand_computed_values() -> None:
     assert stats["cold_user_share"] == round(1 / 3, 6) and stats["cold_item_share"] == 0.0
 
 
-def write_clean(lake: Lake, ds: str, rows: list[tuple]) -> None:
-    """A committed clean partition of (user, item, ts, weight[, label]) rows, label 1 unless given."""
+def write_clean(lake: Lake, ds: str, rows: list[tuple], quarantined: list[tuple] = ()) -> None:
+    """Committed clean and quarantine partitions: clean (user, item, ts, weight[, label]) rows, label 1
+    unless given, and quarantined raw (user, item, ts text, reason) rows."""
     names = CLEAN_ARROW_SCHEMA.names
     full = [(r[0], r[1], "view", None, r[2], r[4] if len(r) > 4 else 1, r[3]) for r in rows]
     table = pa.Table.from_pylist([dict(zip(names, r, strict=True)) for r in full], schema=CLEAN_ARROW_SCHEMA)
     path = lake.path("clean", ds)
     path.mkdir(parents=True)
     pq.write_table(table, path / "part-00000.parquet")
+    raw = [{"user_id": u, "item_id": i, "event": "view", "value": None, "ts": ts, "reason": reason}
+           for u, i, ts, reason in quarantined]
+    path = lake.path("quarantine", ds)
+    path.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(raw, schema=QUARANTINE_ARROW_SCHEMA), path / "part-00000.parquet")
 
 
 def run_tables(ds: str, *flags: str) -> dict:
@@ -244,3 +250,18 @@ def test_every_user_and_interaction_of_the_window_is_history_whatever_the_label_
     m = load_matrices(lake, "2026-01-01")
     assert m.history.toarray().tolist() == [[0, 1, 0], [0, 2, 1], [0, 0, 0]]
     assert m.seen.toarray().tolist() == [[1, 1, 0], [0, 1, 1], [0, 0, 1]]
+
+
+@pytest.mark.spark
+def test_a_bots_quarantined_rows_are_seen_but_never_trained_on(lake: Lake) -> None:
+    # ub sent too many events on 01-01 (quarantined as bot) and one clean event on 01-02; bad rows are not seen
+    write_clean(lake, "2026-01-01", [("ua", "ix", at(1, 9), 1.0), ("ua", "iy", at(1, 10), 1.0)],
+                quarantined=[(" ub ", "iy", "2026-01-01T08:00:00Z", "bot"), ("ub", "iz", None, "bot"),
+                             ("ua", "iq", "2026-01-01T07:00:00Z", "out_of_range")])
+    write_clean(lake, "2026-01-02", [("ub", "ix", at(2, 9), 1.0)])
+    run_tables("2026-01-02")
+    m = load_matrices(lake, "2026-01-02")
+    assert list(m.user_ids) == ["ub", "ua"] and list(m.item_ids) == ["iz", "iy", "ix"]  # iz at 01-01 midnight
+    assert (m.train + m.valid + m.test).toarray().tolist() == [[0, 0, 1], [0, 1, 1]]
+    assert m.seen.toarray().tolist() == [[1, 1, 1], [0, 1, 1]]
+    assert m.history.toarray().tolist() == [[0, 0, 1], [0, 1, 1]]
