@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 from pathlib import Path
 
@@ -14,13 +13,10 @@ import pytest
 
 from jobs import ingest
 from jobs.common.lake import Lake, read_json
+from tests.support import epoch
 
 ML_SMALL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ml-latest-small" / "ratings.csv"
 
-
-def _epoch(text: str) -> int:
-    """Epoch seconds of a UTC time, computed without the code under test."""
-    return calendar.timegm(dt.datetime.fromisoformat(text).timetuple())
 
 
 def _rows(lake: Lake, ds: str) -> list[tuple]:
@@ -56,19 +52,19 @@ def test_parse_timestamps_text() -> None:
     ])
     seconds, ok, unit = ingest.parse_timestamps(values)
     assert unit == "iso8601"  # 5 ISO times parsed against 2 numbers
-    noon = _epoch("2018-09-24T12:00:00")
-    expected = [964982703, noon, noon, noon - 7200, _epoch("2018-09-24T00:00:00"), noon, 1]
+    noon = epoch("2018-09-24T12:00:00")
+    expected = [964982703, noon, noon, noon - 7200, epoch("2018-09-24T00:00:00"), noon, 1]
     assert ok.tolist() == [True] * 7 + [False] * 7
     assert seconds[:7].tolist() == expected
 
 
 def test_parse_timestamps_typed_columns() -> None:
-    stamp = _epoch("2020-02-29T23:59:59")
+    stamp = epoch("2020-02-29T23:59:59")
     typed = pa.array([stamp * 1000, None], pa.timestamp("ms", tz="Europe/Paris"))
     seconds, ok, unit = ingest.parse_timestamps(typed)
     assert (seconds.tolist(), ok.tolist(), unit) == ([stamp, 0], [True, False], "typed")
     dates = pa.array([dt.date(2020, 2, 29)], pa.date32())
-    assert ingest.parse_timestamps(dates)[0].tolist() == [_epoch("2020-02-29T00:00:00")]
+    assert ingest.parse_timestamps(dates)[0].tolist() == [epoch("2020-02-29T00:00:00")]
     numbers = pa.chunked_array([pa.array([stamp, None], pa.int64())])
     seconds, ok, unit = ingest.parse_timestamps(numbers)
     assert (seconds.tolist(), ok.tolist(), unit) == ([stamp, 0], [True, False], "seconds")
@@ -84,7 +80,7 @@ def test_to_raw_days_and_unparseable_rows() -> None:
         "value": pa.array([4.5, 3.0, None, 1.0]),
         "ts": pa.array(["2020-01-02T10:00:00Z", "1577836800", "garbage", None]),
     }
-    rows = ingest.to_raw(fields, default_ds="2030-01-01", now=_epoch("2026-01-01T00:00:00"))
+    rows = ingest.to_raw(fields, default_ds="2030-01-01", now=epoch("2026-01-01T00:00:00"))
     table, day = rows.table, rows.day
     assert (rows.ts_unit, rows.future_rows) == ("seconds", 0)  # one number, one ISO time: a tie goes to numbers
     assert table.to_pylist() == [
@@ -106,9 +102,9 @@ def test_to_raw_without_timestamps_or_values() -> None:
 
 
 def test_movielens_100k(lake: Lake, tmp_path: Path) -> None:
-    src = _write(tmp_path / "u.data", f"196\t242\t3\t{_epoch('1997-12-04T15:55:49')}\n"
-                                      f"186\t302\t3\t{_epoch('1998-04-04T19:22:22')}\n"
-                                      f"22\t377\t1\t{_epoch('1997-12-04T01:00:00')}\n")
+    src = _write(tmp_path / "u.data", f"196\t242\t3\t{epoch('1997-12-04T15:55:49')}\n"
+                                      f"186\t302\t3\t{epoch('1998-04-04T19:22:22')}\n"
+                                      f"22\t377\t1\t{epoch('1997-12-04T01:00:00')}\n")
     facts = ingest.main(["--format", "movielens-100k", "--src", str(src)])
     assert facts == {"first_date": "1997-12-04", "last_date": "1998-04-04", "days": 2, "rows": 3,
                      "window_days": 122, "source": "movielens-100k", "ts_unit": "seconds", "value_kind": "rating",
@@ -124,9 +120,9 @@ def test_movielens_100k(lake: Lake, tmp_path: Path) -> None:
 
 
 def test_movielens_1m(lake: Lake, tmp_path: Path) -> None:
-    src = _write(tmp_path / "ratings.dat", f"1::1193::5::{_epoch('2000-12-31T22:12:40')}\n"
-                                           f"1::661::3::{_epoch('2001-01-01T00:00:00')}\n"
-                                           f"2::1357::5::{_epoch('2000-12-31T21:38:29')}\n")
+    src = _write(tmp_path / "ratings.dat", f"1::1193::5::{epoch('2000-12-31T22:12:40')}\n"
+                                           f"1::661::3::{epoch('2001-01-01T00:00:00')}\n"
+                                           f"2::1357::5::{epoch('2000-12-31T21:38:29')}\n")
     facts = ingest.main(["--format", "movielens-1m", "--src", str(src)])
     assert facts["rows"] == 3 and lake.dates("raw") == ["2000-12-31", "2001-01-01"]
     assert _rows(lake, "2000-12-31") == [("1", "1193", "rating", "5", "2000-12-31T22:12:40Z"),
@@ -167,7 +163,7 @@ def test_csv_without_timestamps_lands_on_ds(lake: Lake, tmp_path: Path) -> None:
 
 def test_parquet_log(lake: Lake, tmp_path: Path) -> None:
     src = tmp_path / "events.parquet"
-    stamp = _epoch("2022-03-04T05:06:07")
+    stamp = epoch("2022-03-04T05:06:07")
     pq.write_table(pa.table({
         "uid": pa.array([10, 11], pa.int64()), "iid": pa.array([20, 21], pa.int32()),
         "stars": pa.array([4.5, 2.0]), "at": pa.array([stamp * 10**6, None], pa.timestamp("us", tz="UTC")),

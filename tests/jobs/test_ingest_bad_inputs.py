@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import json
 import os
@@ -10,27 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from jobs import ingest
 from jobs.common.cli import RESULT_MARKER
 from jobs.common.lake import Lake, read_json
+from tests.support import epoch, landed_rows
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _epoch(text: str) -> int:
-    """Epoch seconds of a UTC time, computed without the code under test."""
-    return calendar.timegm(dt.datetime.fromisoformat(text).timetuple())
-
-
-def _landed(lake: Lake) -> list[tuple]:
-    """Every raw row of every partition, with its partition date, in partition order."""
-    rows = []
-    for ds in lake.dates("raw"):
-        rows += [(ds, *row.values()) for row in pq.read_table(lake.path("raw", ds)).to_pylist()]
-    return rows
 
 
 def _csv(src: Path, mapping: str, *extra: str) -> dict:
@@ -73,7 +61,7 @@ def test_odd_values_and_ids_land_unchanged_for_clean_to_judge(lake: Lake, tmp_pa
     src = tmp_path / "odd.csv"
     src.write_text("\n".join(lines) + "\n")
     facts = _csv(src, "user=u,item=i,value=r", "--ds", "2025-01-01")
-    landed = _landed(lake)
+    landed = landed_rows(lake)
     assert facts["rows"] == len(landed) == len(lines) - 1
     assert [row[1:5] for row in landed] == [
         ("1", "10", "rating", "-1"), ("2", "10", "rating", "NaN"), ("12345678901234567890", "10", "rating", "4"),
@@ -84,9 +72,9 @@ def test_odd_values_and_ids_land_unchanged_for_clean_to_judge(lake: Lake, tmp_pa
 
 
 def test_times_before_1970_stay_and_future_times_do_not_set_the_date(lake: Lake, tmp_path: Path) -> None:
-    before = _epoch("1969-07-20T20:17:40")
+    before = epoch("1969-07-20T20:17:40")
     lines = ["u,i,t", f"1,1,{before}", "2,2,0", "3,3,2020-05-05T10:00:00Z", "4,4,2999-01-01T00:00:00Z",
-             f"5,5,{_epoch('2999-06-01T00:00:00')}", "6,6,soon"]
+             f"5,5,{epoch('2999-06-01T00:00:00')}", "6,6,soon"]
     src = tmp_path / "times.csv"
     src.write_text("\n".join(lines) + "\n")
     facts = _csv(src, "user=u,item=i,ts=t")
@@ -94,7 +82,7 @@ def test_times_before_1970_stay_and_future_times_do_not_set_the_date(lake: Lake,
     assert (facts["first_date"], facts["last_date"], facts["window_days"]) == (
         "1969-07-20", "2020-05-05", (dt.date(2020, 5, 5) - dt.date(1969, 7, 20)).days + 1)
     assert (facts["future_rows"], facts["rows"]) == (2, 6)
-    assert _landed(lake) == [
+    assert landed_rows(lake) == [
         ("1969-07-20", "1", "1", "view", None, "1969-07-20T20:17:40Z"),
         ("1970-01-01", "2", "2", "view", None, "1970-01-01T00:00:00Z"),
         ("2020-05-05", "3", "3", "view", None, "2020-05-05T10:00:00Z"),
@@ -107,20 +95,20 @@ def test_times_before_1970_stay_and_future_times_do_not_set_the_date(lake: Lake,
 
 def test_a_log_of_future_times_only_lands_on_ds(lake: Lake, tmp_path: Path) -> None:
     src = tmp_path / "future.csv"
-    src.write_text(f"u,i,t\n1,1,{_epoch('2999-01-01T00:00:00') * 1000}\n")
+    src.write_text(f"u,i,t\n1,1,{epoch('2999-01-01T00:00:00') * 1000}\n")
     facts = _csv(src, "user=u,item=i,ts=t", "--ds", "2025-01-01")
     assert (facts["last_date"], facts["future_rows"], facts["ts_unit"]) == ("2025-01-01", 1, "milliseconds")
-    assert _landed(lake) == [("2025-01-01", "1", "1", "view", None, "2999-01-01T00:00:00Z")]
+    assert landed_rows(lake) == [("2025-01-01", "1", "1", "view", None, "2999-01-01T00:00:00Z")]
 
 
 def test_duplicates_and_a_heavy_user_land_as_they_are(lake: Lake, tmp_path: Path) -> None:
     n = 100_000
-    noon = _epoch("2024-02-29T12:00:00")
+    noon = epoch("2024-02-29T12:00:00")
     src = tmp_path / "heavy.csv"
     rows = [f"bot,{k % 50},{noon + k % 3600}" for k in range(n)] + ["u,1,2024-02-29T00:00:00Z"] * 3
     src.write_text("user,item,ts\n" + "\n".join(rows) + "\n")
     facts = _csv(src, "user=user,item=item,ts=ts")
-    landed = _landed(lake)
+    landed = landed_rows(lake)
     assert facts["rows"] == len(landed) == n + 3 and lake.dates("raw") == ["2024-02-29"]
     assert sum(row[1] == "bot" for row in landed) == n
     assert landed.count(("2024-02-29", "u", "1", "view", None, "2024-02-29T00:00:00Z")) == 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import gzip
 import json
@@ -15,19 +14,7 @@ import pytest
 from jobs import ingest
 from jobs.common.lake import Lake, read_json
 from jobs.common.rawzone import id_type
-
-
-def _epoch(text: str) -> int:
-    """Epoch seconds of a UTC time, computed without the code under test."""
-    return calendar.timegm(dt.datetime.fromisoformat(text).timetuple())
-
-
-def _landed(lake: Lake) -> list[tuple]:
-    """Every raw row of every partition, with its partition date, in partition order."""
-    rows = []
-    for ds in lake.dates("raw"):
-        rows += [(ds, *row.values()) for row in pq.read_table(lake.path("raw", ds)).to_pylist()]
-    return rows
+from tests.support import epoch, landed_rows
 
 
 def _source(lake: Lake) -> dict:
@@ -57,17 +44,17 @@ def test_leading_zero_ids_stay_strings_as_they_came(lake: Lake, tmp_path: Path) 
     src = tmp_path / "log.csv"
     src.write_text("u,i\n007,01\n7,1\n")
     _csv(src, "user=u,item=i", "--ds", "2025-01-01")
-    assert [row[1:3] for row in _landed(lake)] == [("007", "01"), ("7", "1")]
+    assert [row[1:3] for row in landed_rows(lake)] == [("007", "01"), ("7", "1")]
     assert (_source(lake)["user_id_type"], _source(lake)["item_id_type"]) == ("string", "string")
 
 
 def test_headerless_positions_and_trailing_separator(lake: Lake, tmp_path: Path) -> None:
-    noon = _epoch("2021-06-01T12:00:00")
+    noon = epoch("2021-06-01T12:00:00")
     src = tmp_path / "plays.txt"
     src.write_text(f"i1,u1,4.5,{noon},\ni2,u2,3,{noon + 60},\n")  # lines end in the separator
     facts = _csv(src, "user=1,item=0,value=2,ts=3")
     assert facts["rows"] == 2 and facts["ts_unit"] == "seconds"
-    assert _landed(lake) == [("2021-06-01", "u1", "i1", "rating", "4.5", "2021-06-01T12:00:00Z"),
+    assert landed_rows(lake) == [("2021-06-01", "u1", "i1", "rating", "4.5", "2021-06-01T12:00:00Z"),
                              ("2021-06-01", "u2", "i2", "rating", "3", "2021-06-01T12:01:00Z")]
 
 
@@ -75,7 +62,7 @@ def test_header_without_the_trailing_separator_of_its_lines(lake: Lake, tmp_path
     src = tmp_path / "log.csv"
     src.write_text("u,i,r\n1,2,5,\n3,4,1,\n")
     _csv(src, "user=u,item=i,value=r", "--ds", "2025-01-01")
-    assert [row[1:5] for row in _landed(lake)] == [("1", "2", "rating", "5"), ("3", "4", "rating", "1")]
+    assert [row[1:5] for row in landed_rows(lake)] == [("1", "2", "rating", "5"), ("3", "4", "rating", "1")]
 
 
 def test_bom_and_crlf(lake: Lake, tmp_path: Path) -> None:
@@ -83,7 +70,7 @@ def test_bom_and_crlf(lake: Lake, tmp_path: Path) -> None:
     src.write_bytes(b"\xef\xbb\xbfuser,item,when\r\nA,B,2020-01-01T00:00:00Z\r\nC,D,2020-01-02T00:00:00Z\r\n")
     facts = _csv(src, "user=user,item=item,ts=when")
     assert facts["ts_unit"] == "iso8601"
-    assert _landed(lake) == [("2020-01-01", "A", "B", "view", None, "2020-01-01T00:00:00Z"),
+    assert landed_rows(lake) == [("2020-01-01", "A", "B", "view", None, "2020-01-01T00:00:00Z"),
                              ("2020-01-02", "C", "D", "view", None, "2020-01-02T00:00:00Z")]
 
 
@@ -94,7 +81,7 @@ def test_quoted_separators_and_newlines_in_a_file_over_2_mb(lake: Lake, tmp_path
     src.write_text("user,item,text,stars\n" + "".join(lines))
     assert src.stat().st_size > 2 * 1024 * 1024
     facts = _csv(src, "user=user,item=item,value=stars", "--ds", "2025-01-01")
-    landed = _landed(lake)
+    landed = landed_rows(lake)
     assert facts["rows"] == len(landed) == n
     assert landed[n - 1] == ("2025-01-01", f"u{n - 1}", f"i{(n - 1) % 97}", "rating", str((n - 1) % 5 + 1), None)
 
@@ -106,7 +93,7 @@ def test_latin1_with_encoding_and_a_clear_error_without(lake: Lake, tmp_path: Pa
         _csv(src, "user=u,item=i", "--ds", "2025-01-01")
     assert lake.dates("raw") == []
     _csv(src, "user=u,item=i", "--ds", "2025-01-01", "--encoding", "latin-1")
-    assert [row[1:3] for row in _landed(lake)] == [("ana", "tea"), ("zoé", "café")]
+    assert [row[1:3] for row in landed_rows(lake)] == [("ana", "tea"), ("zoé", "café")]
 
 
 def test_amazon_classic_reviews_json(lake: Lake, tmp_path: Path) -> None:
@@ -120,7 +107,7 @@ def test_amazon_classic_reviews_json(lake: Lake, tmp_path: Path) -> None:
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
     facts = _csv(src, "user=reviewerID,item=asin,value=overall,ts=unixReviewTime")
     assert (facts["ts_unit"], facts["value_kind"], facts["rows"]) == ("seconds", "rating", 2)
-    assert _landed(lake) == [
+    assert landed_rows(lake) == [
         ("2016-09-01", "A3CIUOJXQ5VDQ2", "B0000530HU", "rating", "5", "2016-09-01T00:00:00Z"),
         ("2016-09-02", "A1", "0000031852", "rating", "1", "2016-09-02T00:00:00Z"),
     ]
@@ -142,7 +129,7 @@ def test_amazon_2023_reviews_gzipped_jsonl_in_milliseconds(lake: Lake, tmp_path:
     assert (facts["ts_unit"], facts["rows"], facts["last_date"]) == ("milliseconds", 2, "2020-05-05")
     expected = [dt.datetime.fromtimestamp(r["timestamp"] // 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 for r in records]
-    assert [row[5] for row in _landed(lake)] == sorted(expected)
+    assert [row[5] for row in landed_rows(lake)] == sorted(expected)
     assert _source(lake)["ts_unit"] == "milliseconds"
 
 
@@ -151,7 +138,7 @@ def test_json_sniffed_by_its_first_character_with_mixed_value_types(lake: Lake, 
     src.write_text('\n{"u": 7, "i": "x", "n": 3}\n{"u": "A", "i": 1.5, "n": null}\n\n{"u": true, "i": [1], "n": 2}\n')
     facts = _csv(src, "user=u,item=i,value=n:count", "--ds", "2025-01-01")
     assert facts["rows"] == 3
-    assert [row[1:5] for row in _landed(lake)] == [("7", "x", "view", "3"), ("A", "1.5", "view", None),
+    assert [row[1:5] for row in landed_rows(lake)] == [("7", "x", "view", "3"), ("A", "1.5", "view", None),
                                                    ("true", "[1]", "view", "2")]
 
 
@@ -172,13 +159,13 @@ def test_bad_json_line_is_named(lake: Lake, tmp_path: Path) -> None:
 
 def test_gzip_detected_by_magic_bytes_whatever_the_name(lake: Lake, tmp_path: Path) -> None:
     src = tmp_path / "ratings.dat"
-    src.write_bytes(gzip.compress(f"1::10::5::{_epoch('2000-01-01T00:00:00')}\n".encode()))
+    src.write_bytes(gzip.compress(f"1::10::5::{epoch('2000-01-01T00:00:00')}\n".encode()))
     ingest.main(["--format", "movielens-1m", "--src", str(src)])
-    assert _landed(lake) == [("2000-01-01", "1", "10", "rating", "5", "2000-01-01T00:00:00Z")]
+    assert landed_rows(lake) == [("2000-01-01", "1", "10", "rating", "5", "2000-01-01T00:00:00Z")]
     gz = tmp_path / "log.tsv.gz"
     gz.write_bytes(gzip.compress(b"u\ti\n1\t2\n"))
     _csv(gz, "user=u,item=i", "--ds", "2025-01-01", "--replace")
-    assert [row[1:3] for row in _landed(lake)] == [("1", "2")]
+    assert [row[1:3] for row in landed_rows(lake)] == [("1", "2")]
 
 
 @pytest.mark.parametrize("sep", ["tab", "\\t", "\t"])
@@ -186,7 +173,7 @@ def test_sep_tab_spellings(lake: Lake, tmp_path: Path, sep: str) -> None:
     src = tmp_path / "log.csv"
     src.write_text("u\ti\n1\t2\n")
     _csv(src, "user=u,item=i", "--ds", "2025-01-01", "--sep", sep)
-    assert [row[1:3] for row in _landed(lake)] == [("1", "2")]
+    assert [row[1:3] for row in landed_rows(lake)] == [("1", "2")]
 
 
 @pytest.mark.parametrize(("name", "text"), [
@@ -200,7 +187,7 @@ def test_sniffed_separator(lake: Lake, tmp_path: Path, name: str, text: str) -> 
     src.write_text(text)
     facts = _csv(src, "user=u,item=i", "--ds", "2025-01-01")
     assert facts["rows"] == 2
-    assert [row[1:3] for row in _landed(lake)] == [("1", "2"), ("4", "5")]
+    assert [row[1:3] for row in landed_rows(lake)] == [("1", "2"), ("4", "5")]
 
 
 def test_sniff_sep_falls_back_to_the_extension_rule() -> None:
@@ -214,14 +201,14 @@ def test_count_values_are_views_and_recorded(lake: Lake, tmp_path: Path) -> None
     src.write_text("user\tartist\tplays\nu1\ta1\t250\nu2\ta1\t0\n")
     facts = _csv(src, "user=user,item=artist,value=plays:count", "--ds", "2025-01-01")
     assert (facts["value_kind"], facts["ts_unit"]) == ("count", "none")
-    assert [row[1:5] for row in _landed(lake)] == [("u1", "a1", "view", "250"), ("u2", "a1", "view", "0")]
+    assert [row[1:5] for row in landed_rows(lake)] == [("u1", "a1", "view", "250"), ("u2", "a1", "view", "0")]
     assert _source(lake)["value_kind"] == "count"
 
 
 def test_parquet_with_millisecond_numbers(lake: Lake, tmp_path: Path) -> None:
-    stamp = _epoch("2022-03-04T05:06:07")
+    stamp = epoch("2022-03-04T05:06:07")
     src = tmp_path / "events.bin"  # Parquet is known by its magic bytes
     pq.write_table(pa.table({"u": [1, 2], "i": [3, 4], "t": pa.array([stamp * 1000, stamp * 1000 + 1500])}), src)
     facts = _csv(src, "user=u,item=i,ts=t")
     assert facts["ts_unit"] == "milliseconds"
-    assert [row[5] for row in _landed(lake)] == ["2022-03-04T05:06:07Z", "2022-03-04T05:06:08Z"]
+    assert [row[5] for row in landed_rows(lake)] == ["2022-03-04T05:06:07Z", "2022-03-04T05:06:08Z"]
