@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--items", type=int, default=None, help="items at the start")
     parser.add_argument("--events", type=int, default=None, help="clean-looking events over all days")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's seed)")
-    parser.add_argument("--replace", action="store_true", help="remove a raw zone holding another source first")
+    parser.add_argument("--replace", action="store_true", help="land a source other than the one the lake holds: empties the lake first (raw zone, every derived zone, the index)")
     return parser
 
 

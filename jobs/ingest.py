@@ -596,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoding", default="utf-8", help="text encoding of --src, e.g. latin-1 (default utf-8)")
     parser.add_argument("--ds", type=iso_date, default=None,
                         help="partition of a log without timestamps (default: today, UTC)")
-    parser.add_argument("--replace", action="store_true", help="remove a raw zone holding another source first")
+    parser.add_argument("--replace", action="store_true", help="land a source other than the one the lake holds: empties the lake first (raw zone, every derived zone, the index)")
     return parser
 
 
