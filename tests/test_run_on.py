@@ -50,7 +50,9 @@ def stubs(tmp_path: Path) -> dict:
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     (tmp_path / "markers").mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    # MLflow's set_tracking_uri/set_registry_uri of earlier in-process tests leave MLFLOW_* in os.environ
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL") and not k.startswith("MLFLOW_")}
     env.update(PYTHON=str(bin_dir / "python"), AIRFLOW_BIN=str(bin_dir / "airflow"),
                STUB_LOG=str(tmp_path / "calls.jsonl"), RECSYS_HOME=str(tmp_path / "home"))
     return {"env": env, "log": tmp_path / "calls.jsonl", "markers": tmp_path / "markers", "tmp": tmp_path}
