@@ -5,7 +5,7 @@
 
 * ``ml-100k/u.data``: MovieLens 100K's layout (tab-separated, headerless: user, item, rating, seconds);
 * ``plays.tsv``: a listening log with a header, play counts as the value, millisecond timestamps and
-  string ids that differ only by leading zeros (``007`` and ``7``) or by case (``a0bcd`` and ``A0BCD``);
+  string ids that differ only by leading zeros (``0007`` and ``7``) or by case (``a0bcd`` and ``A0BCD``);
 * ``amazon.csv``: a headerless Amazon ratings CSV (item, user, rating, seconds) with ASIN-like ids.
 
 ``check --src FILE --recs PARQUET [--sep S] [--columns user,item] [--header|--no-header] [--k K]`` reads
@@ -39,9 +39,10 @@ def derive(out: Path) -> dict[str, str]:
     (out / "ml-100k").mkdir(exist_ok=True)
     paths = {"movielens-100k": out / "ml-100k" / "u.data", "plays": out / "plays.tsv", "amazon": out / "amazon.csv"}
     ratings.to_csv(paths["movielens-100k"], sep="\t", header=False, index=False)
-    # odd users get a zero-padded spelling of half their number, even users the plain one: "007" and "7"
+    # odd users get a zero-padded spelling of half their number, even users the plain one: "0007" and "7"
+    # (four digits always start with a zero here: 610 users, so no padded id equals a plain one)
     half = ratings["userId"] // 2
-    users = np.where(ratings["userId"] % 2 == 1, half.map(lambda u: f"{u:03d}"), half.astype(str))
+    users = np.where(ratings["userId"] % 2 == 1, half.map(lambda u: f"{u:04d}"), half.astype(str)).astype(object)
     # items 2k and 2k+1 share letters and differ in case only: "a0bcd" and "A0BCD"
     items = [_letters(m // 2, 5) for m in ratings["movieId"]]
     items = [f"a0{s}" if m % 2 == 0 else f"A0{s.upper()}" for s, m in zip(items, ratings["movieId"], strict=True)]
