@@ -10,7 +10,8 @@ popular items. The date's champion is the version the date's registration names
 an earlier date, the champion that date had, so its output comes out the same.
 
 Before committing, :func:`check_contract` verifies the output: every user of the window served (and
-nobody else), K rows per user (fewer only when fewer unseen items remain), ranks 1..n without gaps,
+nobody else), K rows per user (fewer only when fewer unseen items remain, none for a user who already
+had every item), ranks 1..n without gaps,
 scores non-increasing with rank, no pair from the user's window, no repeated item, item ids from the
 catalogue, ids of the input's type. A violation raises :class:`ContractError` and commits nothing.
 ``_summary.json`` beside the recommendations records users served / users in the window.
@@ -77,7 +78,8 @@ def check_contract(frame: pd.DataFrame, *, user_ids: np.ndarray, item_ids: np.nd
     if (item_pos < 0).any():
         problems.append(f"items outside the catalogue: {_examples(frame, item_pos < 0)}")
     counts = np.bincount(user_pos[user_pos >= 0], minlength=len(user_ids))
-    missing = np.flatnonzero(counts == 0)
+    # a user who already had every item the model can rank is served by an empty list
+    missing = np.flatnonzero((counts == 0) & (expected_rows > 0))
     if len(missing):
         problems.append(f"{len(missing)} of {len(user_ids)} users in the window not served, e.g. "
                         f"{', '.join(map(repr, user_ids[missing[:EXAMPLES_SHOWN]]))}")
@@ -139,8 +141,11 @@ def body(ctx: JobContext) -> dict[str, Any]:
     if problems:
         raise ContractError(f"recs {ds} break the output contract; nothing published: " + " | ".join(problems))
     served_users = int(frame[USER_ID].nunique())
-    summary = {"ds": ds, "k": k, "rows": int(len(frame)), "users_served": served_users,
-               "users_in_window": int(len(served)), "served_share": served_users / max(len(served), 1),
+    # users who already had every item the champion can rank get no rows and count as served
+    nothing_left = int((unseen <= 0).sum())
+    summary = {"ds": ds, "k": k, "rows": int(len(frame)), "users_served": served_users + nothing_left,
+               "users_with_nothing_unseen": nothing_left, "users_in_window": int(len(served)),
+               "served_share": (served_users + nothing_left) / max(len(served), 1),
                "model_name": name, "model_version": str(version),
                "users_from_popularity": int((np.diff(history.indptr) == 0).sum())}
     with lake.writing("recs", ds) as out:
@@ -148,10 +153,10 @@ def body(ctx: JobContext) -> dict[str, Any]:
         write_json(out / RECS_SUMMARY_FILE, summary)
     path = lake.path("recs", ds)
     log.info("published %d recommendations to %s: %d of %d users in the window served (%.1f%%), %d of them "
-             "from popularity", len(frame), path, served_users, len(served), 100 * summary["served_share"],
-             summary["users_from_popularity"])
-    return {"path": str(path), "users": served_users, "users_in_window": int(len(served)), "rows": int(len(frame)),
-            "model_version": str(version)}
+             "from popularity, %d with nothing left unseen", len(frame), path, summary["users_served"], len(served),
+             100 * summary["served_share"], summary["users_from_popularity"], nothing_left)
+    return {"path": str(path), "users": summary["users_served"], "users_in_window": int(len(served)),
+            "rows": int(len(frame)), "model_version": str(version)}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

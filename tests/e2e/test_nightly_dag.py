@@ -81,16 +81,25 @@ def test_recs_follow_the_output_contract(world: dict) -> None:
     recs = pd.read_parquet(lake.path("recs", DS))
     assert list(recs.columns) == ["user_id", "item_id", "rank", "score"]
     assert recs["user_id"].map(type).eq(str).all() and recs["item_id"].map(type).eq(str).all()
-    # the window's interactions as the clean zone holds them, any label: read here, not from the tables
+    # the window's interactions as the lake holds them, read here, not from the tables: clean rows of any
+    # label, and the valid rows of users judged bots (quarantined, never trained on, still theirs)
     clean = pd.concat([pd.read_parquet(lake.path("clean", d), columns=["user_id", "item_id", "label"])
                        for d in lake.dates("clean") if d <= DS])
+    quarantine = pd.concat([pd.read_parquet(lake.path("quarantine", d), columns=["user_id", "item_id", "reason"])
+                            for d in lake.dates("quarantine") if d <= DS])
+    bots = quarantine[quarantine["reason"] == "bot"].assign(user_id=lambda f: f["user_id"].str.strip(" "),
+                                                             item_id=lambda f: f["item_id"].str.strip(" "))
     assert (clean["label"] == 0).any(), "the synthetic data should hold low ratings (label 0)"
-    assert set(recs["user_id"]) == set(clean["user_id"]), "every user with an interaction is served"
-    per_user = recs.groupby("user_id")["rank"].agg(["min", "max", "count"])
+    assert len(bots), "the synthetic data should hold a bot"
+    served = set(recs["user_id"])
+    assert set(clean["user_id"]) <= served <= set(clean["user_id"]) | set(bots["user_id"]), \
+        "every user with a clean interaction is served, and nobody without an interaction"
+    per_user = recs[recs["user_id"].isin(set(clean["user_id"]))].groupby("user_id")["rank"].agg(["min", "max", "count"])
     assert (per_user["min"] == 1).all() and (per_user["max"] == 20).all() and (per_user["count"] == 20).all()
-    seen = set(zip(clean["user_id"], clean["item_id"], strict=True))
+    seen = set(zip(clean["user_id"], clean["item_id"], strict=True)) | set(zip(bots["user_id"], bots["item_id"],
+                                                                              strict=True))
     assert not seen & set(zip(recs["user_id"], recs["item_id"], strict=True)), "a recommended item was already seen"
-    assert set(recs["item_id"]) <= set(clean["item_id"])
+    assert set(recs["item_id"]) <= set(clean["item_id"]) | set(bots["item_id"])
 
 
 def test_model_beats_popularity_on_held_out_interactions(world: dict) -> None:

@@ -62,3 +62,14 @@ def test_ids_of_another_type_are_a_violation() -> None:
     frame["user_id"] = [7, 7, 7, 7, 8]  # "007" published as an integer: two users' lists under one id
     assert any("user_id is int64, the input's ids are string" in p for p in problems(frame))
     assert any("item_id is int64, the input's ids are string" in p for p in problems(good(), item_type="string"))
+
+
+def test_a_user_who_had_every_item_is_served_by_an_empty_list() -> None:
+    seen = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=np.float32))
+    frame = good().drop(index=4).reset_index(drop=True)  # B00ABCDxyz had all four items: nothing to recommend
+    assert check_contract(frame, user_ids=USERS, item_ids=ITEMS, seen=seen, expected_rows=np.array([2, 2, 0]),
+                          user_id_type="string", item_id_type="int64") == []
+    # but a user with unseen items left and no rows is not served
+    found = check_contract(frame.drop(index=[2, 3]).reset_index(drop=True), user_ids=USERS, item_ids=ITEMS,
+                           seen=seen, expected_rows=np.array([2, 2, 0]), user_id_type="string", item_id_type="int64")
+    assert any("1 of 3 users in the window not served, e.g. '7'" in p for p in found), found
