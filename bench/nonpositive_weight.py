@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.common.lake import Lake
-from jobs.common.matrices import binary, load_matrices
+from jobs.common.matrices import binary, load_matrices, without
 from jobs.metrics import user_metrics
 
 log = logging.getLogger("bench.nonpositive_weight")
@@ -38,12 +38,8 @@ def main() -> None:
     m = load_matrices(lake, args.ds)
     model = load_recommender(lake.path("models", args.ds) / "model.keras")
     users = np.flatnonzero(np.diff(m.valid.indptr) > 0)
-    positives = binary(m.history)
-    nonpositive = (binary(m.seen) - positives.multiply(binary(m.seen))).tocsr()
-    nonpositive.eliminate_zeros()
-    held = binary(m.valid + m.test)
-    exclude = (binary(m.seen) - binary(m.seen).multiply(held)).tocsr()[users]
-    exclude.eliminate_zeros()
+    nonpositive = without(m.seen, binary(m.history))
+    exclude = without(m.seen, binary(m.valid + m.test))[users]
     train = m.train[users]
     figures = {}
     for weight in args.weights:

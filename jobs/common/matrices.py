@@ -69,7 +69,7 @@ class Matrices:
             evaluation reads and removes exactly what serving would, the test targets aside.
         """
         test = binary(self.test[users])
-        return _minus(self.history[users], test), _minus(self.seen[users], test)
+        return without(self.history[users], test), without(self.seen[users], test)
 
 
 def binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -80,7 +80,7 @@ def binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return out
 
 
-def _minus(matrix: sp.csr_matrix, pattern: sp.csr_matrix) -> sp.csr_matrix:
+def without(matrix: sp.csr_matrix, pattern: sp.csr_matrix) -> sp.csr_matrix:
     """``matrix`` without the entries where ``pattern`` (binary, same shape) has one."""
     kept = sp.csr_matrix(matrix, dtype=np.float32)
     kept = sp.csr_matrix(kept - kept.multiply(pattern))
