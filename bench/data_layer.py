@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from jobs.common.columns import (
+from recsys.core.columns import (
     BOT,
     DS,
     EVENT,
@@ -58,8 +58,8 @@ from jobs.common.columns import (
     VALUE,
     WEIGHT,
 )
-from jobs.common.config import REPO_ROOT, load_config
-from jobs.common.lake import Lake, read_json, recsys_home, window_start, write_json
+from recsys.core.config import REPO_ROOT, load_config
+from recsys.core.lake import Lake, read_json, recsys_home, window_start, write_json
 
 log = logging.getLogger("bench.data_layer")
 TARGET_RATIO = 1.5
@@ -233,7 +233,7 @@ def polars_tables(clean: Any, quarantine: Any, cfg: Mapping[str, Any], ds: str, 
     trained on), as ``jobs.tables.bot_rows`` does."""
     import polars as pl
 
-    from jobs.common.matrices import MATRICES_FILE, save_matrices
+    from recsys.core.matrices import MATRICES_FILE, save_matrices
     from jobs.tables import (
         FIRST_TS,
         INTERACTIONS_DIR,
@@ -382,7 +382,7 @@ def compare_outputs(lake: Lake, ds: str) -> dict[str, list[str]]:
     import polars as pl
 
     from jobs.clean import QUARANTINE_COLUMNS, RECONCILIATION_FILE
-    from jobs.common.matrices import MATRICES_FILE, WINDOW_MATRICES
+    from recsys.core.matrices import MATRICES_FILE, WINDOW_MATRICES
     from jobs.tables import INTERACTIONS_DIR, index_path
 
     reference = polars_dir(lake)
@@ -434,7 +434,7 @@ def compare_outputs(lake: Lake, ds: str) -> dict[str, list[str]]:
 def run_spark(lake: Lake, ds: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """Run the clean and tables jobs on a lake without derived zones; return counts and the session start time."""
     from jobs import clean, tables
-    from jobs.common.spark import spark_session
+    from recsys.core.spark import spark_session
 
     for zone in ("clean", "quarantine", "tables", "index", "_staging"):
         shutil.rmtree(lake.root / zone, ignore_errors=True)

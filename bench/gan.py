@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from jobs.common.config import load_config
+from recsys.core.config import load_config
 
 log = logging.getLogger("bench.gan")
 TARGET_S = 300.0  # the whole stage at 6,000 x 3,700 on the project's 2-core CPU machine
@@ -73,7 +73,7 @@ def split_valid(matrix: sp.csr_matrix, share: float, rng: np.random.Generator) -
 
 
 def flops_per_user_vector(n_items: int, hidden: int, noise_dim: int) -> float:
-    """Training FLOPs per user row and step, from the dense layer sizes of jobs.models.gan.
+    """Training FLOPs per user row and step, from the dense layer sizes of recsys.models.gan.
 
     A step runs G twice (two noise draws) and D twice (real, generated); a backward pass costs about
     twice its forward pass, so each forward pass counts three times (the 6N rule for 2N-FLOP matmuls).

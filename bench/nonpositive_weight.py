@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.common.lake import Lake
-from jobs.common.matrices import binary, load_matrices, without
-from jobs.metrics import user_metrics
+from recsys.core.lake import Lake
+from recsys.core.matrices import binary, load_matrices, without
+from recsys.evaluation.metrics import user_metrics
 
 log = logging.getLogger("bench.nonpositive_weight")
 
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--weights", nargs="+", type=float, default=[0.0, 0.1, 0.25, 0.5, 1.0])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from jobs.models.recommender import load_recommender, score_histories
+    from recsys.models.recommender import load_recommender, score_histories
 
     lake = Lake(args.lake)
     m = load_matrices(lake, args.ds)

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from jobs.sampling import PopularitySampler, SeenItems, UniformSampler
+from recsys.sampling import PopularitySampler, SeenItems, UniformSampler
 
 log = logging.getLogger("bench.sampling")
 TARGET = 1e7

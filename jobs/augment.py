@@ -17,13 +17,22 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from scipy.spatial.distance import jensenshannon
 
-from jobs.common.cli import JobContext, job_parser, run_job
-from jobs.common.columns import CONFIDENCE, ITEM_IDX, SCORE, SYN_USER, USER_IDX
-from jobs.common.config import config_hash
-from jobs.common.lake import CANDIDATES_FILE, GAN_POS_FILE, SYN_USERS_FILE, write_json
-from jobs.common.matrices import load_matrices
-from jobs.metrics import top_k, user_metrics
-from jobs.models.gan import (
+from recsys.core.cli import JobContext, job_parser, run_job
+from recsys.core.columns import CONFIDENCE, ITEM_IDX, SCORE, SYN_USER, USER_IDX
+from recsys.core.config import config_hash
+from recsys.core.lake import (
+    CANDIDATES_FILE,
+    GAN_POS_FILE,
+    GENERATOR_FILE,
+    LENGTH_PLOT,
+    POPULARITY_PLOT,
+    QUALITY_FILE,
+    SYN_USERS_FILE,
+    write_json,
+)
+from recsys.core.matrices import load_matrices
+from recsys.evaluation.metrics import top_k, user_metrics
+from recsys.models.gan import (
     NOISE,
     PROFILE,
     SEGMENT,
@@ -34,14 +43,10 @@ from jobs.models.gan import (
     generate,
     training_dataset,
 )
-from jobs.models.runtime import configure_runtime
+from recsys.models.runtime import configure_runtime
 
 log = logging.getLogger(__name__)
 
-GENERATOR_FILE = "generator.keras"
-QUALITY_FILE = "quality.json"
-POPULARITY_PLOT = "quality_item_popularity.png"
-LENGTH_PLOT = "quality_user_length.png"
 
 GAN_POS_SCHEMA = pa.schema([(USER_IDX, pa.int32()), (ITEM_IDX, pa.int32()), (CONFIDENCE, pa.float32())])
 SYN_USERS_SCHEMA = pa.schema([(SYN_USER, pa.int32()), (ITEM_IDX, pa.int32()), (CONFIDENCE, pa.float32())])

@@ -38,7 +38,7 @@ weight of their event kind, except for
 - ``value_kind: count``: weight = the event's weight x ``log1p(count)`` (diminishing returns: 1 play
   0.69, 3 plays 1.39, 100 plays 4.6), and a count of 0 has label 0 and weight 0.
 
-**Quality gate** (config ``quality``): the job raises :class:`jobs.common.cli.DataQualityError` (exit
+**Quality gate** (config ``quality``): the job raises :class:`recsys.core.cli.DataQualityError` (exit
 code 65, no retries) and commits nothing when a raw partition it cleans has drifted from the raw
 schema (a raw column missing, an extra column, a column that is not a string), when the raw
 partition of the run's date has no rows or yields no clean row, when any date it cleans has more than
@@ -69,13 +69,14 @@ import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.common.cli import DataQualityError, JobContext, job_parser, run_job
-from jobs.common.columns import (
+from recsys.core.cli import DataQualityError, JobContext, job_parser, run_job
+from recsys.core.columns import (
     BOT,
     DS,
     EVENT,
     ITEM_ID,
     LABEL,
+    QUARANTINE_COLUMNS,
     RAW_COLUMNS,
     RAW_TS_FORMAT,
     REASON,
@@ -85,8 +86,8 @@ from jobs.common.columns import (
     WEIGHT,
     require_columns,
 )
-from jobs.common.lake import SOURCE_FILE, Lake, read_json, window_start, write_json
-from jobs.common.spark import spark_session
+from recsys.core.lake import RECONCILIATION_FILE, REJECTED_DIR, SOURCE_FILE, Lake, read_json, window_start, write_json
+from recsys.core.spark import spark_session
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +102,6 @@ ID_CONTROL = r"\p{Cc}"
 REASONS = ("null_id", "bad_id", "unknown_event", "bad_timestamp", "future_timestamp", "out_of_range", BOT)
 DUPLICATES = "duplicates"
 CLEAN = "clean"
-RECONCILIATION_FILE = "_reconciliation.json"
-REJECTED_DIR = "_rejected"  # quarantine/_rejected/ds=D: the reconciliation of a run the gate stopped
-CLEAN_COLUMNS = (USER_ID, ITEM_ID, EVENT, VALUE, TS, LABEL, WEIGHT)
-QUARANTINE_COLUMNS = (*RAW_COLUMNS, REASON)
 
 # Arrow schemas of what Spark writes, for the empty Parquet file of a date with no rows
 CLEAN_ARROW_SCHEMA = pa.schema([

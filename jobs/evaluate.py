@@ -14,16 +14,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from jobs.baselines import ItemKNN, Popularity, choose_ease
-from jobs.common.cli import JobContext, job_parser, run_job
-from jobs.common.lake import write_json
-from jobs.common.matrices import load_matrices
-from jobs.metrics import UserMetrics, user_metrics
-from jobs.train import MODEL_FILE, NOAUG_MODEL_FILE
+from recsys.core.cli import JobContext, job_parser, run_job
+from recsys.core.lake import METRICS_FILE, MODEL_FILE, NOAUG_MODEL_FILE, write_json
+from recsys.core.matrices import load_matrices
+from recsys.evaluation.baselines import ItemKNN, Popularity, choose_ease
+from recsys.evaluation.metrics import UserMetrics, user_metrics
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 EASE_VALID_K = 10  # EASE's lambda is chosen on validation NDCG at this cut-off, like the model's early stopping
 BOOTSTRAP_ROUNDS = 1000  # resamples of the test users behind each lift's interval
 
@@ -125,7 +123,7 @@ def augmentation_verdict(
 
 def body(ctx: JobContext) -> dict[str, Any]:
     """Score every model for the users with test items and commit ``metrics.json``."""
-    from jobs.models.recommender import load_recommender, score_histories
+    from recsys.models.recommender import load_recommender, score_histories
 
     assert ctx.ds is not None
     settings = ctx.config["evaluate"]

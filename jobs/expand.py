@@ -13,7 +13,7 @@ weight     float32  1.0 for real examples; ``synthetic_weight x confidence`` for
                     and ``synthetic_weight`` for a synthetic user's negatives; positives times the
                     item's long-tail multiplier and negatives times the balance factor, when those
                     are on (see Rebalancing)
-source     string   one of ``jobs.common.columns.SOURCES``
+source     string   one of ``recsys.core.columns.SOURCES``
 =========  =======  =============================================================================
 
 ``n_users`` is the number of rows of the date's train matrix, so every example's user has a
@@ -43,7 +43,7 @@ an ablation changes the negatives' weights too). All three are off by default.
 
 Engine: NumPy on one machine; when the train split has more than ``expand.spark_threshold``
 interactions, uniform and popularity negatives are drawn in Spark (candidates, anti-join with the
-seen pairs, top-up rounds; :mod:`jobs.sampling.spark`).
+seen pairs, top-up rounds; :mod:`recsys.sampling.spark`).
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from jobs.common.cli import JobContext, job_parser, run_job
-from jobs.common.columns import (
+from recsys.core.cli import JobContext, job_parser, run_job
+from recsys.core.columns import (
     CONFIDENCE,
     ITEM_IDX,
     LABEL,
@@ -75,9 +75,17 @@ from jobs.common.columns import (
     WEIGHT,
     require_columns,
 )
-from jobs.common.lake import CANDIDATES_FILE, GAN_POS_FILE, SYN_USERS_FILE, Lake, write_json
-from jobs.common.matrices import load_matrices
-from jobs.sampling import (
+from recsys.core.lake import (
+    CANDIDATES_FILE,
+    EXAMPLES_FILE,
+    EXAMPLES_SUMMARY_FILE,
+    GAN_POS_FILE,
+    SYN_USERS_FILE,
+    Lake,
+    write_json,
+)
+from recsys.core.matrices import load_matrices
+from recsys.sampling import (
     NEGATIVE_SOURCES,
     CooccurrenceSampler,
     HardNegativeSampler,
@@ -93,8 +101,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXAMPLES_FILE = "examples.parquet"
-SUMMARY_FILE = "_summary.json"
 EXAMPLES_SCHEMA = pa.schema([
     (USER_IDX, pa.int32()), (ITEM_IDX, pa.int32()), (LABEL, pa.int8()), (WEIGHT, pa.float32()),
     (SOURCE, pa.string()),
@@ -117,7 +123,7 @@ class Triples:
 
 @dataclass
 class Examples:
-    """Expanded examples as aligned arrays; ``codes`` index ``jobs.common.columns.SOURCES``."""
+    """Expanded examples as aligned arrays; ``codes`` index ``recsys.core.columns.SOURCES``."""
 
     users: np.ndarray
     items: np.ndarray
@@ -265,7 +271,7 @@ def expand(
         max_candidate_score: hard negatives skip candidates scored above this (false-negative guard).
         rng: random generator; the same state gives the same examples.
         spark: when given, uniform and popularity negatives are drawn in Spark
-            (:class:`jobs.sampling.spark.SparkNegativeSampler`) instead of NumPy.
+            (:class:`recsys.sampling.spark.SparkNegativeSampler`) instead of NumPy.
 
     Returns:
         The examples, ordered by user; within a user by source, positives first.
@@ -327,7 +333,7 @@ def expand(
     seen = SeenItems(history)
     pairs = None
     if spark is not None:
-        from jobs.sampling.spark import SparkNegativeSampler, seen_pairs
+        from recsys.sampling.spark import SparkNegativeSampler, seen_pairs
 
         pairs = seen_pairs(spark, _row_users(history), history.indices).cache()
         uniform: Any = SparkNegativeSampler(spark, pairs, n_items)
@@ -419,7 +425,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
     seed = [int(ctx.config["seed"]), int(dt.date.fromisoformat(ctx.ds).strftime("%Y%m%d"))]
     spark = None
     if train.nnz > int(config["spark_threshold"]):
-        from jobs.common.spark import spark_session
+        from recsys.core.spark import spark_session
 
         log.info("%d train interactions > expand.spark_threshold: uniform and popularity negatives in Spark",
                  train.nnz)
@@ -432,7 +438,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
     log.info("%d examples: %s", summary["rows"], {s: v["rows"] for s, v in summary["sources"].items()})
     with ctx.lake.writing("examples", ctx.ds) as out:
         pq.write_table(examples.table(), out / EXAMPLES_FILE)
-        write_json(out / SUMMARY_FILE, summary)
+        write_json(out / EXAMPLES_SUMMARY_FILE, summary)
     return {
         "ds": ctx.ds,
         "path": str(ctx.lake.path("examples", ctx.ds) / EXAMPLES_FILE),

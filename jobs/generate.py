@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.common.cli import JobContext, iso_date, job_parser, run_job
-from jobs.common.columns import RAW_COLUMNS
-from jobs.common.rawzone import SECONDS_PER_DAY, day_number, day_text, iso_utc, write_raw
+from recsys.core.cli import JobContext, iso_date, job_parser, run_job
+from recsys.core.columns import RAW_COLUMNS
+from recsys.data.rawzone import SECONDS_PER_DAY, day_number, day_text, iso_utc, write_raw
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ jobs.clean quarantines them as ``future_timestamp``).
 Exit codes: 0 the rows landed (the last stdout line is ``RECSYS_RESULT {json}`` with first_date,
 last_date, days, rows, window_days, source, ts_unit, value_kind and future_rows); 1 the input cannot be
 landed: the message names the file and, where it applies, the line, column or mapped column; 2 a bad
-command line (argparse). The data-quality exit code 65 of :mod:`jobs.common.cli` is not used here:
+command line (argparse). The data-quality exit code 65 of :mod:`recsys.core.cli` is not used here:
 doubtful rows land and jobs.clean judges them.
 """
 
@@ -58,9 +58,9 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from jobs.common.cli import JobContext, iso_date, job_parser, run_job
-from jobs.common.columns import EVENT, ITEM_ID, RAW_COLUMNS, TS, USER_ID, VALUE
-from jobs.common.rawzone import SECONDS_PER_DAY, day_number, iso_utc, write_raw
+from recsys.core.cli import JobContext, iso_date, job_parser, run_job
+from recsys.core.columns import EVENT, ITEM_ID, RAW_COLUMNS, TS, USER_ID, VALUE
+from recsys.data.rawzone import SECONDS_PER_DAY, day_number, iso_utc, write_raw
 
 log = logging.getLogger(__name__)
 

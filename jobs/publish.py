@@ -27,15 +27,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from jobs.common.cli import JobContext, job_parser, run_job
-from jobs.common.columns import ITEM_ID, RANK, SCORE, USER_ID
-from jobs.common.lake import RECS_SUMMARY_FILE, REGISTRATION_FILE, read_json, write_json
-from jobs.common.matrices import load_matrices
-from jobs.common.tracking import setup_mlflow
-from jobs.serving import recs_frame, typed_ids
+from recsys.core.cli import JobContext, job_parser, run_job
+from recsys.core.columns import ITEM_ID, RANK, SCORE, USER_ID
+from recsys.core.lake import RECS_FILE, RECS_SUMMARY_FILE, REGISTRATION_FILE, read_json, write_json
+from recsys.core.matrices import load_matrices
+from recsys.core.tracking import setup_mlflow
+from recsys.serving.recs import recs_frame, typed_ids
 
 log = logging.getLogger(__name__)
-RECS_FILE = "recs.parquet"
 EXAMPLES_SHOWN = 3  # offending rows quoted per violation
 
 

@@ -2,7 +2,7 @@
 
 One MLflow run per DAG run: tags (dag, run, date, git commit, window, dataset fingerprint), the whole
 effective config as params, every evaluation figure as metrics, reports and plots as artifacts, and
-the model as a pyfunc (jobs.serving.RecsysModel) registered as a new version. Re-registering the same
+the model as a pyfunc (recsys.serving.recs.RecsysModel) registered as a new version. Re-registering the same
 training (same date, data and config) reuses its version unless ``register.force`` is set.
 
 The gate re-evaluates the current champion on today's test split and promotes the challenger when its
@@ -35,14 +35,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.common.cli import JobContext, job_parser, run_job
-from jobs.common.config import REPO_ROOT, config_hash
-from jobs.common.lake import REGISTRATION_FILE, read_json, window_start, write_json
-from jobs.common.matrices import Matrices, load_matrices
-from jobs.common.tracking import setup_mlflow, tracking_uri
-from jobs.report import render_report
-from jobs.serving import DEFAULT_K, Profile, RecsysModel
-from jobs.train import FINAL_MODEL_FILE, MODEL_FILE, TRAIN_FACTS_FILE
+from recsys.core.cli import JobContext, job_parser, run_job
+from recsys.core.config import REPO_ROOT, config_hash
+from recsys.core.lake import (
+    EXAMPLES_SUMMARY_FILE,
+    FINAL_MODEL_FILE,
+    MATRICES_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    QUALITY_FILE,
+    REGISTRATION_FILE,
+    REPORT_FILE,
+    STATS_FILE,
+    TRAIN_FACTS_FILE,
+    read_json,
+    window_start,
+    write_json,
+)
+from recsys.core.matrices import Matrices, load_matrices
+from recsys.core.tracking import setup_mlflow, tracking_uri
+from recsys.report.html import render_report
+from recsys.serving.recs import DEFAULT_K, Profile, RecsysModel
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -118,7 +131,7 @@ def champion_metric(client: Any, name: str, m: Matrices, metric: str) -> tuple[A
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from jobs.metrics import user_metrics
+    from recsys.evaluation.metrics import user_metrics
 
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)
@@ -127,7 +140,7 @@ def champion_metric(client: Any, name: str, m: Matrices, metric: str) -> tuple[A
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}").unwrap_python_model()
     if version.tags.get("final_fit") == "true":
         # a final fit has trained on its window's test split, which overlaps today's: judge its held-out twin
-        from jobs.models.recommender import load_recommender
+        from recsys.models.recommender import load_recommender
 
         try:
             model.model = load_recommender(mlflow.artifacts.download_artifacts(
@@ -249,12 +262,12 @@ def body(ctx: JobContext) -> dict[str, Any]:
 
     ds, cfg, lake = ctx.ds, ctx.config["register"], ctx.lake
     name = cfg["model_name"]
-    metrics = read_json(lake.require("eval", ds) / "metrics.json")
+    metrics = read_json(lake.require("eval", ds) / METRICS_FILE)
     tables = lake.require("tables", ds)
     m = load_matrices(lake, ds)
     experiment_id = setup_mlflow()
     client = MlflowClient()
-    dataset_fp = _fingerprint(tables / "matrices.npz")
+    dataset_fp = _fingerprint(tables / MATRICES_FILE)
     training_key = hashlib.sha256(f"{ds}|{dataset_fp}|{config_hash(ctx.config)}".encode()).hexdigest()[:16]
     window_days = int(ctx.config["tables"]["window_days"])
     models_dir = lake.require("models", ds)
@@ -269,9 +282,9 @@ def body(ctx: JobContext) -> dict[str, Any]:
         "final_fit": str(final_fit).lower(), "metrics_from": "held-out fit (model.keras) on the test split",
     }
     augment_dir = lake.path("augment", ds)
-    examples_summary = lake.path("examples", ds) / "_summary.json"
-    artifacts = [lake.path("eval", ds) / "metrics.json", models_dir / TRAIN_FACTS_FILE, examples_summary,
-                 tables / "_stats.json", *(sorted(augment_dir.glob("*.json")) + sorted(augment_dir.glob("*.png")))]
+    examples_summary = lake.path("examples", ds) / EXAMPLES_SUMMARY_FILE
+    artifacts = [lake.path("eval", ds) / METRICS_FILE, models_dir / TRAIN_FACTS_FILE, examples_summary,
+                 tables / STATS_FILE, *(sorted(augment_dir.glob("*.json")) + sorted(augment_dir.glob("*.png")))]
 
     existing = None if cfg["force"] else _existing_version(client, name, training_key)
     recorded = lake.path("registry", ds) / REGISTRATION_FILE
@@ -287,17 +300,17 @@ def body(ctx: JobContext) -> dict[str, Any]:
         run_id, version, gate = _register_and_gate(ctx, client, m, existing, tags, metrics, train_facts, artifacts)
         champion = version if gate["promoted"] else gate["champion_version_before"]
         log.info("gate: %s", gate["reason"])
-    quality_path = augment_dir / "quality.json"
+    quality_path = augment_dir / QUALITY_FILE
     quality = read_json(quality_path) if quality_path.exists() else {}
-    stats = read_json(tables / "_stats.json") if (tables / "_stats.json").exists() else {}
+    stats = read_json(tables / STATS_FILE) if (tables / STATS_FILE).exists() else {}
     report = render_report(
         ds, metrics, gate, quality, stats, training=train_facts,
         examples=read_json(examples_summary) if examples_summary.exists() else {},
         plots={path.name: path.read_bytes() for path in sorted(augment_dir.glob("*.png"))},
     )
     with lake.writing("reports", ds) as out:
-        (out / "report.html").write_text(report)
-    client.log_text(run_id, report, "reports/report.html")
+        (out / REPORT_FILE).write_text(report)
+    client.log_text(run_id, report, f"reports/{REPORT_FILE}")
     facts = {"model_name": name, "version": version, "run_id": run_id, "experiment_id": experiment_id,
              "tracking_uri": tracking_uri(), "champion": champion, "gate": gate, "reused": existing is not None}
     with lake.writing("registry", ds) as out:

@@ -6,8 +6,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from jobs.common.cli import JobContext, job_parser, run_job
-from jobs.common.lake import RECS_SUMMARY_FILE, REGISTRATION_FILE, read_json
+from recsys.core.cli import JobContext, job_parser, run_job
+from recsys.core.lake import METRICS_FILE, RECS_SUMMARY_FILE, REGISTRATION_FILE, REPORT_FILE, read_json
 
 HEADLINE = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
 
@@ -45,10 +45,10 @@ def render_summary(ds: str, lake_root: str, registration: dict[str, Any], metric
 def body(ctx: JobContext) -> dict[str, Any]:
     ds, lake = ctx.ds, ctx.lake
     registration = read_json(lake.require("registry", ds) / REGISTRATION_FILE)
-    metrics = read_json(lake.require("eval", ds) / "metrics.json")
+    metrics = read_json(lake.require("eval", ds) / METRICS_FILE)
     paths = {zone: str(lake.path(zone, ds)) for zone in ("raw", "clean", "quarantine", "tables", "augment",
                                                          "examples", "models", "eval", "recs")}
-    paths["report"] = str(lake.path("reports", ds) / "report.html")
+    paths["report"] = str(lake.path("reports", ds) / REPORT_FILE)
     recs_summary = lake.path("recs", ds) / RECS_SUMMARY_FILE
     recs = read_json(recs_summary) if recs_summary.is_file() else None
     sys.stdout.write(render_summary(ds, str(lake.root), registration, metrics, paths, recs))

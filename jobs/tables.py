@@ -30,7 +30,7 @@ Written to ``tables/ds=<ds>/``:
 * ``matrices.npz``: per-split CSR of weights, rows = every indexed user, columns = every indexed item,
   and the window's ``history`` (positives with their weight, k-core or not; interactions without a
   positive label with ``tables.nonpositive_weight``) and ``seen`` (every pair of the window, 1.0)
-  (read it with ``jobs.common.matrices.load_matrices``).
+  (read it with ``recsys.core.matrices.load_matrices``).
 * ``users.parquet`` / ``items.parquet``: the index as it was for this run (id, idx).
 * ``_stats.json``: sizes, interactions per split, density, degree quantiles, item Gini, cold shares.
 
@@ -63,8 +63,8 @@ import scipy.sparse as sp
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.common.cli import JobContext, job_parser, run_job
-from jobs.common.columns import (
+from recsys.core.cli import JobContext, job_parser, run_job
+from recsys.core.columns import (
     BOT,
     DS,
     ITEM_ID,
@@ -80,16 +80,21 @@ from jobs.common.columns import (
     WEIGHT,
     require_columns,
 )
-from jobs.common.lake import Lake, window_start, write_json
-from jobs.common.matrices import MATRICES_FILE, save_matrices
-from jobs.common.spark import spark_session
+from recsys.core.lake import (
+    INTERACTIONS_DIR,
+    ITEMS_FILE,
+    PART_FILE,
+    STATS_FILE,
+    USERS_FILE,
+    Lake,
+    window_start,
+    write_json,
+)
+from recsys.core.matrices import MATRICES_FILE, save_matrices
+from recsys.core.spark import spark_session
 
 log = logging.getLogger(__name__)
 
-INTERACTIONS_DIR = "interactions"
-STATS_FILE = "_stats.json"
-USERS_FILE = "users.parquet"
-ITEMS_FILE = "items.parquet"
 SPLIT_METHODS = ("ratio", "leave_last_n")
 QUANTILES = {"min": 0.0, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p90": 0.9, "p99": 0.99, "max": 1.0}
 FIRST_TS = "first_ts"
@@ -486,7 +491,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
 
     with lake.writing("tables", ds) as out:
         (out / INTERACTIONS_DIR).mkdir()
-        pq.write_table(table, out / INTERACTIONS_DIR / "part-00000.parquet")
+        pq.write_table(table, out / INTERACTIONS_DIR / PART_FILE)
         save_matrices(out / MATRICES_FILE, csr_splits(columns[USER_IDX], columns[ITEM_IDX], columns[WEIGHT], splits, shape),
                       history=history, seen=seen)
         pq.write_table(indexes[USER_ID], out / USERS_FILE)

@@ -11,18 +11,21 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from jobs.common.cli import JobContext, job_parser, run_job
-from jobs.common.columns import ITEM_IDX, LABEL, SOURCE, SOURCES, USER_IDX, WEIGHT
-from jobs.common.lake import Lake, write_json
-from jobs.common.matrices import Matrices, load_matrices
+from recsys.core.cli import JobContext, job_parser, run_job
+from recsys.core.columns import ITEM_IDX, LABEL, SOURCE, SOURCES, USER_IDX, WEIGHT
+from recsys.core.lake import (
+    EXAMPLES_FILE,
+    FINAL_MODEL_FILE,
+    MODEL_FILE,
+    NOAUG_MODEL_FILE,
+    TRAIN_FACTS_FILE,
+    Lake,
+    write_json,
+)
+from recsys.core.matrices import Matrices, load_matrices
 
 log = logging.getLogger(__name__)
 
-EXAMPLES_FILE = "examples.parquet"
-MODEL_FILE = "model.keras"
-NOAUG_MODEL_FILE = "model_noaug.keras"
-FINAL_MODEL_FILE = "model_final.keras"  # refit on train + valid + test; what register serves when present
-TRAIN_FACTS_FILE = "train.json"
 # the ablation keeps real positives and sampled negatives: everything but generated or mined positives
 NOAUG_SOURCES = ("real_pos", "neg_uniform", "neg_pop", "neg_hard")
 
@@ -32,7 +35,7 @@ def read_examples(lake: Lake, ds: str) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: the examples partition is missing.
-        ValueError: a row has a source outside ``jobs.common.columns.SOURCES``.
+        ValueError: a row has a source outside ``recsys.core.columns.SOURCES``.
     """
     path = lake.require("examples", ds) / EXAMPLES_FILE
     if not path.exists():
@@ -62,7 +65,7 @@ def whole_window(examples: pd.DataFrame, matrices: Matrices) -> tuple[pd.DataFra
 
     The valid and test interactions are added as ``real_pos`` examples of weight 1.0 (as the expand
     stage weighs train positives); a sampled negative that turns out to be one of them loses to the
-    positive in :func:`jobs.models.recommender.training_set`. The returned matrices have the whole
+    positive in :func:`recsys.models.recommender.training_set`. The returned matrices have the whole
     window as ``train`` and empty ``valid``/``test``: nothing is held out any more.
     """
     held_out = sp.coo_matrix(matrices.valid + matrices.test)
@@ -77,7 +80,7 @@ def whole_window(examples: pd.DataFrame, matrices: Matrices) -> tuple[pd.DataFra
 
 def choose_alpha(model: Any, item_item: np.ndarray, matrices: Matrices, alphas: Sequence[float]) -> tuple[float, dict]:
     """The item-item blend weight with the best validation NDCG@10 (ties keep the first; 0 = no blend)."""
-    from jobs.models.recommender import validation_ndcg, with_item_item
+    from recsys.models.recommender import validation_ndcg, with_item_item
 
     users = np.flatnonzero(np.diff(matrices.valid.indptr) > 0)
     tried = {}
@@ -103,8 +106,8 @@ def body(ctx: JobContext) -> dict[str, Any]:
     ablation = without_augmentation(examples)
 
     # TensorFlow is imported only once the inputs are known to be there
-    from jobs.models.recommender import fit_recommender, save_recommender
-    from jobs.models.runtime import configure_runtime
+    from recsys.models.recommender import fit_recommender, save_recommender
+    from recsys.models.runtime import configure_runtime
 
     configure_runtime(config["seed"])
     log.info("training on %d examples (%d without augmentation), %d users x %d items",
@@ -122,8 +125,8 @@ def body(ctx: JobContext) -> dict[str, Any]:
     lam = None
     if any(a > 0 for a in alphas):
         # EASE's lambda and the blend weight are chosen on valid, like the baseline's lambda
-        from jobs.baselines import choose_ease
-        from jobs.models.recommender import with_item_item
+        from recsys.evaluation.baselines import choose_ease
+        from recsys.models.recommender import with_item_item
 
         ease, _ = choose_ease(matrices.train, matrices.valid, ctx.config["evaluate"]["ease_lambdas"])
         lam, item_item = ease.lam, ease.full_weights()
@@ -141,7 +144,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
         models["model_final"], history = fit_recommender(final_examples, window, config, fixed_epochs=epochs)
         alpha = facts["models"]["model"].get("item_item_alpha", 0.0)
         if alpha > 0:
-            from jobs.baselines import EASE
+            from recsys.evaluation.baselines import EASE
 
             models["model_final"] = with_item_item(models["model_final"], EASE(window.train, lam).full_weights(), alpha)
         facts["models"]["model_final"] = {**history, "examples": int(len(final_examples)), "item_item_alpha": alpha}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.common.lake import Lake
+from recsys.core.lake import Lake
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def spark() -> Iterator[object]:
     os.environ.setdefault("SPARK_SHUFFLE_PARTITIONS", "1")
     os.environ.setdefault("SPARK_MASTER", "local[1]")
     os.environ.setdefault("SPARK_DRIVER_MEMORY", "1g")
-    from jobs.common.spark import spark_session
+    from recsys.core.spark import spark_session
 
     session = spark_session("recsys-tests")
     yield session

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pyarrow.parquet as pq
 
-from jobs.common.lake import Lake
+from recsys.core.lake import Lake
 
 
 def epoch(text: str) -> int:

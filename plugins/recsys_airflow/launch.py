@@ -5,7 +5,7 @@ Spark jobs go through ``spark-submit`` to the master of the Airflow connection `
 TensorFlow, MLflow) are only ever imported by the child process, so neither the scheduler nor a worker
 loads them. Only the standard library and ``airflow.sdk`` at module level.
 
-Exit codes: 0 with a result line is success; 65 (``jobs.common.cli.DATA_QUALITY_EXIT``, a failed data
+Exit codes: 0 with a result line is success; 65 (``recsys.core.cli.DATA_QUALITY_EXIT``, a failed data
 quality gate) fails the task at once, without retries; any other code is treated as transient and the
 task's retries (with exponential backoff) apply.
 """
@@ -30,8 +30,8 @@ from recsys_airflow.params import overrides_from_params
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPARK_ENTRY = REPO_ROOT / "bin" / "spark_job.py"  # spark-submit's primary resource: runs jobs.<name>
 SPARK_CONN_ID = "spark_default"
-RESULT_MARKER = "RECSYS_RESULT "  # the last stdout line of a job; see jobs/common/cli.py
-DATA_QUALITY_EXIT = 65  # jobs.common.cli.DATA_QUALITY_EXIT, not imported: jobs/ stays out of Airflow's processes
+RESULT_MARKER = "RECSYS_RESULT "  # the last stdout line of a job; see recsys/core/cli.py
+DATA_QUALITY_EXIT = 65  # recsys.core.cli.DATA_QUALITY_EXIT, not imported: jobs/ stays out of Airflow's processes
 STOP_GRACE_SECONDS = 20  # a job asked to stop (timeout, kill) gets this long before it is killed
 log = logging.getLogger(__name__)
 

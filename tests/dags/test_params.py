@@ -7,7 +7,7 @@ from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import ParamValidationError
 from recsys_airflow.params import dag_params, overrides_from_params
 
-from jobs.common.config import load_config
+from recsys.core.config import load_config
 
 DEFAULTS = {name: param.value for name, param in dag_params().items()}
 

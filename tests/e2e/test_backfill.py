@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from jobs.common.lake import Lake, read_json
+from recsys.core.lake import Lake, read_json
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -106,7 +106,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "2",
         # nothing listens beyond loopback: the API server binds 127.0.0.1, the scheduler serves no logs
         # (--skip-serve-logs: Airflow binds its log server to every interface; the logs are local files
-        # here) and no health check; Spark drivers bind 127.0.0.1 (jobs.common.spark)
+        # here) and no health check; Spark drivers bind 127.0.0.1 (recsys.core.spark)
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
     }

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.common.lake import Lake, read_json
-from jobs.common.matrices import load_matrices
+from recsys.core.lake import Lake, read_json
+from recsys.core.matrices import load_matrices
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ SMALL = {  # a small world that still has planted structure, and short training
 
 
 def _popularity_ndcg10(lake: Lake) -> float:
-    """NDCG@10 of most-popular-unseen on the test split, computed here independently of jobs.metrics.
+    """NDCG@10 of most-popular-unseen on the test split, computed here independently of recsys.evaluation.metrics.
 
     Popularity is counted on train (every model is fitted on train); every item the user interacted with
     in the window (any label) other than their test targets is not ranked, as serving never recommends it.

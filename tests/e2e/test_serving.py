@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.common.lake import Lake
+from recsys.core.lake import Lake
 from tests.jobs.test_register_publish import DS, _tiny_lake
 
 pytestmark = [pytest.mark.tf, pytest.mark.e2e]

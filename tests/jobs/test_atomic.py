@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import clean, tables
-from jobs.common.columns import RAW_COLUMNS
-from jobs.common.config import REPO_ROOT
-from jobs.common.lake import Lake, read_json, write_json
+from recsys.core.columns import RAW_COLUMNS
+from recsys.core.config import REPO_ROOT
+from recsys.core.lake import Lake, read_json, write_json
 
 OLD, DAY = "2026-01-01", "2026-01-02"
 ARGS = ["--set", "tables.window_days=2", "--set", "tables.min_user_core=1"]

@@ -16,10 +16,10 @@ import pytest  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 from jobs import augment as aug  # noqa: E402
-from jobs.common.columns import CONFIDENCE, ITEM_ID, ITEM_IDX, SCORE, SYN_USER, USER_ID, USER_IDX  # noqa: E402
-from jobs.common.config import config_hash, load_config  # noqa: E402
-from jobs.common.lake import Lake, read_json  # noqa: E402
-from jobs.common.matrices import MATRICES_FILE, save_matrices  # noqa: E402
+from recsys.core.columns import CONFIDENCE, ITEM_ID, ITEM_IDX, SCORE, SYN_USER, USER_ID, USER_IDX  # noqa: E402
+from recsys.core.config import config_hash, load_config  # noqa: E402
+from recsys.core.lake import Lake, read_json  # noqa: E402
+from recsys.core.matrices import MATRICES_FILE, save_matrices  # noqa: E402
 
 DS = "2026-01-31"
 BLOCKS = 3
@@ -163,7 +163,7 @@ def test_itemknn_scores_are_cosine_sums() -> None:
 
 
 def test_ndcg_at_k_in_chunks_is_the_mean_over_all_users(monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs.metrics import user_metrics
+    from recsys.evaluation.metrics import user_metrics
 
     rng = np.random.default_rng(3)
     train = sp.csr_matrix((rng.random((7, 9)) < 0.3).astype(np.float32))
@@ -272,7 +272,7 @@ def test_training_brings_synthetic_users_closer_to_real_ones(run: tuple[Lake, di
 def test_trained_generator_uses_its_noise(run: tuple[Lake, dict]) -> None:
     import keras
 
-    from jobs.models.gan import NOISE, PROFILE, SEGMENT
+    from recsys.models.gan import NOISE, PROFILE, SEGMENT
 
     lake, _ = run
     quality = read_json(lake.path("augment", DS) / aug.QUALITY_FILE)
@@ -366,7 +366,7 @@ def test_missing_tables_partition_is_a_clear_error(lake: Lake) -> None:
 
 
 def test_write_tables_fixture_round_trips(lake: Lake) -> None:
-    from jobs.common.matrices import load_matrices
+    from recsys.core.matrices import load_matrices
 
     train, valid, _ = planted()
     write_tables(lake, DS, train, valid)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from jobs.baselines import EASE, ItemKNN, Popularity, choose_ease
-from jobs.metrics import user_metrics
+from recsys.evaluation.baselines import EASE, ItemKNN, Popularity, choose_ease
+from recsys.evaluation.metrics import user_metrics
 
 # 4 users x 5 items, weighted; item 4 has no interaction at all
 X = np.array([

@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import clean
-from jobs.common.columns import RAW_COLUMNS
-from jobs.common.config import load_config
-from jobs.common.lake import Lake, read_json, write_json
+from recsys.core.columns import RAW_COLUMNS
+from recsys.core.config import load_config
+from recsys.core.lake import Lake, read_json, write_json
 
 DAY = "2026-01-10"
 T = "2026-01-10T08:00:00Z"

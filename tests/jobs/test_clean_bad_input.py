@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import clean
-from jobs.common.config import load_config
-from jobs.common.lake import Lake, write_json
-from jobs.common.rawzone import RAW_SCHEMA as RAW_ARROW_SCHEMA
+from recsys.core.config import load_config
+from recsys.core.lake import Lake, write_json
+from recsys.data.rawzone import RAW_SCHEMA as RAW_ARROW_SCHEMA
 
 DAY = "2026-01-10"
 T = "2026-01-10T08:00:00Z"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from jobs.common.lake import Lake
-from jobs.common.matrices import Matrices
+from recsys.core.lake import Lake
+from recsys.core.matrices import Matrices
 from tests.jobs.test_train import DS, write_tables
 from tests.models.test_recommender import planted_blocks
 
@@ -56,7 +56,7 @@ def test_evaluate_scores_all_models_on_test_users(lake: Lake) -> None:
     import keras
 
     from jobs.evaluate import main
-    from jobs.models.recommender import build_recommender
+    from recsys.models.recommender import build_recommender
 
     m = sparse_planted()
     write_tables(lake, DS, m)

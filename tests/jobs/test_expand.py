@@ -14,7 +14,7 @@ import pytest
 import scipy.sparse as sp
 
 from jobs import expand as job
-from jobs.common.columns import (
+from recsys.core.columns import (
     CONFIDENCE,
     ITEM_ID,
     ITEM_IDX,
@@ -24,11 +24,11 @@ from jobs.common.columns import (
     USER_ID,
     USER_IDX,
 )
-from jobs.common.config import load_config
-from jobs.common.lake import CANDIDATES_FILE, GAN_POS_FILE, SYN_USERS_FILE, Lake
-from jobs.common.matrices import MATRICES_FILE, save_matrices
+from recsys.core.config import load_config
+from recsys.core.lake import CANDIDATES_FILE, GAN_POS_FILE, SYN_USERS_FILE, Lake
+from recsys.core.matrices import MATRICES_FILE, save_matrices
 from jobs.expand import Examples, Triples, expand, train_positives
-from jobs.sampling import allot
+from recsys.sampling import allot
 
 DS = "2026-01-31"
 N_USERS, N_ITEMS = 4, 8
@@ -220,7 +220,7 @@ def test_expand_job_end_to_end_every_source_weighted_and_no_accidental_hits(lake
     table = pq.read_table(out / job.EXAMPLES_FILE)
     assert table.schema.equals(job.EXAMPLES_SCHEMA)
     df = table.to_pandas()
-    summary = json.loads((out / job.SUMMARY_FILE).read_text())
+    summary = json.loads((out / job.EXAMPLES_SUMMARY_FILE).read_text())
     # default config: every source on, negative mix 0.4 / 0.4 / 0.2; 2 negatives per train positive
     # (20: 8 / 8 / 4 hard) and per synthetic item (6: 3 / 3, synthetic users have no hard candidates)
     cooc = cooc_by_hand(3, 1, 0.05)
@@ -273,7 +273,7 @@ def test_spark_engine_gives_exact_counts_and_no_accidental_hits(lake: Lake, spar
             "--set", "expand.sources.neg_hard=false", "--set", "expand.sources.cooc_pos=false",
             "--set", "expand.cooc_min_history=0"]
     result = job.main(args)
-    summary = json.loads((lake.path("examples", DS) / job.SUMMARY_FILE).read_text())
+    summary = json.loads((lake.path("examples", DS) / job.EXAMPLES_SUMMARY_FILE).read_text())
     df = pd.read_parquet(lake.path("examples", DS) / job.EXAMPLES_FILE)
     assert summary["engine"] == "spark"
     # 30 real negatives allotted 12 / 12 / 6 (hard, switched off: dropped); 9 synthetic ones 5 / 4

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import generate
-from jobs.common.columns import RAW_COLUMNS
-from jobs.common.config import load_config
-from jobs.common.lake import Lake, read_json, write_json
-from jobs.common.rawzone import day_number, day_text
+from recsys.core.columns import RAW_COLUMNS
+from recsys.core.config import load_config
+from recsys.core.lake import Lake, read_json, write_json
+from recsys.data.rawzone import day_number, day_text
 
 KINDS = {"view", "click", "cart", "purchase", "rating"}
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")

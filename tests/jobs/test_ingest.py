@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import ingest
-from jobs.common.lake import Lake, read_json
+from recsys.core.lake import Lake, read_json
 from tests.support import epoch
 
 ML_SMALL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ml-latest-small" / "ratings.csv"

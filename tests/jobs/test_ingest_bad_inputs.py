@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from jobs import ingest
-from jobs.common.cli import RESULT_MARKER
-from jobs.common.lake import Lake, read_json
+from recsys.core.cli import RESULT_MARKER
+from recsys.core.lake import Lake, read_json
 from tests.support import epoch, landed_rows
 
 REPO = Path(__file__).resolve().parents[2]

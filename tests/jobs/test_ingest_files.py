@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import ingest
-from jobs.common.lake import Lake, read_json
-from jobs.common.rawzone import id_type
+from recsys.core.lake import Lake, read_json
+from recsys.data.rawzone import id_type
 from tests.support import epoch, landed_rows
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from jobs.metrics import top_k, user_metrics
+from recsys.evaluation.metrics import top_k, user_metrics
 
 # user 0: item 0 seen, ranking of the rest 1,2,3,4,5, targets {2, 5}
 # user 1: nothing seen, ranking 5,4,3,2,1,0, target {5}

@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import clean
-from jobs.common.cli import DATA_QUALITY_EXIT
-from jobs.common.columns import RAW_COLUMNS
-from jobs.common.lake import Lake, read_json, write_json
+from recsys.core.cli import DATA_QUALITY_EXIT
+from recsys.core.columns import RAW_COLUMNS
+from recsys.core.lake import Lake, read_json, write_json
 
 QUALITY = {"trailing_dates": 3, "min_history": 2, "max_drop_share": 0.5, "min_mean_rows": 10,
            "max_quarantine_share": 0.5, "min_share_rows": 100,

@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.common.lake import Lake, read_json, write_json
-from jobs.common.rawzone import DIGEST_FILE, day_number, invalidate, write_raw
+from recsys.core.lake import Lake, read_json, write_json
+from recsys.data.rawzone import DIGEST_FILE, day_number, invalidate, write_raw
 
 A, B = "/data/shop-a/ratings.csv", "/data/shop-b/ratings.csv"
 D1, D2, D3, D4 = "2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from jobs.register import flatten, gate_decision
-from jobs.report import render_report
+from recsys.report.html import render_report
 from jobs.summary import render_summary
 
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from jobs.common.config import load_config
-from jobs.common.lake import Lake, read_json, write_json
-from jobs.common.matrices import save_matrices
+from recsys.core.config import load_config
+from recsys.core.lake import Lake, read_json, write_json
+from recsys.core.matrices import save_matrices
 
 pytestmark = pytest.mark.tf
 DS = "2026-02-01"
@@ -20,7 +20,7 @@ NAME = "recsys-test"
 
 def _tiny_lake(lake: Lake, ndcg: float, final_fit: bool = False) -> None:
     """6 users x 5 items with int64 ids, an untrained recommender (and final fit) and an evaluation result."""
-    from jobs.models.recommender import build_recommender, save_recommender
+    from recsys.models.recommender import build_recommender, save_recommender
 
     train = sp.csr_matrix(np.array([[1, 1, 0, 0, 0], [1, 0, 1, 0, 0], [0, 1, 1, 0, 0],
                                     [0, 0, 0, 1, 1], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]], dtype=np.float32))
@@ -130,7 +130,7 @@ def test_register_serves_the_final_fit_and_records_the_held_out_metrics(lake: La
     import mlflow
     from mlflow import MlflowClient
 
-    from jobs.models.recommender import load_recommender
+    from recsys.models.recommender import load_recommender
 
     _tiny_lake(lake, ndcg=0.5, final_fit=True)
     _register(lake)
@@ -153,7 +153,7 @@ def test_register_serves_the_final_fit_and_records_the_held_out_metrics(lake: La
     assert [a.path for a in client.list_artifacts(version.run_id, "heldout")] == ["heldout/model.keras"]
 
     # the gate judges a final-fit champion through its held-out twin, not through weights fitted on test
-    from jobs.common.matrices import load_matrices
+    from recsys.core.matrices import load_matrices
     from jobs.register import champion_metric
 
     held_out_value = champion_metric(client, NAME, load_matrices(lake, DS), "ndcg@10")[1]
@@ -172,7 +172,7 @@ def test_register_serves_the_final_fit_and_records_the_held_out_metrics(lake: La
 def _window_lake(lake: Lake) -> None:
     """String ids as they came (leading zeros, mixed case), weights of several event kinds, a user below the
     k-core (no training row) and a user with only a low rating (seen, nothing the model reads)."""
-    from jobs.models.recommender import build_recommender, save_recommender
+    from recsys.models.recommender import build_recommender, save_recommender
 
     _tiny_lake(lake, ndcg=0.5)
     tables = lake.path("tables", DS)
@@ -204,7 +204,7 @@ def test_publish_serves_every_window_user_never_a_seen_item_with_ids_as_they_cam
     import mlflow
 
     from jobs import publish
-    from jobs.common.matrices import load_matrices
+    from recsys.core.matrices import load_matrices
 
     _window_lake(lake)
     _register(lake)

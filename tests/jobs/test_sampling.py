@@ -8,8 +8,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import chisquare
 
-from jobs.common.columns import SOURCES
-from jobs.sampling import (
+from recsys.core.columns import SOURCES
+from recsys.sampling import (
     CooccurrenceSampler,
     HardNegativeSampler,
     NegativeMixer,
@@ -18,7 +18,7 @@ from jobs.sampling import (
     UniformSampler,
     allot,
 )
-from jobs.sampling.hard import MISSING
+from recsys.sampling.hard import MISSING
 
 
 def random_history(n_users: int, n_items: int, density: float, seed: int) -> sp.csr_matrix:
@@ -185,7 +185,7 @@ def test_cooccurrence_positives_match_hand_computed_cosines() -> None:
 
 def test_bucket_table_is_the_exact_inverse_cdf() -> None:
     pytest.importorskip("pyspark")
-    from jobs.sampling.spark import bucket_table
+    from recsys.sampling.spark import bucket_table
 
     weights = np.array([0.0, 3.0, 1e-9, 0.5, 0.0, 7.0, 2.0, 0.0])
     table, n_buckets = bucket_table(weights)

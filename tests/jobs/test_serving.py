@@ -1,4 +1,4 @@
-"""jobs.serving.recommend when the model and today's catalogue differ in size (backfills, reruns, new items)."""
+"""recsys.serving.recs.recommend when the model and today's catalogue differ in size (backfills, reruns, new items)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from jobs.common.config import load_config
+from recsys.core.config import load_config
 
 pytestmark = pytest.mark.tf
 
 
 def _model(n_items: int):
-    from jobs.models.recommender import build_recommender
+    from recsys.models.recommender import build_recommender
 
     return build_recommender(n_items, {**load_config()["train"], "seed": 3})
 
 
 def test_a_model_that_knows_more_items_only_recommends_todays_catalogue() -> None:
-    from jobs.serving import recommend
+    from recsys.serving.recs import recommend
 
     # the champion was trained on a later date with 6 items; today (an earlier date) has 4
     histories = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=np.float32))
@@ -31,7 +31,7 @@ def test_a_model_that_knows_more_items_only_recommends_todays_catalogue() -> Non
 
 
 def test_items_newer_than_the_model_are_never_recommended() -> None:
-    from jobs.serving import recommend
+    from recsys.serving.recs import recommend
 
     histories = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=np.float32))
     popularity = np.array([2, 7, 1], dtype=np.float64)  # the model knows 3 items, today has 5
@@ -41,7 +41,7 @@ def test_items_newer_than_the_model_are_never_recommended() -> None:
 
 
 def test_seen_items_are_removed_whatever_their_value_and_an_empty_history_gets_popularity() -> None:
-    from jobs.serving import recommend
+    from recsys.serving.recs import recommend
 
     # user 0 read item 0 (weight 1) and rated item 2 low (seen, value 0: not in the model's input)
     histories = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32))

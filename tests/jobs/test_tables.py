@@ -13,9 +13,9 @@ import pytest
 
 from jobs import tables
 from jobs.clean import CLEAN_ARROW_SCHEMA, QUARANTINE_ARROW_SCHEMA
-from jobs.common.config import load_config
-from jobs.common.lake import Lake, read_json
-from jobs.common.matrices import MATRICES_FILE, load_matrices
+from recsys.core.config import load_config
+from recsys.core.lake import Lake, read_json
+from recsys.core.matrices import MATRICES_FILE, load_matrices
 
 UTC = dt.UTC
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.common.columns import SOURCES
-from jobs.common.lake import Lake
-from jobs.common.matrices import MATRICES_FILE, Matrices, save_matrices
+from recsys.core.columns import SOURCES
+from recsys.core.lake import Lake
+from recsys.core.matrices import MATRICES_FILE, Matrices, save_matrices
 from tests.models.test_recommender import planted_blocks
 
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
@@ -62,7 +62,7 @@ def lake_with_inputs(lake: Lake) -> tuple[Lake, pd.DataFrame]:
 
 @pytest.mark.tf
 def test_train_writes_both_models_and_facts(lake_with_inputs: tuple[Lake, pd.DataFrame]) -> None:
-    from jobs.models.recommender import load_recommender
+    from recsys.models.recommender import load_recommender
     from jobs.train import main
 
     lake, examples = lake_with_inputs
@@ -127,7 +127,7 @@ def test_without_augmentation_keeps_real_positives_and_negatives() -> None:
 def test_whole_window_adds_held_out_positives_and_holds_nothing_out() -> None:
     import scipy.sparse as sp
 
-    from jobs.models.recommender import training_set
+    from recsys.models.recommender import training_set
     from jobs.train import whole_window
 
     def csr(rows: list[list[float]]) -> sp.csr_matrix:

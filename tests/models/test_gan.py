@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from jobs.models.gan import (  # noqa: E402
+from recsys.models.gan import (  # noqa: E402
     NOISE,
     PROFILE,
     SEGMENT,
@@ -156,9 +156,9 @@ def test_label_smoothing_lowers_the_real_target() -> None:
 def test_gpu_path_trains_on_gpu0_with_the_capabilitys_policy() -> None:
     import tensorflow as tf
 
-    from jobs.common.config import load_config
-    from jobs.models.gan import build_gan, training_dataset
-    from jobs.models.runtime import configure_runtime
+    from recsys.core.config import load_config
+    from recsys.models.gan import build_gan, training_dataset
+    from recsys.models.runtime import configure_runtime
 
     gpu = tf.config.list_physical_devices("GPU")[0]
     capability = tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0))

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
 
-from jobs.common.matrices import Matrices  # noqa: E402
+from recsys.core.matrices import Matrices  # noqa: E402
 
 pytestmark = pytest.mark.tf
 
@@ -64,7 +64,7 @@ def planted_blocks(seed: int = 0) -> tuple[Matrices, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[object, dict, Matrices]:
-    from jobs.models.recommender import fit_recommender
+    from recsys.models.recommender import fit_recommender
 
     matrices, examples = planted_blocks()
     model, history = fit_recommender(examples, matrices, TEST_CONFIG)
@@ -72,7 +72,7 @@ def trained() -> tuple[object, dict, Matrices]:
 
 
 def test_weighted_bce_matches_hand_computation() -> None:
-    from jobs.models.recommender import weighted_bce
+    from recsys.models.recommender import weighted_bce
 
     logits = np.array([[2.0, -1.0, 0.5]], np.float32)
     labels = np.array([[1.0, 0.0, 0.0]], np.float32)
@@ -83,7 +83,7 @@ def test_weighted_bce_matches_hand_computation() -> None:
 
 
 def test_weighted_multinomial_matches_hand_computation() -> None:
-    from jobs.models.recommender import weighted_multinomial
+    from recsys.models.recommender import weighted_multinomial
 
     logits = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
     labels = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], np.float32)
@@ -94,7 +94,7 @@ def test_weighted_multinomial_matches_hand_computation() -> None:
 
 
 def test_training_set_histories_and_duplicates() -> None:
-    from jobs.models.recommender import training_set
+    from recsys.models.recommender import training_set
 
     train = sp.csr_matrix(np.array([[1.0, 0, 0, 0], [0, 0, 0, 0]], np.float32))  # user 1: no history
     examples = pd.DataFrame({
@@ -113,7 +113,7 @@ def test_training_set_histories_and_duplicates() -> None:
 
 
 def test_training_set_rejects_bad_input() -> None:
-    from jobs.models.recommender import training_set
+    from recsys.models.recommender import training_set
 
     train = sp.csr_matrix((2, 3), dtype=np.float32)
     good = {"user_idx": [0], "item_idx": [1], "label": [1], "weight": [1.0], "source": ["real_pos"]}
@@ -126,9 +126,9 @@ def test_training_set_rejects_bad_input() -> None:
 
 
 def test_recommender_beats_popularity_on_planted_blocks(trained) -> None:
-    from jobs.baselines import Popularity
-    from jobs.metrics import user_metrics
-    from jobs.models.recommender import score_histories
+    from recsys.evaluation.baselines import Popularity
+    from recsys.evaluation.metrics import user_metrics
+    from recsys.models.recommender import score_histories
 
     model, history, m = trained
     seen = m.train + m.valid
@@ -144,7 +144,7 @@ def test_recommender_beats_popularity_on_planted_blocks(trained) -> None:
 
 
 def test_fit_is_reproducible(trained) -> None:
-    from jobs.models.recommender import fit_recommender
+    from recsys.models.recommender import fit_recommender
 
     model, _, _ = trained
     matrices, examples = planted_blocks()
@@ -154,7 +154,7 @@ def test_fit_is_reproducible(trained) -> None:
 
 
 def test_score_histories_extra_and_missing_columns(trained) -> None:
-    from jobs.models.recommender import score_histories
+    from recsys.models.recommender import score_histories
 
     model, _, m = trained
     base = score_histories(model, m.train[:5], batch_size=2)
@@ -171,7 +171,7 @@ def test_score_histories_extra_and_missing_columns(trained) -> None:
 
 
 def test_save_and_load_round_trip(trained, tmp_path: Path) -> None:
-    from jobs.models.recommender import load_recommender, save_recommender, score_histories
+    from recsys.models.recommender import load_recommender, save_recommender, score_histories
 
     model, _, m = trained
     path = tmp_path / "model.keras"
@@ -184,7 +184,7 @@ def test_save_and_load_round_trip(trained, tmp_path: Path) -> None:
 
 @pytest.mark.tf
 def test_item_item_blend_standardises_and_weighs_both_paths(tmp_path: Path) -> None:
-    from jobs.models.recommender import (
+    from recsys.models.recommender import (
         build_recommender,
         load_recommender,
         save_recommender,

@@ -34,20 +34,110 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.common.config import REPO_ROOT
+from recsys.core.columns import (
+    CLEAN_COLUMNS,
+    CONFIDENCE,
+    EXAMPLE_COLUMNS,
+    INTERACTION_COLUMNS,
+    ITEM_ID,
+    ITEM_IDX,
+    QUARANTINE_COLUMNS,
+    RAW_COLUMNS,
+    RECS_COLUMNS,
+    SCORE,
+    SYN_USER,
+    USER_ID,
+    USER_IDX,
+)
+from recsys.core.config import REPO_ROOT
 
-SOURCE_FILE = "_source.json"
-# augment/ds=D outputs (jobs.augment writes them, jobs.expand reads them)
-GAN_POS_FILE = "gan_pos.parquet"  # user_idx, item_idx, confidence: GAN positives of sparse users
-SYN_USERS_FILE = "syn_users.parquet"  # syn_user, item_idx, confidence: synthetic users' items
-CANDIDATES_FILE = "candidates.parquet"  # user_idx, item_idx, score: hard-negative candidates
-REGISTRATION_FILE = "registration.json"  # registry/ds=D: the version, its gate decision, the date's champion
-RECS_SUMMARY_FILE = "_summary.json"  # recs/ds=D: users served / users in the window, rows, model version
 ZONES = (
     "raw", "clean", "quarantine", "tables", "augment", "examples", "models", "eval", "registry", "reports", "recs",
+)
+
+# Every file name of the lake, defined once; CONTRACT below says which zone holds it and what it holds.
+PART_FILE = "part-00000.parquet"  # the one Parquet part a pyarrow-written partition holds
+SOURCE_FILE = "_source.json"  # raw/: how the raw zone was filled, and the original id types
+DIGEST_FILE = "_digests.json"  # raw/: sha256 of each raw date, to reclean the dates a re-import changed
+RECONCILIATION_FILE = "_reconciliation.json"  # clean/ds=D: counts by outcome and reason
+REJECTED_DIR = "_rejected"  # quarantine/_rejected/ds=D: the reconciliation of a run the quality gate stopped
+USERS_FILE = "users.parquet"  # index/ and tables/ds=D: user_id -> user_idx
+ITEMS_FILE = "items.parquet"  # index/ and tables/ds=D: item_id -> item_idx
+INTERACTIONS_DIR = "interactions"  # tables/ds=D: the COO interactions with their split
+MATRICES_FILE = "matrices.npz"  # tables/ds=D: CSR per split plus the window's history and seen pairs
+STATS_FILE = "_stats.json"  # tables/ds=D: sizes, density and quantiles of the window
+GAN_POS_FILE = "gan_pos.parquet"  # augment/ds=D: GAN positives of sparse users
+SYN_USERS_FILE = "syn_users.parquet"  # augment/ds=D: synthetic users' items
+CANDIDATES_FILE = "candidates.parquet"  # augment/ds=D: hard-negative candidates
+GENERATOR_FILE = "generator.keras"  # augment/ds=D: the trained generator
+QUALITY_FILE = "quality.json"  # augment/ds=D: how the synthetic data compare with the real
+POPULARITY_PLOT = "quality_item_popularity.png"  # augment/ds=D: item popularity, real vs synthetic
+LENGTH_PLOT = "quality_user_length.png"  # augment/ds=D: user history lengths, real vs synthetic
+EXAMPLES_FILE = "examples.parquet"  # examples/ds=D: training examples with their source
+EXAMPLES_SUMMARY_FILE = "_summary.json"  # examples/ds=D: examples by source and the samplers' facts
+MODEL_FILE = "model.keras"  # models/ds=D: the recommender trained on the augmented examples
+NOAUG_MODEL_FILE = "model_noaug.keras"  # models/ds=D: the same without augmentation (the ablation)
+FINAL_MODEL_FILE = "model_final.keras"  # models/ds=D: refit on train + valid + test; served when present
+TRAIN_FACTS_FILE = "train.json"  # models/ds=D: epochs, validation curve, alpha, EASE lambda
+METRICS_FILE = "metrics.json"  # eval/ds=D: model, ablation and baselines on held-out data
+REGISTRATION_FILE = "registration.json"  # registry/ds=D: the version, its gate decision, the date's champion
+REPORT_FILE = "report.html"  # reports/ds=D: the run at a glance
+RECS_FILE = "recs.parquet"  # recs/ds=D: the published top-K (the output contract)
+RECS_SUMMARY_FILE = "_summary.json"  # recs/ds=D: users served / users in the window, rows, model version
+
+
+@dataclass(frozen=True)
+class LakeFile:
+    """One file (or folder) of the lake: where it lives, what it holds, its columns or keys."""
+
+    zone: str
+    name: str
+    holds: str
+    columns: tuple[str, ...] = ()
+    dated: bool = True  # under <zone>/ds=D/ (False: directly under <zone>/)
+
+
+CONTRACT: tuple[LakeFile, ...] = (
+    LakeFile("raw", PART_FILE, "raw event logs as they arrived, every column a string", RAW_COLUMNS),
+    LakeFile("raw", SOURCE_FILE, "how the raw zone was filled (format, source, id types, ts unit, value kind)",
+             dated=False),
+    LakeFile("raw", DIGEST_FILE, "sha256 of each raw date; a re-import recleans the dates it changed", dated=False),
+    LakeFile("clean", "part-*.parquet", "typed, valid, deduplicated events with label and weight", CLEAN_COLUMNS),
+    LakeFile("clean", RECONCILIATION_FILE, "rows in = clean + duplicates + quarantined, by reason"),
+    LakeFile("quarantine", "part-*.parquet", "rejected raw rows with the reason code", QUARANTINE_COLUMNS),
+    LakeFile("quarantine", f"{REJECTED_DIR}/ds=D/{RECONCILIATION_FILE}",
+             "the reconciliation of a date the quality gate stopped", dated=False),
+    LakeFile("index", USERS_FILE, "stable user_id -> user_idx (append only)", (USER_ID, USER_IDX), dated=False),
+    LakeFile("index", ITEMS_FILE, "stable item_id -> item_idx (append only)", (ITEM_ID, ITEM_IDX), dated=False),
+    LakeFile("tables", f"{INTERACTIONS_DIR}/{PART_FILE}", "the window's COO interactions with their split",
+             INTERACTION_COLUMNS),
+    LakeFile("tables", MATRICES_FILE, "CSR matrices users x items: train, valid, test, history, seen"),
+    LakeFile("tables", USERS_FILE, "snapshot of the user index the matrices use", (USER_ID, USER_IDX)),
+    LakeFile("tables", ITEMS_FILE, "snapshot of the item index the matrices use", (ITEM_ID, ITEM_IDX)),
+    LakeFile("tables", STATS_FILE, "sizes, density and quantiles of the window"),
+    LakeFile("augment", GAN_POS_FILE, "GAN positives of sparse users", (USER_IDX, ITEM_IDX, CONFIDENCE)),
+    LakeFile("augment", SYN_USERS_FILE, "synthetic users' items", (SYN_USER, ITEM_IDX, CONFIDENCE)),
+    LakeFile("augment", CANDIDATES_FILE, "hard-negative candidates scored by the generator",
+             (USER_IDX, ITEM_IDX, SCORE)),
+    LakeFile("augment", GENERATOR_FILE, "the trained generator (Keras 3)"),
+    LakeFile("augment", QUALITY_FILE, "synthetic vs real: divergences, TSTR, privacy, the filters' counts"),
+    LakeFile("augment", POPULARITY_PLOT, "item popularity, real vs synthetic"),
+    LakeFile("augment", LENGTH_PLOT, "user history lengths, real vs synthetic"),
+    LakeFile("examples", EXAMPLES_FILE, "training examples with their source", EXAMPLE_COLUMNS),
+    LakeFile("examples", EXAMPLES_SUMMARY_FILE, "examples by source and the samplers' facts"),
+    LakeFile("models", MODEL_FILE, "the recommender trained on the augmented examples"),
+    LakeFile("models", NOAUG_MODEL_FILE, "the same recommender without augmentation (the ablation)"),
+    LakeFile("models", FINAL_MODEL_FILE, "refit on train + valid + test, served when present"),
+    LakeFile("models", TRAIN_FACTS_FILE, "epochs, validation curve, alpha and EASE lambda chosen"),
+    LakeFile("eval", METRICS_FILE, "model, ablation and baselines on held-out data, by segment, with lifts"),
+    LakeFile("registry", REGISTRATION_FILE, "MLflow run and version, the gate decision, the date's champion"),
+    LakeFile("reports", REPORT_FILE, "the run at a glance (HTML)"),
+    LakeFile("recs", RECS_FILE, "each served user's top-K unseen items (the output contract)", RECS_COLUMNS),
+    LakeFile("recs", RECS_SUMMARY_FILE, "users served / users in the window, rows, model version"),
 )
 
 

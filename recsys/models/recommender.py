@@ -15,9 +15,9 @@ import pandas as pd
 import scipy.sparse as sp
 import tensorflow as tf
 
-from jobs.common.columns import ITEM_IDX, LABEL, SOURCE, USER_IDX, WEIGHT, require_columns
-from jobs.common.matrices import Matrices
-from jobs.metrics import user_metrics
+from recsys.core.columns import ITEM_IDX, LABEL, SOURCE, USER_IDX, WEIGHT, require_columns
+from recsys.core.matrices import Matrices
+from recsys.evaluation.metrics import user_metrics
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from jobs.common.columns import ITEM_ID, RANK, SCORE, USER_ID
-from jobs.metrics import top_k
+from recsys.core.columns import ITEM_ID, RANK, SCORE, USER_ID
+from recsys.evaluation.metrics import top_k
 
 DEFAULT_K = 20
 SCORE_BATCH = 2048  # users scored at once; bounds memory at SCORE_BATCH x items floats
@@ -80,7 +80,7 @@ def recommend(model: Any, histories: sp.csr_matrix, seen: sp.csr_matrix, popular
     that knows more items (a later date's champion judged on an earlier date in a backfill or rerun)
     never recommends items that did not exist yet. A slot with nothing left to recommend scores -inf.
     """
-    from jobs.models.recommender import score_histories
+    from recsys.models.recommender import score_histories
 
     if seen.shape != histories.shape:
         raise ValueError(f"recommend: seen has shape {seen.shape}, histories {histories.shape}")
@@ -128,7 +128,7 @@ class RecsysModel(mlflow.pyfunc.PythonModel):
 
     def load_files(self, model_path: str | Path, profile_path: str | Path) -> None:
         """Load the recommender and its profile from local files."""
-        from jobs.models.recommender import load_recommender
+        from recsys.models.recommender import load_recommender
 
         self.model = load_recommender(model_path)
         self.profile = Profile.load(profile_path)

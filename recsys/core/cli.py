@@ -10,8 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jobs.common.config import load_config
-from jobs.common.lake import Lake
+from recsys.core.config import load_config
+from recsys.core.lake import Lake
 
 RESULT_MARKER = "RECSYS_RESULT "
 DATA_QUALITY_EXIT = 65  # EX_DATAERR: the input data is wrong; retrying will not help

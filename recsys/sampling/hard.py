@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.sampling.seen import SeenItems
+from recsys.sampling.seen import SeenItems
 
 MISSING = -1  # the item of a row whose user has no eligible candidate
 

@@ -19,10 +19,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from jobs.common.columns import ITEM_ID, ITEM_IDX, SPLITS, USER_ID, USER_IDX
-from jobs.common.lake import Lake
+from recsys.core.columns import ITEM_ID, ITEM_IDX, SPLITS, USER_ID, USER_IDX
+from recsys.core.lake import ITEMS_FILE, MATRICES_FILE, USERS_FILE, Lake
 
-MATRICES_FILE = "matrices.npz"
 WINDOW_MATRICES = ("history", "seen")
 
 
@@ -137,6 +136,6 @@ def load_matrices(lake: Lake, ds: str) -> Matrices:
         }
     return Matrices(
         **splits,
-        user_ids=_ids(base / "users.parquet", USER_ID, USER_IDX, shape[0]),
-        item_ids=_ids(base / "items.parquet", ITEM_ID, ITEM_IDX, shape[1]),
+        user_ids=_ids(base / USERS_FILE, USER_ID, USER_IDX, shape[0]),
+        item_ids=_ids(base / ITEMS_FILE, ITEM_ID, ITEM_IDX, shape[1]),
     )

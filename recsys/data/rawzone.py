@@ -16,20 +16,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.common.columns import ITEM_ID, RAW_COLUMNS, USER_ID, require_columns
-from jobs.common.lake import SOURCE_FILE, ZONES, Lake, read_json, write_json
+from recsys.core.columns import ITEM_ID, RAW_COLUMNS, USER_ID, require_columns
+from recsys.core.lake import DIGEST_FILE, PART_FILE, SOURCE_FILE, ZONES, Lake, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 RAW_SCHEMA = pa.schema([(name, pa.string()) for name in RAW_COLUMNS])
-PART_FILE = "part-00000.parquet"
 SECONDS_PER_DAY = 86_400
 _EPOCH = dt.date(1970, 1, 1)
 # a canonical integer: what int64 -> text gives back (no "+", no leading zeros but "0", no "-0"); 18 digits
 # always fit int64, so no overflow check is needed
 _CANONICAL_INTEGER = r"^(0|-?[1-9][0-9]{0,17})$"
 # raw/_digests.json: the sha256 of every raw partition, recorded once its reused derived partitions agree with it
-DIGEST_FILE = "_digests.json"
 # derived partitions a later run reuses instead of rebuilding from raw: jobs.clean cleans a date of the window
 # only when it has no committed clean partition (quarantine is written with it)
 REUSED_ZONES = ("clean", "quarantine")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.sampling.seen import SeenItems, draw_unseen
+from recsys.sampling.seen import SeenItems, draw_unseen
 
 # Guide-table buckets per item: with 16x more buckets than items at most 1/16 of the buckets hold a
 # CDF step, so ~94% of draws resolve with one table look-up and the rest with a binary search.

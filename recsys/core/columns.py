@@ -32,6 +32,13 @@ SOURCES = ("real_pos", "gan_pos", "cooc_pos", "syn_user", "neg_uniform", "neg_po
 RANK = "rank"
 SCORE = "score"
 
+# the columns of each Parquet file of the lake (recsys.core.lake.CONTRACT says where each lives)
+CLEAN_COLUMNS = (USER_ID, ITEM_ID, EVENT, VALUE, TS, LABEL, WEIGHT)
+QUARANTINE_COLUMNS = (*RAW_COLUMNS, REASON)
+INTERACTION_COLUMNS = (USER_IDX, ITEM_IDX, TS, LABEL, WEIGHT, SPLIT)
+EXAMPLE_COLUMNS = (USER_IDX, ITEM_IDX, LABEL, WEIGHT, SOURCE)
+RECS_COLUMNS = (USER_ID, ITEM_ID, RANK, SCORE)
+
 
 def require_columns(columns: list[str] | tuple[str, ...], needed: tuple[str, ...], where: str) -> None:
     """Raise ValueError naming the first column of ``needed`` missing from ``columns``."""

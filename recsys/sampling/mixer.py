@@ -9,8 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
-from jobs.common.columns import SOURCES
-from jobs.sampling.hard import MISSING
+from recsys.core.columns import SOURCES
+from recsys.sampling.hard import MISSING
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class NegativeMixer:
 
         Returns:
             ``(users, items, source_codes)`` of the kept rows, in input order; source codes are
-            int8 indexes into ``jobs.common.columns.SOURCES``.
+            int8 indexes into ``recsys.core.columns.SOURCES``.
         """
         users = np.asarray(users)
         kind = allot(users.size, self.shares)

@@ -9,7 +9,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.common.columns import ITEM_IDX, USER_IDX
+from recsys.core.columns import ITEM_IDX, USER_IDX
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jobs.common.lake import recsys_home
+from recsys.core.lake import recsys_home
 
 EXPERIMENT = "recsys-augment"
 

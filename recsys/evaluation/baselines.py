@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from jobs.metrics import user_metrics
+from recsys.evaluation.metrics import user_metrics
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.sampling.seen import SeenItems, draw_unseen
+from recsys.sampling.seen import SeenItems, draw_unseen
 
 
 class UniformSampler:

@@ -6,7 +6,7 @@ import os
 
 from pyspark.sql import SparkSession
 
-from jobs.common.spark_progress import StageProgress
+from recsys.core.spark_progress import StageProgress
 
 
 def spark_session(app_name: str) -> SparkSession:

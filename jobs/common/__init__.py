@@ -1,1 +1,0 @@
-"""Helpers every job shares: config, lake paths, names, the command line and the Spark session."""
