@@ -233,7 +233,6 @@ def polars_tables(clean: Any, quarantine: Any, cfg: Mapping[str, Any], ds: str, 
     trained on), as ``jobs.tables.bot_rows`` does."""
     import polars as pl
 
-    from recsys.core.matrices import MATRICES_FILE, save_matrices
     from jobs.tables import (
         FIRST_TS,
         INTERACTIONS_DIR,
@@ -245,6 +244,7 @@ def polars_tables(clean: Any, quarantine: Any, cfg: Mapping[str, Any], ds: str, 
         table_stats,
         window_matrices,
     )
+    from recsys.core.matrices import MATRICES_FILE, save_matrices
 
     # every (user, item) pair of the window, any label: the index and the history/seen matrices use them all
     positive = pl.col(LABEL) == 1
@@ -382,8 +382,8 @@ def compare_outputs(lake: Lake, ds: str) -> dict[str, list[str]]:
     import polars as pl
 
     from jobs.clean import QUARANTINE_COLUMNS, RECONCILIATION_FILE
-    from recsys.core.matrices import MATRICES_FILE, WINDOW_MATRICES
     from jobs.tables import INTERACTIONS_DIR, index_path
+    from recsys.core.matrices import MATRICES_FILE, WINDOW_MATRICES
 
     reference = polars_dir(lake)
     counts = read_json(reference / RECONCILIATION)

@@ -33,6 +33,7 @@ import os
 
 import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task, task_group
+
 from recsys_airflow.alerts import RecsysAlertNotifier
 from recsys_airflow.launch import launch_job, run_date
 from recsys_airflow.params import dag_params

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import ParamValidationError
-from recsys_airflow.params import dag_params, overrides_from_params
 
 from recsys.core.config import load_config
+from recsys_airflow.params import dag_params, overrides_from_params
 
 DEFAULTS = {name: param.value for name, param in dag_params().items()}
 

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
+
 from recsys_airflow.alerts import RecsysAlertNotifier, alert_facts
 from recsys_airflow.launch import launch_job, spark_master
 from recsys_airflow.links import mlflow_run_url

@@ -14,6 +14,7 @@ import pytest
 import scipy.sparse as sp
 
 from jobs import expand as job
+from jobs.expand import Examples, Triples, expand, train_positives
 from recsys.core.columns import (
     CONFIDENCE,
     ITEM_ID,
@@ -27,7 +28,6 @@ from recsys.core.columns import (
 from recsys.core.config import load_config
 from recsys.core.lake import CANDIDATES_FILE, GAN_POS_FILE, SYN_USERS_FILE, Lake
 from recsys.core.matrices import MATRICES_FILE, save_matrices
-from jobs.expand import Examples, Triples, expand, train_positives
 from recsys.sampling import allot
 
 DS = "2026-01-31"

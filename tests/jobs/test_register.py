@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from jobs.register import flatten, gate_decision
-from recsys.report.html import render_report
 from jobs.summary import render_summary
+from recsys.report.html import render_report
 
 
 def test_gate_refuses_a_worse_challenger_and_accepts_a_better_one() -> None:

@@ -153,8 +153,8 @@ def test_register_serves_the_final_fit_and_records_the_held_out_metrics(lake: La
     assert [a.path for a in client.list_artifacts(version.run_id, "heldout")] == ["heldout/model.keras"]
 
     # the gate judges a final-fit champion through its held-out twin, not through weights fitted on test
-    from recsys.core.matrices import load_matrices
     from jobs.register import champion_metric
+    from recsys.core.matrices import load_matrices
 
     held_out_value = champion_metric(client, NAME, load_matrices(lake, DS), "ndcg@10")[1]
     champion = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").unwrap_python_model()

@@ -62,8 +62,8 @@ def lake_with_inputs(lake: Lake) -> tuple[Lake, pd.DataFrame]:
 
 @pytest.mark.tf
 def test_train_writes_both_models_and_facts(lake_with_inputs: tuple[Lake, pd.DataFrame]) -> None:
-    from recsys.models.recommender import load_recommender
     from jobs.train import main
+    from recsys.models.recommender import load_recommender
 
     lake, examples = lake_with_inputs
     result = main(["--ds", DS, "--lake", str(lake.root), *FAST])
@@ -127,8 +127,8 @@ def test_without_augmentation_keeps_real_positives_and_negatives() -> None:
 def test_whole_window_adds_held_out_positives_and_holds_nothing_out() -> None:
     import scipy.sparse as sp
 
-    from recsys.models.recommender import training_set
     from jobs.train import whole_window
+    from recsys.models.recommender import training_set
 
     def csr(rows: list[list[float]]) -> sp.csr_matrix:
         return sp.csr_matrix(np.array(rows, dtype=np.float32))
