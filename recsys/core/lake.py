@@ -36,7 +36,10 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from recsys.core.columns import (
     CLEAN_COLUMNS,
@@ -54,6 +57,9 @@ from recsys.core.columns import (
     USER_IDX,
 )
 from recsys.core.config import REPO_ROOT
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ZONES = (
     "raw", "clean", "quarantine", "tables", "augment", "examples", "models", "eval", "registry", "reports", "recs",
@@ -260,6 +266,21 @@ def window_start(ds: str, days: int) -> str:
     return (dt.date.fromisoformat(ds) - dt.timedelta(days=days - 1)).isoformat()
 
 
+def write_parquet(data: pa.Table | pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
+    """Write one Parquet file: beside its final place first, then swapped in with one rename.
+
+    Args:
+        data: a table, or a DataFrame converted with ``schema`` (its index dropped).
+        path: the file to write; a reader sees the old file or the new one, never half of one.
+        schema: the Arrow schema to convert a DataFrame with (required for one, ignored for a table).
+    """
+    table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, schema=schema, preserve_index=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    pq.write_table(table, temporary)
+    os.replace(temporary, path)
+
+
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON with sorted keys so reruns give identical bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,4 +288,5 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    """The JSON document at ``path``."""
     return json.loads(Path(path).read_text())
