@@ -15,14 +15,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.core.cli import JobContext, job_parser, run_job
-from recsys.core.lake import METRICS_FILE, MODEL_FILE, NOAUG_MODEL_FILE, write_json
+from recsys.core.lake import METRICS_FILE, MODEL_FILE, NOAUG_MODEL_FILE, TRAIN_FACTS_FILE, read_json, write_json
 from recsys.core.matrices import load_matrices
-from recsys.evaluation.baselines import ItemKNN, Popularity, choose_ease
+from recsys.evaluation.baselines import ItemKNN, Popularity
 from recsys.evaluation.metrics import UserMetrics, user_metrics
+from recsys.models.ease import EASE
 
 log = logging.getLogger(__name__)
 
-EASE_VALID_K = 10  # EASE's lambda is chosen on validation NDCG at this cut-off, like the model's early stopping
 BOOTSTRAP_ROUNDS = 1000  # resamples of the test users behind each lift's interval
 
 
@@ -142,7 +142,9 @@ def body(ctx: JobContext) -> dict[str, Any]:
     log.info("evaluating %d test users (%d in the sparse segment), %d items", len(users), len(sparse),
              matrices.n_items)
 
-    ease, ease_valid = choose_ease(matrices.train, matrices.valid, settings["ease_lambdas"], k=EASE_VALID_K)
+    # EASE with the lambda train chose on valid this night (one choice, recorded in train.json)
+    trained = read_json(models_dir / TRAIN_FACTS_FILE)
+    ease = EASE(matrices.train, float(trained["ease_lambda"]))
     scorers: dict[str, Callable[[sp.csr_matrix], np.ndarray]] = {
         "model": lambda h: score_histories(load_recommender(models_dir / MODEL_FILE), h),
         "model_noaug": lambda h: score_histories(load_recommender(models_dir / NOAUG_MODEL_FILE), h),
@@ -168,7 +170,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
         "ds": ctx.ds,
         "models": results,
         "ease_lambda": ease.lam,
-        "ease_validation": {str(lam): value for lam, value in ease_valid.items()},
+        "ease_validation": trained["ease_validation"],
         "augmentation": augmentation,
     }
     with ctx.lake.writing("eval", ctx.ds) as staged:

@@ -121,15 +121,16 @@ def body(ctx: JobContext) -> dict[str, Any]:
         facts["models"][name] = {**history, "examples": int(len(frame))}
         log.info("%s: %d epochs, best validation ndcg@10 %.4f at epoch %d",
                  name, history["epochs"], history["best_valid_ndcg@10"], history["best_epoch"])
-    alphas = [float(a) for a in config["item_item_alphas"]]
-    lam = None
-    if any(a > 0 for a in alphas):
-        # EASE's lambda and the blend weight are chosen on valid, like the baseline's lambda
-        from recsys.evaluation.baselines import choose_ease
-        from recsys.models.recommender import with_item_item
+    # EASE's lambda is chosen here, once a night, on valid; evaluate's EASE baseline reads it from train.json
+    from recsys.models.ease import EASE, choose_ease
+    from recsys.models.recommender import with_item_item
 
-        ease, _ = choose_ease(matrices.train, matrices.valid, ctx.config["evaluate"]["ease_lambdas"])
-        lam, item_item = ease.lam, ease.full_weights()
+    ease, ease_valid = choose_ease(matrices.train, matrices.valid, config["ease_lambdas"])
+    lam = ease.lam
+    facts.update({"ease_lambda": lam, "ease_validation": {str(k): v for k, v in ease_valid.items()}})
+    alphas = [float(a) for a in config["item_item_alphas"]]
+    if any(a > 0 for a in alphas):
+        item_item = ease.full_weights()
         for name in ("model", "model_noaug"):
             alpha, tried = choose_alpha(models[name], item_item, matrices, alphas)
             facts["models"][name].update({"item_item_alpha": alpha, "item_item_lambda": lam,
@@ -144,8 +145,6 @@ def body(ctx: JobContext) -> dict[str, Any]:
         models["model_final"], history = fit_recommender(final_examples, window, config, fixed_epochs=epochs)
         alpha = facts["models"]["model"].get("item_item_alpha", 0.0)
         if alpha > 0:
-            from recsys.evaluation.baselines import EASE
-
             models["model_final"] = with_item_item(models["model_final"], EASE(window.train, lam).full_weights(), alpha)
         facts["models"]["model_final"] = {**history, "examples": int(len(final_examples)), "item_item_alpha": alpha}
         log.info("model_final: refit on the whole window, %d examples, %d epochs", len(final_examples), epochs)

@@ -71,6 +71,12 @@ class Matrices:
         return without(self.history[users], test), without(self.seen[users], test)
 
 
+def check_items(histories: sp.csr_matrix, n_items: int, name: str) -> None:
+    """Raise ValueError unless ``histories`` has the ``n_items`` item columns the scorer ``name`` was fitted on."""
+    if histories.shape[1] != n_items:
+        raise ValueError(f"{name}: histories have {histories.shape[1]} items, the model was fitted on {n_items}")
+
+
 def binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
     """The stored pattern of ``matrix`` with every value 1.0 (float32)."""
     out = sp.csr_matrix(matrix, dtype=np.float32, copy=True)

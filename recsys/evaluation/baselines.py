@@ -1,31 +1,12 @@
-"""Baseline recommenders the model must beat: popularity, ItemKNN (cosine) and EASE (closed form)."""
+"""Baseline recommenders the model must beat: popularity and ItemKNN (cosine). EASE is a model: recsys.models.ease."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
-from typing import Protocol
-
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg import lapack
 
-from recsys.evaluation.metrics import user_metrics
-
-log = logging.getLogger(__name__)
-
-
-class Scorer(Protocol):
-    """A baseline fitted on a users x items matrix that scores any history over the same items."""
-
-    def scores(self, histories: sp.csr_matrix) -> np.ndarray:
-        """Return float32 scores, one row per history row, one column per item."""
-        ...
-
-
-def _check_items(histories: sp.csr_matrix, n_items: int, name: str) -> None:
-    if histories.shape[1] != n_items:
-        raise ValueError(f"{name}: histories have {histories.shape[1]} items, the model was fitted on {n_items}")
+from recsys.core.matrices import check_items
+from recsys.models.item_item import unit_columns
 
 
 class Popularity:
@@ -35,7 +16,7 @@ class Popularity:
         self.counts = np.diff(sp.csc_matrix(train).indptr).astype(np.float32)
 
     def scores(self, histories: sp.csr_matrix) -> np.ndarray:
-        _check_items(histories, len(self.counts), "popularity")
+        check_items(histories, len(self.counts), "popularity")
         return np.broadcast_to(self.counts, histories.shape).copy()
 
 
@@ -47,10 +28,8 @@ class ItemKNN:
     """
 
     def __init__(self, train: sp.csr_matrix, neighbors: int = 100, chunk: int = 1024) -> None:
-        x = sp.csc_matrix(train, dtype=np.float32)
+        x = unit_columns(sp.csr_matrix(train, dtype=np.float32)).tocsc()
         n_items = x.shape[1]
-        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel())
-        inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
         xt = sp.csr_matrix(x.T)
         keep = min(neighbors, n_items - 1)
         parts = []
@@ -58,7 +37,6 @@ class ItemKNN:
         for start in range(0, n_items, chunk):
             stop = min(start + chunk, n_items)
             sim = np.asarray((xt[start:stop] @ x).todense(), dtype=np.float32)
-            sim *= inv[start:stop, None] * inv[None, :]
             sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
             if keep < n_items - 1:
                 cut = np.argpartition(-sim, keep, axis=1)[:, keep:]
@@ -68,94 +46,5 @@ class ItemKNN:
         self.similarity = sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, 0), dtype=np.float32)
 
     def scores(self, histories: sp.csr_matrix) -> np.ndarray:
-        _check_items(histories, self.similarity.shape[0], "itemknn")
+        check_items(histories, self.similarity.shape[0], "itemknn")
         return np.asarray((sp.csr_matrix(histories, dtype=np.float32) @ self.similarity.T).todense())
-
-
-class Gram:
-    """X^T X over the items that have any training interaction, shared by every EASE lambda.
-
-    Items without training interactions get all-zero EASE weights in the closed form, so leaving
-    them out of the inverse changes no score and shrinks the cubic cost to the active items.
-    """
-
-    def __init__(self, train: sp.csr_matrix) -> None:
-        x = sp.csc_matrix(train, dtype=np.float32)
-        self.n_items = x.shape[1]
-        self.active = np.flatnonzero(np.diff(x.indptr) > 0)
-        xa = x[:, self.active]
-        self.matrix = np.asarray((xa.T @ xa).todense(), dtype=np.float32)
-
-
-def ease_weights(gram_matrix: np.ndarray, lam: float) -> np.ndarray:
-    """EASE's closed form (Steck 2019): B = I - P diag(1/diag(P)) with P = (G + lam I)^-1, diag(B) = 0.
-
-    P is inverted through a Cholesky factor (G + lam I is symmetric positive definite), which costs
-    about a third of a general inverse; float32 keeps a 10k-item catalogue within seconds.
-    """
-    if lam <= 0:
-        raise ValueError(f"EASE lambda must be positive, got {lam}")
-    a = np.array(gram_matrix, dtype=np.float32, copy=True)
-    a[np.diag_indices_from(a)] += lam
-    factor, info = lapack.spotrf(a, lower=False, overwrite_a=True)
-    if info != 0:
-        raise ValueError(f"EASE: Cholesky of G + {lam} I failed (info={info})")
-    p, info = lapack.spotri(factor, lower=False, overwrite_c=True)
-    if info != 0:
-        raise ValueError(f"EASE: inverse of G + {lam} I failed (info={info})")
-    p = np.triu(p)
-    p += np.triu(p, 1).T  # spotri fills only the upper triangle
-    b = p / -np.diag(p)[None, :]
-    b[np.diag_indices_from(b)] = 0.0
-    return b
-
-
-class EASE:
-    """Embarrassingly shallow autoencoder: a dense item-item weight matrix from a ridge regression."""
-
-    def __init__(self, train: sp.csr_matrix | None = None, lam: float = 500.0, *, gram: Gram | None = None) -> None:
-        if gram is None:
-            if train is None:
-                raise ValueError("EASE needs a training matrix or its Gram matrix")
-            gram = Gram(train)
-        self.lam = float(lam)
-        self.n_items = gram.n_items
-        self.active = gram.active
-        self.weights = ease_weights(gram.matrix, self.lam)
-
-    def full_weights(self) -> np.ndarray:
-        """The items x items weight matrix over the whole catalogue (zero rows and columns for inactive items)."""
-        out = np.zeros((self.n_items, self.n_items), dtype=np.float32)
-        out[np.ix_(self.active, self.active)] = self.weights
-        return out
-
-    def scores(self, histories: sp.csr_matrix) -> np.ndarray:
-        _check_items(histories, self.n_items, "ease")
-        out = np.zeros(histories.shape, dtype=np.float32)
-        h = sp.csr_matrix(histories, dtype=np.float32)[:, self.active]
-        out[:, self.active] = h @ self.weights
-        return out
-
-
-def choose_ease(
-    train: sp.csr_matrix, valid: sp.csr_matrix, lambdas: Sequence[float], k: int = 10
-) -> tuple[EASE, dict[float, float]]:
-    """Fit EASE for every lambda on ``train`` and keep the best NDCG@k on ``valid`` (history = train).
-
-    Returns:
-        The chosen model and the validation NDCG@k of every lambda tried. Ties keep the first lambda.
-    """
-    if not lambdas:
-        raise ValueError("evaluate.ease_lambdas is empty: give at least one EASE lambda")
-    g = Gram(train)
-    best: EASE | None = None
-    tried: dict[float, float] = {}
-    for lam in lambdas:
-        model = EASE(lam=lam, gram=g)
-        ndcg = float(user_metrics(model.scores(train), train, valid, [k]).summary()[f"ndcg@{k}"])
-        tried[float(lam)] = ndcg
-        log.info("EASE lambda %s: validation ndcg@%d %.4f", lam, k, ndcg)
-        if best is None or ndcg > tried[best.lam]:
-            best = model
-    assert best is not None
-    return best, tried

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.evaluation.baselines import EASE, ItemKNN, Popularity, choose_ease
+from recsys.evaluation.baselines import ItemKNN, Popularity
 from recsys.evaluation.metrics import user_metrics
+from recsys.models.ease import EASE, choose_ease
 
 # 4 users x 5 items, weighted; item 4 has no interaction at all
 X = np.array([

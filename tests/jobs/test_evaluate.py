@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.core.lake import Lake
+from recsys.core.lake import TRAIN_FACTS_FILE, Lake
 from recsys.core.matrices import Matrices
 from tests.jobs.test_train import DS, write_tables
 from tests.models.test_recommender import planted_blocks
@@ -66,11 +66,13 @@ def test_evaluate_scores_all_models_on_test_users(lake: Lake) -> None:
     with lake.writing("models", DS) as staged:
         for name, model in models.items():
             model.save(staged / f"{name}.keras")
+        # train chooses EASE's lambda once a night; evaluate's baseline takes it from train.json
+        (staged / TRAIN_FACTS_FILE).write_text(json.dumps({"ease_lambda": 200.0, "ease_validation": {"200.0": 0.5}}))
 
     result = main(["--ds", DS, "--lake", str(lake.root), "--set", "evaluate.sparse_share=0.1176471"])
     metrics = json.loads((lake.path("eval", DS) / "metrics.json").read_text())
     assert set(metrics["models"]) == {"model", "model_noaug", "popularity", "itemknn", "ease"}
-    assert metrics["ease_lambda"] in (50.0, 200.0, 500.0, 1000.0)
+    assert metrics["ease_lambda"] == 200.0 and metrics["ease_validation"] == {"200.0": 0.5}
 
     users = list(range(170))
     history = (m.train + m.valid).toarray()

@@ -87,6 +87,10 @@ def test_train_writes_both_models_and_facts(lake_with_inputs: tuple[Lake, pd.Dat
         assert set(by_alpha) == {"0.0", "0.25", "0.5"}
         assert by_alpha[str(facts["models"][name]["item_item_alpha"])] == max(by_alpha.values())
         assert by_alpha["0.0"] == facts["models"][name]["best_valid_ndcg@10"]  # alpha 0 is the plain model
+    # EASE's lambda, chosen once on valid: the best of those tried, and the one the item-item path used
+    assert facts["ease_validation"][str(facts["ease_lambda"])] == max(facts["ease_validation"].values())
+    assert set(facts["ease_validation"]) == {"50.0", "200.0", "500.0", "1000.0"}
+    assert facts["models"]["model"]["item_item_lambda"] == facts["ease_lambda"]
     # the final fit: as many epochs as the held-out fit's best, on examples plus the valid and test positives
     final = facts["models"]["model_final"]
     assert final["epochs"] == final["best_epoch"] == facts["models"]["model"]["best_epoch"]
