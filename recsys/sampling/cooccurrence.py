@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.core.matrices import binary
+from recsys.models.item_item import unit_columns
+
 # Cells of one dense block of scores (users x items): 32 MB of float64.
 _BLOCK_CELLS = 1 << 22
 
@@ -13,7 +16,8 @@ class CooccurrenceSampler:
     """Scores unseen items by their mean cosine similarity to the user's train items; keeps the best.
 
     Item-item cosine is ``C_ij / sqrt(n_i n_j)`` with ``C = XᵀX`` the co-occurrence counts of the
-    binarised train matrix X and ``n_i`` the item counts. A user's score for item j is the mean of
+    binarised train matrix X and ``n_i`` the item counts, i.e. ``x̂ᵀx̂`` with ``x̂`` from
+    :func:`recsys.models.item_item.unit_columns`. A user's score for item j is the mean of
     ``cos(i, j)`` over their items i, so it lies in [0, 1] and serves directly as the confidence.
     """
 
@@ -21,16 +25,13 @@ class CooccurrenceSampler:
         """Build the sampler.
 
         Args:
-            train: users x items CSR of train positives (values are ignored, entries count).
+            train: users x items CSR of train positives (values are ignored, stored non-zero entries count).
             per_user: at most this many positives per user.
             min_score: positives need a mean cosine of at least this (and above zero).
         """
-        x = sp.csr_matrix(train, dtype=np.float64, copy=True)
-        x.data[:] = 1.0
-        counts = np.asarray(x.sum(axis=0)).ravel()
-        inv_sqrt = np.divide(1.0, np.sqrt(counts), out=np.zeros_like(counts), where=counts > 0)
-        self._x = x
-        self._x_scaled = (x @ sp.diags(inv_sqrt)).tocsc()  # sliced by columns
+        # float64 scores, so that ties and the min_score cut fall as they always have
+        self._x = sp.csr_matrix(binary(train), dtype=np.float64)
+        self._x_scaled = unit_columns(self._x).tocsc()  # sliced by columns
         self.per_user = per_user
         self.min_score = min_score
 
