@@ -120,7 +120,7 @@ def main() -> None:
     log.info("planted %d users x %d items, %d train / %d valid interactions",
              args.users, args.items, train.nnz, valid.nnz)
 
-    from jobs.augment import augment  # TensorFlow loads here, after the data are built
+    from recsys.augmentation.stage import augment  # TensorFlow loads here, after the data are built
 
     if args.threads:
         import tensorflow as tf

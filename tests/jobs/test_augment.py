@@ -15,10 +15,21 @@ import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from jobs import augment as aug  # noqa: E402
+from jobs import augment as job  # noqa: E402
+from recsys.augmentation import decoding, filters, quality, schemas, segments, stage  # noqa: E402
 from recsys.core.columns import CONFIDENCE, ITEM_ID, ITEM_IDX, SCORE, SYN_USER, USER_ID, USER_IDX  # noqa: E402
 from recsys.core.config import config_hash, load_config  # noqa: E402
-from recsys.core.lake import Lake, read_json  # noqa: E402
+from recsys.core.lake import (  # noqa: E402
+    CANDIDATES_FILE,
+    GAN_POS_FILE,
+    GENERATOR_FILE,
+    LENGTH_PLOT,
+    POPULARITY_PLOT,
+    QUALITY_FILE,
+    SYN_USERS_FILE,
+    Lake,
+    read_json,
+)
 from recsys.core.matrices import MATRICES_FILE, save_matrices  # noqa: E402
 
 DS = "2026-01-31"
@@ -85,20 +96,20 @@ def _sets(frame: pd.DataFrame, key: str) -> dict[int, set[int]]:
 def test_sparse_users_takes_the_lowest_length_quantile_of_active_users() -> None:
     train = _csr([[], [0], [0, 1], [0, 1, 2], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5, 6, 7]], 8)
     # active lengths 1, 2, 3, 5, 8: the 0.4 quantile ("lower") is 2, so users 1 and 2; user 0 has no items
-    np.testing.assert_array_equal(aug.sparse_users(train, 0.4), [1, 2])
+    np.testing.assert_array_equal(segments.sparse_users(train, 0.4), [1, 2])
 
 
 def test_top_unobserved_skips_seen_items_and_low_scores() -> None:
     scores = np.array([[0.9, 0.8, 0.1, 0.7], [0.2, 0.6, 0.95, 0.4]], dtype=np.float32)
     seen = _csr([[0], [2]], 4)
-    rows, items, values = aug.top_unobserved(scores, seen, k=2, min_score=0.5)
+    rows, items, values = decoding.top_unobserved(scores, seen, k=2, min_score=0.5)
     assert list(zip(rows.tolist(), items.tolist(), strict=True)) == [(0, 1), (0, 3), (1, 1)]
     np.testing.assert_allclose(values, [0.8, 0.7, 0.6])
 
 
 def test_decode_top_keeps_each_rows_length() -> None:
     scores = np.array([[0.1, 0.9, 0.5, 0.3], [0.8, 0.2, 0.6, 0.7]], dtype=np.float32)
-    decoded = aug.decode_top(scores, np.array([1, 3]))
+    decoded = decoding.decode_top(scores, np.array([1, 3]))
     np.testing.assert_array_equal(decoded.toarray(), [[0, 1, 0, 0], [1, 0, 1, 1]])
 
 
@@ -106,9 +117,9 @@ def test_draw_items_draws_without_replacement_in_proportion_to_scores() -> None:
     rows = 20_000
     scores = np.tile(np.array([0.6, 0.3, 0.1, 0.0], dtype=np.float32), (rows, 1))
     rng = np.random.default_rng(0)
-    one = aug.draw_items(scores, np.ones(rows, dtype=np.int64), rng.random(scores.shape))
+    one = decoding.draw_items(scores, np.ones(rows, dtype=np.int64), rng.random(scores.shape))
     np.testing.assert_allclose(np.asarray(one.sum(axis=0)).ravel() / rows, [0.6, 0.3, 0.1, 0.0], atol=0.015)
-    two = aug.draw_items(scores, np.full(rows, 2), rng.random(scores.shape))
+    two = decoding.draw_items(scores, np.full(rows, 2), rng.random(scores.shape))
     assert (np.diff(two.indptr) == 2).all() and two[:, 3].nnz == 0
     # item 0 is first, or second after item 1 or item 2 came first: 0.6 + 0.3 * 0.6/0.7 + 0.1 * 0.6/0.9
     assert two[:, 0].nnz / rows == pytest.approx(0.6 + 0.3 * 0.6 / 0.7 + 0.1 * 0.6 / 0.9, abs=0.015)
@@ -116,7 +127,7 @@ def test_draw_items_draws_without_replacement_in_proportion_to_scores() -> None:
 
 def test_kmeans_recovers_planted_blocks() -> None:
     train, _, blocks = planted()
-    labels, centroids = aug.kmeans_segments(train, BLOCKS, seed=0)
+    labels, centroids = segments.kmeans_segments(train, BLOCKS, seed=0)
     assert centroids.shape == (BLOCKS, train.shape[1])
     # one label per block and a different one for each block
     assert all(len(set(labels[blocks == b])) == 1 for b in range(BLOCKS))
@@ -124,41 +135,41 @@ def test_kmeans_recovers_planted_blocks() -> None:
     # a vector on block 2's items is assigned to block 2's segment
     probe = np.zeros((1, train.shape[1]))
     probe[0, 2 * ITEMS_PER_BLOCK:2 * ITEMS_PER_BLOCK + 4] = 1.0
-    assert aug.assign_segments(probe, centroids)[0] == labels[blocks == 2][0]
+    assert segments.assign_segments(probe, centroids)[0] == labels[blocks == 2][0]
 
 
 def test_jaccard_js_and_pairwise_against_hand_values() -> None:
     a = _csr([[0, 1], [2]], 4)
     b = _csr([[1, 2], [0, 1], [3]], 4)
-    np.testing.assert_allclose(aug.jaccard_distances(a, b), [[1 - 1 / 3, 0.0, 1.0], [0.5, 1.0, 1.0]])
+    np.testing.assert_allclose(quality.jaccard_distances(a, b), [[1 - 1 / 3, 0.0, 1.0], [0.5, 1.0, 1.0]])
     # pairs of b: {1,2}-{0,1} = 1/3, {1,2}-{3} = 0, {0,1}-{3} = 0
-    assert aug.mean_pairwise_jaccard(b) == pytest.approx(1 / 9)
-    assert aug.paired_jaccard(_csr([[0, 1], [2]], 4), _csr([[1], [2]], 4)) == pytest.approx((0.5 + 1.0) / 2)
-    assert aug.js_distance(np.array([1, 1]), np.array([2, 2])) == pytest.approx(0.0)
-    assert aug.js_distance(np.array([1, 0]), np.array([0, 1])) == pytest.approx(1.0)
+    assert quality.mean_pairwise_jaccard(b) == pytest.approx(1 / 9)
+    assert quality.paired_jaccard(_csr([[0, 1], [2]], 4), _csr([[1], [2]], 4)) == pytest.approx((0.5 + 1.0) / 2)
+    assert quality.js_distance(np.array([1, 1]), np.array([2, 2])) == pytest.approx(0.0)
+    assert quality.js_distance(np.array([1, 0]), np.array([0, 1])) == pytest.approx(1.0)
 
 
 def test_memorisation_catches_a_planted_copy_of_a_real_user() -> None:
     train, _, _ = planted()
     reference = np.arange(train.shape[0])
-    threshold = aug.memorisation_threshold(train, 0.05, reference)
+    threshold = quality.memorisation_threshold(train, 0.05, reference)
     copy = train[17].indices.tolist()
     # the others mix items of all three blocks: far from every real user
     mixed = [[0, ITEMS_PER_BLOCK + 1, 2 * ITEMS_PER_BLOCK + 2], [3, 4, ITEMS_PER_BLOCK + 5, 2 * ITEMS_PER_BLOCK + 6]]
     syn = _csr([mixed[0], copy, mixed[1]], train.shape[1])
-    np.testing.assert_array_equal(aug.memorised(syn, train, threshold), [False, True, False])
+    np.testing.assert_array_equal(quality.memorised(syn, train, threshold), [False, True, False])
 
 
 def test_duplicate_rows_flags_copies_of_real_and_earlier_synthetic_rows() -> None:
     real = _csr([[0, 1], [2, 3]], 5)
     syn = _csr([[4], [1, 0], [4], [3]], 5)
-    np.testing.assert_array_equal(aug.duplicate_rows(syn, real), [False, True, True, False])
+    np.testing.assert_array_equal(filters.duplicate_rows(syn, real), [False, True, True, False])
 
 
 def test_itemknn_scores_are_cosine_sums() -> None:
     fit = _csr([[0, 1], [1, 2]], 3)
     # item norms sqrt(1), sqrt(2), sqrt(1): cos(0,1) = cos(1,2) = 1/sqrt(2), cos(0,2) = 0
-    scores = aug.itemknn_scores(fit, _csr([[0], [0, 2]], 3))
+    scores = quality.itemknn_scores(fit, _csr([[0], [0, 2]], 3))
     np.testing.assert_allclose(scores, [[1.0, 2 ** -0.5, 0.0], [1.0, 2 * 2 ** -0.5, 1.0]], rtol=1e-6)
 
 
@@ -172,18 +183,18 @@ def test_ndcg_at_k_in_chunks_is_the_mean_over_all_users(monkeypatch: pytest.Monk
     valid = sp.csr_matrix(held_out.astype(np.float32))
     scores = rng.random((7, 9)).astype(np.float32)
     expected = user_metrics(scores, train, valid, [3]).summary()["ndcg@3"]
-    monkeypatch.setattr(aug, "INFERENCE_BATCH", 2)  # uneven chunks, one of them with the skipped user
-    got = aug.ndcg_at_k(lambda rows: scores[rows], train, valid, np.arange(7), k=3)
+    monkeypatch.setattr(quality, "INFERENCE_BATCH", 2)  # uneven chunks, one of them with the skipped user
+    got = quality.ndcg_at_k(lambda rows: scores[rows], train, valid, np.arange(7), k=3)
     assert got == pytest.approx(expected) and 0.0 < got < 1.0
-    assert aug.ndcg_at_k(lambda rows: scores[rows], train, valid, np.array([4]), k=3) == 0.0
+    assert quality.ndcg_at_k(lambda rows: scores[rows], train, valid, np.array([4]), k=3) == 0.0
 
 
 def test_check_config_names_the_bad_key() -> None:
     config = {**load_config()["augment"], "pm_ratio": 1.5}
     with pytest.raises(ValueError, match="augment.pm_ratio"):
-        aug.check_config(config)
+        stage.check_config(config)
     with pytest.raises(ValueError, match="augment.popularity_weight"):
-        aug.check_config({**load_config()["augment"], "popularity_weight": -1.0})
+        stage.check_config({**load_config()["augment"], "popularity_weight": -1.0})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -203,7 +214,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Lake, dict]:
     lake = Lake(tmp_path_factory.mktemp("augment") / "lake")
     train, valid, _ = planted()
     write_tables(lake, DS, train, valid)
-    facts = aug.main(["--ds", DS, "--lake", str(lake.root), *_overrides()])
+    facts = job.main(["--ds", DS, "--lake", str(lake.root), *_overrides()])
     return lake, facts
 
 
@@ -213,26 +224,26 @@ def test_job_writes_outputs_with_their_contract(run: tuple[Lake, dict]) -> None:
     train, _, _ = planted()
     out = lake.path("augment", DS)
     assert facts["enabled"] is True and facts["path"] == str(out)
-    for file, schema in ((aug.GAN_POS_FILE, aug.GAN_POS_SCHEMA), (aug.SYN_USERS_FILE, aug.SYN_USERS_SCHEMA),
-                         (aug.CANDIDATES_FILE, aug.CANDIDATES_SCHEMA)):
+    for file, schema in ((GAN_POS_FILE, schemas.GAN_POS_SCHEMA), (SYN_USERS_FILE, schemas.SYN_USERS_SCHEMA),
+                         (CANDIDATES_FILE, schemas.CANDIDATES_SCHEMA)):
         assert pq.read_schema(out / file).remove_metadata() == schema
     seen = _sets(pd.DataFrame({USER_IDX: train.tocoo().row, ITEM_IDX: train.tocoo().col}), USER_IDX)
 
-    candidates = pd.read_parquet(out / aug.CANDIDATES_FILE)
+    candidates = pd.read_parquet(out / CANDIDATES_FILE)
     assert set(candidates[USER_IDX]) == set(range(train.shape[0]))
     assert candidates.groupby(USER_IDX).size().max() == TINY["candidates_per_user"]
     assert all(not (items & seen[u]) for u, items in _sets(candidates, USER_IDX).items())
     assert candidates[SCORE].between(0, 1).all()
 
-    gan_pos = pd.read_parquet(out / aug.GAN_POS_FILE)
+    gan_pos = pd.read_parquet(out / GAN_POS_FILE)
     sparse = set(np.flatnonzero(np.diff(train.indptr) <= BLOCK_LENGTHS[0]).tolist())  # block 0's users
     assert len(gan_pos) > 0 and set(gan_pos[USER_IDX]) <= sparse
     assert gan_pos.groupby(USER_IDX).size().max() <= TINY["expand_per_user"]
     assert (gan_pos[CONFIDENCE] >= load_config()["augment"]["confidence_threshold"]).all()
     assert all(not (items & seen[u]) for u, items in _sets(gan_pos, USER_IDX).items())
 
-    syn = pd.read_parquet(out / aug.SYN_USERS_FILE)
-    quality = read_json(out / aug.QUALITY_FILE)
+    syn = pd.read_parquet(out / SYN_USERS_FILE)
+    quality = read_json(out / QUALITY_FILE)
     assert sorted(syn[SYN_USER].unique()) == list(range(quality["filters"][-1]["after"]))
     assert facts["syn_users"] == quality["filters"][-1]["after"] > 0
     assert syn[CONFIDENCE].between(0, 1).all()
@@ -248,14 +259,14 @@ def test_job_writes_outputs_with_their_contract(run: tuple[Lake, dict]) -> None:
     config = load_config([f"augment.{k}={v}" for k, v in TINY.items()])
     assert quality["lineage"] == {"ds": DS, "config_hash": config_hash(config["augment"]), "seed": config["seed"]}
     assert quality["tstr"]["users"] == train.shape[0]
-    for name in (aug.POPULARITY_PLOT, aug.LENGTH_PLOT):
+    for name in (POPULARITY_PLOT, LENGTH_PLOT):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.tf
 def test_training_brings_synthetic_users_closer_to_real_ones(run: tuple[Lake, dict]) -> None:
     lake, facts = run
-    quality = read_json(lake.path("augment", DS) / aug.QUALITY_FILE)
+    quality = read_json(lake.path("augment", DS) / QUALITY_FILE)
     floor = quality["fidelity"]["real_sample"]
     assert floor["users"] == TINY["synthetic_users"]
     for figure in ("js_item_popularity", "js_user_length"):
@@ -275,9 +286,9 @@ def test_trained_generator_uses_its_noise(run: tuple[Lake, dict]) -> None:
     from recsys.models.gan import NOISE, PROFILE, SEGMENT
 
     lake, _ = run
-    quality = read_json(lake.path("augment", DS) / aug.QUALITY_FILE)
+    quality = read_json(lake.path("augment", DS) / QUALITY_FILE)
     assert quality["diversity"]["noise_draws_jaccard_segment"]["trained"] < 1.0
-    generator = keras.saving.load_model(lake.path("augment", DS) / aug.GENERATOR_FILE)
+    generator = keras.saving.load_model(lake.path("augment", DS) / GENERATOR_FILE)
     rng = np.random.default_rng(0)
     condition = {PROFILE: np.zeros((20, BLOCKS * ITEMS_PER_BLOCK), np.float32), SEGMENT: np.arange(20) % BLOCKS}
     first = np.asarray(generator({**condition, NOISE: rng.standard_normal((20, TINY["noise_dim"]))}))
@@ -290,26 +301,26 @@ def test_same_seed_gives_the_same_outputs_on_cpu(run: tuple[Lake, dict]) -> None
     lake, _ = run
     train, valid, _ = planted()
     config = load_config([f"augment.{k}={v}" for k, v in TINY.items()])
-    again = aug.augment(train, valid, config["augment"], config["seed"])
+    again = stage.augment(train, valid, config["augment"], config["seed"])
     out = lake.path("augment", DS)
-    pd.testing.assert_frame_equal(pd.read_parquet(out / aug.CANDIDATES_FILE), again.candidates)
-    pd.testing.assert_frame_equal(pd.read_parquet(out / aug.SYN_USERS_FILE), again.syn_users)
-    pd.testing.assert_frame_equal(pd.read_parquet(out / aug.GAN_POS_FILE), again.gan_pos)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / CANDIDATES_FILE), again.candidates)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / SYN_USERS_FILE), again.syn_users)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / GAN_POS_FILE), again.gan_pos)
 
 
 @pytest.mark.tf
 def test_disabled_writes_empty_outputs_with_the_schema(lake: Lake) -> None:
     train, valid, _ = planted()
     write_tables(lake, DS, train, valid)
-    facts = aug.main(["--ds", DS, "--set", "augment.enabled=false"])
+    facts = job.main(["--ds", DS, "--set", "augment.enabled=false"])
     out = lake.path("augment", DS)
     assert facts["enabled"] is False
-    for file, schema in ((aug.GAN_POS_FILE, aug.GAN_POS_SCHEMA), (aug.SYN_USERS_FILE, aug.SYN_USERS_SCHEMA),
-                         (aug.CANDIDATES_FILE, aug.CANDIDATES_SCHEMA)):
+    for file, schema in ((GAN_POS_FILE, schemas.GAN_POS_SCHEMA), (SYN_USERS_FILE, schemas.SYN_USERS_SCHEMA),
+                         (CANDIDATES_FILE, schemas.CANDIDATES_SCHEMA)):
         table = pq.read_table(out / file)
         assert table.num_rows == 0 and table.schema.remove_metadata() == schema
-    assert read_json(out / aug.QUALITY_FILE)["enabled"] is False
-    assert not (out / aug.GENERATOR_FILE).exists()
+    assert read_json(out / QUALITY_FILE)["enabled"] is False
+    assert not (out / GENERATOR_FILE).exists()
 
 
 ML_LATEST_SMALL = Path("/work/shared/data/ml-latest-small/ratings.csv")
@@ -337,9 +348,9 @@ def test_stage_runs_on_ml_latest_small(lake: Lake) -> None:
     train, valid = ml_latest_small_sample(60, seed=3)
     write_tables(lake, DS, train, valid)
     settings = {**TINY, "segments": 4, "synthetic_users": 40, "epochs": 5, "min_steps": 80}
-    facts = aug.main(["--ds", DS, *_overrides(settings)])
+    facts = job.main(["--ds", DS, *_overrides(settings)])
     out = lake.path("augment", DS)
-    quality = read_json(out / aug.QUALITY_FILE)
+    quality = read_json(out / QUALITY_FILE)
     for section, keys in {
         "fidelity": ("js_item_popularity", "js_user_length", "segment_agreement"),
         "diversity": ("pairwise_jaccard", "noise_draws_jaccard_segment", "noise_draws_jaccard_profile_top10"),
@@ -352,17 +363,17 @@ def test_stage_runs_on_ml_latest_small(lake: Lake) -> None:
     # min_steps: 60 users in 16-user batches are 4 batches an epoch, so 20 epochs instead of 5
     assert quality["training"]["epochs"] == 20 and quality["training"]["steps"] == 80
     assert quality["memorisation"]["share"]["written"] == 0.0
-    syn = pd.read_parquet(out / aug.SYN_USERS_FILE)
+    syn = pd.read_parquet(out / SYN_USERS_FILE)
     assert facts["syn_users"] == syn[SYN_USER].nunique() > 0
     assert syn[ITEM_IDX].between(0, train.shape[1] - 1).all()
-    candidates = pd.read_parquet(out / aug.CANDIDATES_FILE)
+    candidates = pd.read_parquet(out / CANDIDATES_FILE)
     seen = set(zip(train.tocoo().row.tolist(), train.tocoo().col.tolist(), strict=True))
     assert not seen & set(zip(candidates[USER_IDX].tolist(), candidates[ITEM_IDX].tolist(), strict=True))
 
 
 def test_missing_tables_partition_is_a_clear_error(lake: Lake) -> None:
     with pytest.raises(FileNotFoundError, match="tables partition for 2026-01-30"):
-        aug.main(["--ds", "2026-01-30"])
+        job.main(["--ds", "2026-01-30"])
 
 
 def test_write_tables_fixture_round_trips(lake: Lake) -> None:

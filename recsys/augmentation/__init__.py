@@ -1,0 +1,1 @@
+"""GAN augmentation: segments, synthesis, decoding, filters, quality measures, plots and the stage itself."""
