@@ -1,4 +1,5 @@
-"""The docs agree with the code: docs/lake.md with the lake contract, README's size, every relative link."""
+"""The docs agree with the code: docs/lake.md with the lake contract, README's size, every relative link
+(README.md, docs/, bench/RESULTS.md) and anchor."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from recsys.core.lake_doc import (
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 README_MAX_BYTES = 10_240
-DOCS = sorted([README, *(ROOT / "docs").rglob("*.md")])
+DOCS = sorted([README, ROOT / "bench" / "RESULTS.md", *(ROOT / "docs").rglob("*.md")])
 
 FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.MULTILINE | re.DOTALL)
 CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1", re.DOTALL)
