@@ -37,7 +37,7 @@ class SeenItems:
         self.indptr = m.indptr.astype(np.int64)
         self.indices = m.indices.astype(np.int32)
         lengths = np.diff(self.indptr)
-        rows = np.repeat(np.arange(self.n_users, dtype=np.int64), lengths)
+        rows = row_users(m)
         self._keys = rows * self.n_items + self.indices
         # each user's bitmap: a power of two >= 8 bits per history item (so at most 1/8 of bits set)
         log_bits = np.maximum(3, np.ceil(np.log2(np.maximum(lengths, 1) * 8))).astype(np.int64)
@@ -65,6 +65,11 @@ class SeenItems:
         out = np.zeros(len(users), dtype=bool)
         out[maybe] = self._keys[pos] == keys
         return out
+
+
+def row_users(matrix: sp.csr_matrix, offset: int = 0) -> np.ndarray:
+    """The row (user) of every stored entry of ``matrix``, in storage order, plus ``offset`` (int64)."""
+    return offset + np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
 
 
 def draw_unseen(

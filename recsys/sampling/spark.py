@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recsys.core.columns import ITEM_IDX, USER_IDX
+from recsys.sampling.seen import row_users
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +168,25 @@ class SparkNegativeSampler:
         # rows sorted stably by user line up with the chosen items sorted by user
         out[np.argsort(users, kind="stable")] = chosen[ITEM_IDX].to_numpy(np.int32)
         return out
+
+
+@contextmanager
+def spark_negative_samplers(
+    spark: SparkSession, history: sp.csr_matrix, popularity: np.ndarray
+) -> Iterator[tuple[SparkNegativeSampler, SparkNegativeSampler]]:
+    """A uniform and a popularity sampler that avoid ``history``'s pairs, cached in Spark while in use.
+
+    Args:
+        spark: the session.
+        history: users x items CSR of the pairs never to draw.
+        popularity: per item, the popularity sampler's unnormalised weight.
+
+    Yields:
+        ``(uniform, popular)``; the cached pairs are released on leaving the block.
+    """
+    pairs = seen_pairs(spark, row_users(history), history.indices).cache()
+    try:
+        n_items = history.shape[1]
+        yield SparkNegativeSampler(spark, pairs, n_items), SparkNegativeSampler(spark, pairs, n_items, popularity)
+    finally:
+        pairs.unpersist()

@@ -1,4 +1,5 @@
-"""Tests of the expand job: weights and sources on a hand-made fixture, ablations, ratios, end to end."""
+"""Sample expansion (recsys.sampling.expansion) and the expand job: weights and sources on a hand-made fixture,
+ablations, ratios, end to end."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import pytest
 import scipy.sparse as sp
 
 from jobs import expand as job
-from jobs.expand import Examples, Triples, expand, train_positives
 from recsys.core.columns import (
     CONFIDENCE,
     ITEM_ID,
@@ -26,9 +26,19 @@ from recsys.core.columns import (
     USER_IDX,
 )
 from recsys.core.config import load_config
-from recsys.core.lake import CANDIDATES_FILE, GAN_POS_FILE, SYN_USERS_FILE, Lake
+from recsys.core.lake import (
+    CANDIDATES_FILE,
+    EXAMPLES_FILE,
+    EXAMPLES_SUMMARY_FILE,
+    GAN_POS_FILE,
+    SYN_USERS_FILE,
+    Lake,
+)
 from recsys.core.matrices import MATRICES_FILE, save_matrices
 from recsys.sampling import allot
+from recsys.sampling.augment_outputs import Triples
+from recsys.sampling.examples import EXAMPLES_SCHEMA, Examples
+from recsys.sampling.expansion import check_config, expand, train_positives
 
 DS = "2026-01-31"
 N_USERS, N_ITEMS = 4, 8
@@ -101,7 +111,7 @@ def test_weights_and_sources_on_a_hand_made_fixture() -> None:
     for user, item in negatives[["user_idx", "item_idx"]].itertuples(index=False):
         assert item not in history_of(user)
     assert df["user_idx"].is_monotonic_increasing
-    assert run(expand_config()).table().schema.equals(job.EXAMPLES_SCHEMA)
+    assert run(expand_config()).table().schema.equals(EXAMPLES_SCHEMA)
 
 
 def test_hard_negatives_take_best_candidates_below_the_guard() -> None:
@@ -163,7 +173,7 @@ def test_same_seed_same_examples_other_seed_other_negatives() -> None:
 
 def test_config_with_shares_not_summing_to_one_is_refused() -> None:
     with pytest.raises(ValueError, match="expand.negative_mix"):
-        job.check_config(expand_config(negative_mix={"neg_uniform": 0.5, "neg_pop": 0.2}))
+        check_config(expand_config(negative_mix={"neg_uniform": 0.5, "neg_pop": 0.2}))
 
 
 # --- end to end on a tiny lake ---------------------------------------------------------------------
@@ -217,10 +227,10 @@ def test_expand_job_end_to_end_every_source_weighted_and_no_accidental_hits(lake
             "--set", "expand.cooc_min_history=3", "--set", "expand.cooc_per_user=1"]
     result = job.main(args)
     out = lake.path("examples", DS)
-    table = pq.read_table(out / job.EXAMPLES_FILE)
-    assert table.schema.equals(job.EXAMPLES_SCHEMA)
+    table = pq.read_table(out / EXAMPLES_FILE)
+    assert table.schema.equals(EXAMPLES_SCHEMA)
     df = table.to_pandas()
-    summary = json.loads((out / job.EXAMPLES_SUMMARY_FILE).read_text())
+    summary = json.loads((out / EXAMPLES_SUMMARY_FILE).read_text())
     # default config: every source on, negative mix 0.4 / 0.4 / 0.2; 2 negatives per train positive
     # (20: 8 / 8 / 4 hard) and per synthetic item (6: 3 / 3, synthetic users have no hard candidates)
     cooc = cooc_by_hand(3, 1, 0.05)
@@ -263,7 +273,7 @@ def test_expand_job_end_to_end_every_source_weighted_and_no_accidental_hits(lake
     assert not ((df["user_idx"] == 2) & (df["item_idx"] == 7) & (df["label"] == 1)).any()  # valid unused
     assert lake.dates("examples") == [DS] and not any((lake.root / "_staging").iterdir())
     job.main(args)  # a rerun replaces the date with identical rows
-    assert pq.read_table(out / job.EXAMPLES_FILE).equals(table)
+    assert pq.read_table(out / EXAMPLES_FILE).equals(table)
 
 
 @pytest.mark.spark
@@ -273,8 +283,8 @@ def test_spark_engine_gives_exact_counts_and_no_accidental_hits(lake: Lake, spar
             "--set", "expand.sources.neg_hard=false", "--set", "expand.sources.cooc_pos=false",
             "--set", "expand.cooc_min_history=0"]
     result = job.main(args)
-    summary = json.loads((lake.path("examples", DS) / job.EXAMPLES_SUMMARY_FILE).read_text())
-    df = pd.read_parquet(lake.path("examples", DS) / job.EXAMPLES_FILE)
+    summary = json.loads((lake.path("examples", DS) / EXAMPLES_SUMMARY_FILE).read_text())
+    df = pd.read_parquet(lake.path("examples", DS) / EXAMPLES_FILE)
     assert summary["engine"] == "spark"
     # 30 real negatives allotted 12 / 12 / 6 (hard, switched off: dropped); 9 synthetic ones 5 / 4
     assert result["sources"]["neg_uniform"] == 12 + 5 and result["sources"]["neg_pop"] == 12 + 4
@@ -358,7 +368,7 @@ def test_positive_negative_weight_ratio_is_met_exactly(ratio: float) -> None:
                                             ("pos_neg_weight_ratio", 0), ("spark_threshold", 1.5)])
 def test_bad_rebalancing_knobs_are_refused(key: str, value: Any) -> None:
     with pytest.raises(ValueError, match=f"expand.{key}"):
-        job.check_config(expand_config(**{key: value}))
+        check_config(expand_config(**{key: value}))
 
 
 @pytest.mark.spark

@@ -1,0 +1,336 @@
+"""Sample expansion: weighted positives and negatives for the recommender, each tagged with its source.
+
+Built from the train split of ``tables/ds=D`` (never valid or test) and ``augment/ds=D`` (GAN
+positives, synthetic users, hard-negative candidates); written by ``jobs.expand`` as
+``examples/ds=D/examples.parquet``:
+
+=========  =======  =============================================================================
+column     type     meaning
+=========  =======  =============================================================================
+user_idx   int32    a real user's index, or ``n_users + syn_user`` for a synthetic user
+item_idx   int32    the item
+label      int8     1 positive, 0 negative
+weight     float32  1.0 for real examples; ``synthetic_weight x confidence`` for synthetic positives
+                    and ``synthetic_weight`` for a synthetic user's negatives; positives times the
+                    item's long-tail multiplier and negatives times the balance factor, when those
+                    are on (see Rebalancing)
+source     string   one of ``recsys.core.columns.SOURCES``
+=========  =======  =============================================================================
+
+``n_users`` is the number of rows of the date's train matrix, so every example's user has a
+history: a real user's train row, or, for ``user_idx >= n_users``, the synthetic user's own
+``syn_user`` positives. Rows are ordered by user; within a user, positives first.
+
+Positives: ``real_pos`` every train entry; ``gan_pos`` the GAN's positives for sparse users (minus
+any already in train); ``cooc_pos`` co-occurrence positives of users with fewer than
+``expand.cooc_min_history`` train items; ``syn_user`` the synthetic users' items. Negatives:
+``negatives_per_positive`` per train entry of a real user and per item of a synthetic user, allotted
+to ``neg_uniform``/``neg_pop``/``neg_hard`` by ``expand.negative_mix`` (synthetic users have no
+candidates, so their share of ``neg_hard`` is spread over the other two). No negative is ever an item
+in the user's history, nor one of the user's GAN or co-occurrence positives (those are computed even
+when switched off, so the negatives do not depend on the switches). Every switch in
+``expand.sources`` removes exactly the rows of its source (``syn_user`` also removes the synthetic
+users' negatives: without it those users do not exist); the other rows stay identical, so ablations
+compare like with like. ``_summary.json`` holds the row count and weight sum of every source.
+
+Rebalancing (:mod:`recsys.sampling.rebalance`): ``expand.max_positives_per_user`` keeps a seeded
+random subset of that many train positives of a heavy user (and items of a synthetic user); negatives
+are drawn per kept positive, so every user's positive:negative count ratio is exactly
+``1 : negatives_per_positive`` (hard-negative rows of a user without candidates excepted).
+``expand.long_tail_beta`` multiplies every positive's weight by ``count_i ** -beta`` (train counts),
+normalised to mean 1 over the train interactions. ``expand.pos_neg_weight_ratio`` scales all negative
+weights by one factor so that the total positive weight over the total negative weight is exactly
+that ratio (it depends on every row, so with it on an ablation changes the negatives' weights too).
+All three are off by default.
+
+Engine: NumPy on one machine; when a Spark session is given (``jobs.expand`` starts one when the
+train split has more than ``expand.spark_threshold`` interactions), uniform and popularity negatives
+are drawn in Spark (candidates, anti-join with the seen pairs, top-up rounds; :mod:`recsys.sampling.spark`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.core.columns import SOURCES
+from recsys.core.lake import GAN_POS_FILE
+from recsys.sampling.augment_outputs import AugmentOutputs, Triples
+from recsys.sampling.cooccurrence import CooccurrenceSampler
+from recsys.sampling.examples import Examples
+from recsys.sampling.hard import HardNegativeSampler
+from recsys.sampling.mixer import NEGATIVE_SOURCES, NegativeMixer
+from recsys.sampling.popularity import PopularitySampler, popularity_weights
+from recsys.sampling.rebalance import balance_weights, cap_per_user, long_tail_multipliers
+from recsys.sampling.seen import SeenItems, row_users
+from recsys.sampling.uniform import UniformSampler
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+_EXAMPLE_DTYPES = (np.int32, np.int32, np.int8, np.float32, np.int8)  # users, items, labels, weights, codes
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Validate the ``expand`` section.
+
+    Raises:
+        ValueError: naming the first key with a bad value.
+    """
+    unknown = sorted(set(config["sources"]) - set(SOURCES))
+    if unknown:
+        raise ValueError(f"expand.sources: unknown source(s) {unknown}; known: {list(SOURCES)}")
+    mix = config["negative_mix"]
+    unknown = sorted(set(mix) - set(NEGATIVE_SOURCES))
+    if unknown:
+        raise ValueError(f"expand.negative_mix: unknown kind(s) {unknown}; known: {list(NEGATIVE_SOURCES)}")
+    shares = [float(mix.get(k, 0.0)) for k in NEGATIVE_SOURCES]
+    if min(shares) < 0 or not math.isclose(sum(shares), 1.0, abs_tol=1e-9):
+        raise ValueError(f"expand.negative_mix: shares must be >= 0 and sum to 1, got {dict(mix)}")
+    for key in ("negatives_per_positive", "cooc_min_history", "cooc_per_user", "max_positives_per_user",
+                "spark_threshold"):
+        if not isinstance(config[key], int) or config[key] < 0:
+            raise ValueError(f"expand.{key}: expected an int >= 0, got {config[key]!r}")
+    for key in ("popularity_alpha", "synthetic_weight", "cooc_min_score", "long_tail_beta"):
+        if not (isinstance(config[key], int | float) and config[key] >= 0):
+            raise ValueError(f"expand.{key}: expected a number >= 0, got {config[key]!r}")
+    ratio = config["pos_neg_weight_ratio"]
+    if ratio is not None and not (isinstance(ratio, int | float) and ratio > 0):
+        raise ValueError(f"expand.pos_neg_weight_ratio: expected null or a number > 0, got {ratio!r}")
+
+
+def expansion_seed(seed: int, ds: str) -> list[int]:
+    """The random state of one date's expansion: the config's seed and the date as YYYYMMDD."""
+    return [int(seed), int(dt.date.fromisoformat(ds).strftime("%Y%m%d"))]
+
+
+def train_positives(train: sp.csr_matrix) -> sp.csr_matrix:
+    """The train entries with a positive weight (a stored zero or negative is not a positive)."""
+    positives = sp.csr_matrix(train, dtype=np.float32, copy=True)
+    positives.data[positives.data <= 0] = 0.0
+    positives.eliminate_zeros()
+    positives.sort_indices()
+    return positives
+
+
+class _Rows:
+    """The examples as they are drawn: one part per step, in order, the source's switch applied to positives."""
+
+    def __init__(self, switches: Mapping[str, bool], boost: np.ndarray) -> None:
+        self.on, self.boost = switches, boost
+        self.parts: list[tuple[np.ndarray, ...]] = []
+
+    def positives(self, source: str, users: np.ndarray, items: np.ndarray, weights: np.ndarray | float) -> None:
+        """Add the positives of ``source`` (when it is on), each weight times its item's long-tail multiplier."""
+        if self.on.get(source, False) and len(users):
+            n = len(users)
+            weights = np.broadcast_to(np.float32(weights), (n,)) * self.boost[items]
+            self.parts.append((users, items, np.full(n, 1, np.int8), weights.astype(np.float32),
+                               np.full(n, SOURCES.index(source), np.int8)))
+
+    def negatives(self, users: np.ndarray, items: np.ndarray, codes: np.ndarray, weight: float) -> None:
+        """Add negatives, each of the source ``codes`` names, all of weight ``weight``."""
+        self.parts.append((users, items, np.zeros(len(users), np.int8), np.full(len(users), weight, np.float32),
+                           codes))
+
+    def examples(self) -> Examples:
+        """All parts, ordered by user (stable: within a user, in the order the parts were added)."""
+        parts = self.parts
+        columns = [np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(5)]
+        order = np.argsort(columns[0], kind="stable")
+        return Examples(*(c[order].astype(t) for c, t in zip(columns, _EXAMPLE_DTYPES, strict=True)))
+
+
+@dataclass
+class _Positives:
+    """What the negatives of a date depend on, once the positives are drawn."""
+
+    kept_train: sp.csr_matrix  # train after the per-user cap: one block of negatives per entry
+    cooc: Triples  # every co-occurrence positive, switched on or not
+    syn_histories: sp.csr_matrix  # synthetic users x items, every item of theirs
+    kept_syn: sp.csr_matrix  # the synthetic users' items after the per-user cap
+
+
+def new_gan_positives(train: sp.csr_matrix, gan_pos: Triples) -> Triples:
+    """The GAN positives that are not train positives already (a warning counts the others)."""
+    in_train = SeenItems(train).contains(gan_pos.users, gan_pos.items)
+    if in_train.any():
+        log.warning("%s: %d rows are already train positives; dropped", GAN_POS_FILE, int(in_train.sum()))
+    return Triples(gan_pos.users[~in_train], gan_pos.items[~in_train], gan_pos.values[~in_train])
+
+
+def cooccurrence_positives(train: sp.csr_matrix, config: Mapping[str, Any]) -> Triples:
+    """Co-occurrence positives of the users with fewer than ``expand.cooc_min_history`` train items."""
+    sparse = np.flatnonzero(np.diff(train.indptr) < int(config["cooc_min_history"]))
+    cooc = CooccurrenceSampler(train, int(config["cooc_per_user"]), float(config["cooc_min_score"]))
+    return Triples(*cooc.sample(sparse))
+
+
+def synthetic_histories(syn_users: Triples, n_items: int) -> sp.csr_matrix:
+    """The synthetic users' items as a CSR of syn_users x items (a repeated pair stored once)."""
+    n_syn = int(syn_users.users.max()) + 1 if len(syn_users.users) else 0
+    matrix = sp.csr_matrix(
+        (np.ones(len(syn_users.users), np.float32), (syn_users.users, syn_users.items)), shape=(n_syn, n_items)
+    )
+    matrix.sum_duplicates()
+    return matrix
+
+
+def _add_positives(
+    rows: _Rows,
+    train: sp.csr_matrix,
+    augment: AugmentOutputs,
+    config: Mapping[str, Any],
+    real_cap_rng: np.random.Generator,
+    syn_cap_rng: np.random.Generator,
+) -> _Positives:
+    """Add the four kinds of positives to ``rows``, in source order; return what the negatives need."""
+    synthetic_weight = float(config["synthetic_weight"])
+    cap = int(config["max_positives_per_user"])
+    kept_train = cap_per_user(train, cap, real_cap_rng)
+    rows.positives("real_pos", row_users(kept_train), kept_train.indices, 1.0)
+    gan = new_gan_positives(train, augment.gan_pos)
+    rows.positives("gan_pos", gan.users, gan.items, synthetic_weight * gan.values)
+    # computed even when switched off: negatives avoid these items either way, so an ablation removes
+    # exactly the source's rows and no negative ever contradicts a positive of the full table
+    cooc = cooccurrence_positives(train, config)
+    rows.positives("cooc_pos", cooc.users, cooc.items, synthetic_weight * cooc.values)
+    syn = augment.syn_users
+    syn_histories = synthetic_histories(syn, train.shape[1])
+    kept_syn = cap_per_user(syn_histories, cap, syn_cap_rng)
+    kept = SeenItems(kept_syn).contains(syn.users, syn.items) if kept_syn.shape[0] else np.zeros(0, bool)
+    rows.positives("syn_user", train.shape[0] + syn.users[kept], syn.items[kept], synthetic_weight * syn.values[kept])
+    return _Positives(kept_train, cooc, syn_histories, kept_syn)
+
+
+def negative_history(train: sp.csr_matrix, gan_pos: Triples, cooc: Triples,
+                     syn_histories: sp.csr_matrix) -> sp.csr_matrix:
+    """What no negative may be: a real user's train items, GAN and co-occurrence positives; a synthetic user's items.
+
+    Rows: the real users, then the synthetic ones (``n_users + syn_user``).
+    """
+    expanded = sp.csr_matrix(
+        (np.ones(len(gan_pos.users) + len(cooc.users), np.float32),
+         (np.concatenate([gan_pos.users, cooc.users]), np.concatenate([gan_pos.items, cooc.items]))),
+        shape=train.shape,
+    )
+    return sp.vstack([train + expanded, syn_histories]).tocsr()
+
+
+@contextmanager
+def negative_samplers(
+    history: sp.csr_matrix,
+    counts: np.ndarray,
+    candidates: Triples,
+    config: Mapping[str, Any],
+    max_candidate_score: float,
+    spark: SparkSession | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The switched-on negative samplers by source (``None`` when off), none drawing an item of ``history``.
+
+    Uniform and popularity negatives come from Spark when ``spark`` is given (its cached pairs are
+    released on leaving the block), from NumPy otherwise; hard negatives always from NumPy.
+    """
+    on = config["sources"]
+    alpha = float(config["popularity_alpha"])
+    seen = SeenItems(history)
+    if spark is not None:
+        from recsys.sampling.spark import spark_negative_samplers
+
+        engine: Any = spark_negative_samplers(spark, history, popularity_weights(counts, alpha))
+    else:
+        engine = nullcontext((UniformSampler(seen), PopularitySampler(seen, counts, alpha)))
+    with engine as (uniform, popular):
+        yield {
+            "neg_uniform": uniform if on.get("neg_uniform") else None,
+            "neg_pop": popular if on.get("neg_pop") else None,
+            "neg_hard": HardNegativeSampler(candidates.users, candidates.items, candidates.values, seen,
+                                            max_candidate_score) if on.get("neg_hard") else None,
+        }
+
+
+def synthetic_shares(shares: Mapping[str, float]) -> dict[str, float]:
+    """The negative mix of synthetic users: no candidates, so ``neg_hard``'s share goes to the others, in proportion.
+
+    Returns an empty dict when the others have no share.
+    """
+    others = {k: v for k, v in shares.items() if k != "neg_hard"}
+    total = sum(others.values())
+    return {k: v / total for k, v in others.items()} if total > 0 else {}
+
+
+def _add_negatives(
+    rows: _Rows,
+    samplers: Mapping[str, Any],
+    positives: _Positives,
+    config: Mapping[str, Any],
+    real_rng: np.random.Generator,
+    syn_rng: np.random.Generator,
+) -> None:
+    """Add ``negatives_per_positive`` negatives per kept positive of every real user, then of every synthetic one."""
+    per_positive = int(config["negatives_per_positive"])
+    shares = {k: float(config["negative_mix"].get(k, 0.0)) for k in NEGATIVE_SOURCES}
+    real_users = row_users(positives.kept_train)
+    rows.negatives(*NegativeMixer(samplers, shares).sample(np.repeat(real_users, per_positive), real_rng), 1.0)
+    if not (config["sources"].get("syn_user", False) and positives.kept_syn.shape[0]):
+        return
+    syn_mix = synthetic_shares(shares)
+    if not syn_mix:
+        log.warning("expand.negative_mix gives synthetic users no negative kind (all share on neg_hard)")
+        return
+    syn_rows = row_users(positives.kept_syn, offset=positives.kept_train.shape[0])
+    mixer = NegativeMixer({k: samplers[k] for k in syn_mix}, syn_mix)
+    rows.negatives(*mixer.sample(np.repeat(syn_rows, per_positive), syn_rng), float(config["synthetic_weight"]))
+
+
+def expand(
+    train: sp.csr_matrix,
+    gan_pos: Triples,
+    syn_users: Triples,
+    candidates: Triples,
+    config: dict[str, Any],
+    max_candidate_score: float,
+    rng: np.random.Generator,
+    spark: SparkSession | None = None,
+) -> Examples:
+    """Build the examples of one date (pure: arrays in, arrays out).
+
+    Args:
+        train: users x items CSR of train positives (see :func:`train_positives`).
+        gan_pos: GAN positives of real users (user_idx, item_idx, confidence).
+        syn_users: synthetic users' items (syn_user, item_idx, confidence).
+        candidates: hard-negative candidates of real users (user_idx, item_idx, score).
+        config: the ``expand`` config section.
+        max_candidate_score: hard negatives skip candidates scored above this (false-negative guard).
+        rng: random generator; the same state gives the same examples.
+        spark: when given, uniform and popularity negatives are drawn in Spark
+            (:class:`recsys.sampling.spark.SparkNegativeSampler`) instead of NumPy.
+
+    Returns:
+        The examples, ordered by user; within a user by source, positives first.
+    """
+    # every random step draws from its own child, so switching one source off leaves the others' rows
+    real_rng, syn_rng, cap_rng = rng.spawn(3)
+    real_cap_rng, syn_cap_rng = cap_rng.spawn(2)
+    counts = np.bincount(train.indices, minlength=train.shape[1])
+    rows = _Rows(config["sources"], long_tail_multipliers(counts, float(config["long_tail_beta"])))
+    augment = AugmentOutputs(gan_pos, syn_users, candidates)
+    positives = _add_positives(rows, train, augment, config, real_cap_rng, syn_cap_rng)
+    history = negative_history(train, gan_pos, positives.cooc, positives.syn_histories)
+    with negative_samplers(history, counts, candidates, config, max_candidate_score, spark) as samplers:
+        _add_negatives(rows, samplers, positives, config, real_rng, syn_rng)
+    examples = rows.examples()
+    ratio = config["pos_neg_weight_ratio"]
+    if ratio is not None:
+        examples.weights = balance_weights(examples.labels, examples.weights, float(ratio))
+    return examples
