@@ -104,7 +104,7 @@ def test_evaluate_scores_all_models_on_test_users(lake: Lake) -> None:
 
 
 def test_sparse_segment_takes_shortest_histories() -> None:
-    from jobs.evaluate import sparse_segment
+    from recsys.evaluation.protocol import sparse_segment
 
     train = sp.csr_matrix(np.array([[1, 1, 1], [1, 0, 0], [1, 1, 0], [0, 0, 1], [1, 1, 1]], np.float32))
     users = np.array([0, 1, 2, 3, 4])
@@ -123,7 +123,7 @@ def test_sparse_segment_takes_shortest_histories() -> None:
     ],
 )
 def test_augmentation_verdict(aug: tuple, noaug: tuple, helped: bool, lead: str) -> None:
-    from jobs.evaluate import augmentation_verdict
+    from recsys.evaluation.lift import augmentation_verdict
 
     def seg(v: tuple) -> dict:
         return {"all": {"ndcg@10": v[0]}, "sparse": {"ndcg@10": v[1]}}
@@ -136,7 +136,7 @@ def test_augmentation_verdict(aug: tuple, noaug: tuple, helped: bool, lead: str)
 
 
 def test_augmentation_verdict_without_reference() -> None:
-    from jobs.evaluate import augmentation_verdict
+    from recsys.evaluation.lift import augmentation_verdict
 
     zero = {"all": {"ndcg@10": 0.0}, "sparse": {"ndcg@10": 0.0}}
     got = augmentation_verdict({"all": {"ndcg@10": 0.1}, "sparse": {"ndcg@10": 0.0}}, zero, "ndcg@10")
@@ -144,7 +144,7 @@ def test_augmentation_verdict_without_reference() -> None:
 
 
 def test_lift_interval_is_a_paired_bootstrap_of_the_ratio_of_means() -> None:
-    from jobs.evaluate import lift_interval
+    from recsys.evaluation.lift import lift_interval
 
     rng = np.random.default_rng(0)
     ablation = rng.random(400)
@@ -164,7 +164,7 @@ def test_lift_interval_is_a_paired_bootstrap_of_the_ratio_of_means() -> None:
 
 
 def test_verdict_says_whether_each_lift_is_beyond_the_noise() -> None:
-    from jobs.evaluate import augmentation_verdict
+    from recsys.evaluation.lift import augmentation_verdict
 
     seg = {"all": {"ndcg@10": 0.33}, "sparse": {"ndcg@10": 0.12}}
     ref = {"all": {"ndcg@10": 0.30}, "sparse": {"ndcg@10": 0.10}}
