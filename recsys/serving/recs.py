@@ -1,20 +1,15 @@
-"""The registered model: a recommender plus the id maps and histories it serves from (MLflow pyfunc).
+"""Ranking for serving: each user's top-K unseen items from a recommender, as the output contract's rows.
 
-``mlflow.pyfunc.load_model("models:/<name>@champion").predict(pd.DataFrame({"user_id": [...]}))``
-returns each user's top-K as rows ``user_id, rank, item_id, score`` (K from ``params={"k": K}``,
-default 20). Known users are scored from their history; unknown users, and users whose history has
-nothing the model reads, get the most popular items. Nobody is recommended an item they interacted
-with in the window, whatever the label. ``jobs.publish`` ranks through the same :func:`recommend` from
-the same history, so the batch output and the pyfunc agree.
+Rows with an empty history get the most popular items; nobody is recommended an item they interacted with
+in the window, whatever the label. ``jobs.publish`` and the registered pyfunc
+(:class:`recsys.serving.pyfunc.RecsysModel`) both rank through :func:`recommend` from the same history, so
+the batch output and the pyfunc agree.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -29,39 +24,6 @@ SCORE_BATCH = 2048  # users scored at once; bounds memory at SCORE_BATCH x items
 def typed_ids(ids: np.ndarray, id_type: str) -> np.ndarray:
     """Original ids back in the type they had in the input (``int64`` or ``string``)."""
     return ids.astype(np.int64) if id_type == "int64" else ids.astype(object)
-
-
-@dataclass
-class Profile:
-    """What the model serves from: id maps, each user's history and item popularity."""
-
-    user_ids: np.ndarray  # strings, by user index
-    item_ids: np.ndarray  # strings, by item index
-    histories: sp.csr_matrix  # users x items, the window's history as the model reads it (tables' ``history``)
-    seen: sp.csr_matrix  # users x items, every pair of the window (tables' ``seen``): never recommended
-    popularity: np.ndarray  # interactions per item
-    user_id_type: str
-    item_id_type: str
-
-    def save(self, path: Path) -> None:
-        h, seen = self.histories, self.seen
-        np.savez(
-            path, user_ids=self.user_ids.astype(str), item_ids=self.item_ids.astype(str),
-            indptr=h.indptr, indices=h.indices, data=h.data, shape=np.asarray(h.shape),
-            seen_indptr=seen.indptr, seen_indices=seen.indices,
-            popularity=self.popularity, id_types=np.asarray([self.user_id_type, self.item_id_type]),
-        )
-
-    @classmethod
-    def load(cls, path: Path | str) -> Profile:
-        with np.load(path) as z:
-            shape = tuple(z["shape"])
-            histories = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
-            seen = sp.csr_matrix((np.ones(len(z["seen_indices"]), np.float32), z["seen_indices"], z["seen_indptr"]),
-                                 shape=shape)
-            user_type, item_type = (str(t) for t in z["id_types"])
-            return cls(z["user_ids"].astype(object), z["item_ids"].astype(object), histories, seen,
-                       z["popularity"], user_type, item_type)
 
 
 def recommend(model: Any, histories: sp.csr_matrix, seen: sp.csr_matrix, popularity: np.ndarray,
@@ -118,42 +80,3 @@ def recs_frame(user_ids: np.ndarray, idx: np.ndarray, scores: np.ndarray, profil
         SCORE: scores.ravel().astype(np.float32),
     })
     return frame[np.isfinite(frame[SCORE])].reset_index(drop=True)
-
-
-class RecsysModel(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc wrapper: artifacts ``model`` (a .keras recommender) and ``profile`` (a Profile .npz)."""
-
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.load_files(context.artifacts["model"], context.artifacts["profile"])
-
-    def load_files(self, model_path: str | Path, profile_path: str | Path) -> None:
-        """Load the recommender and its profile from local files."""
-        from recsys.models.recommender import load_recommender
-
-        self.model = load_recommender(model_path)
-        self.profile = Profile.load(profile_path)
-        self._user_index = {u: i for i, u in enumerate(self.profile.user_ids) if u}
-
-    def predict(
-        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        """Top-K per requested user; ``model_input`` needs a ``user_id`` column."""
-        if USER_ID not in model_input.columns:
-            raise ValueError(f"input needs a {USER_ID!r} column; got {', '.join(map(str, model_input.columns))}")
-        k = int((params or {}).get("k", DEFAULT_K))
-        p = self.profile
-        wanted = model_input[USER_ID].to_numpy()
-        # ids are looked up as they came (trimmed, as the clean job trims them); never case-folded
-        rows = np.array([self._user_index.get(str(u).strip(), -1) for u in wanted])
-        empty = sp.csr_matrix((1, p.histories.shape[1]), dtype=np.float32)
-        # -1 picks the appended empty row: an unknown user
-        histories = sp.vstack([p.histories, empty]).tocsr()[rows]
-        seen = sp.vstack([p.seen, empty]).tocsr()[rows]
-        idx, scores = recommend(self.model, histories, seen, p.popularity, k)
-        frame = recs_frame(wanted, idx, scores, p.item_ids, p.item_id_type)
-        return frame
-
-    def recommend_histories(self, histories: sp.csr_matrix, seen: sp.csr_matrix,
-                            k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-K for histories indexed like today's tables (stable indexes keep them aligned)."""
-        return recommend(self.model, histories, seen, self.profile.popularity, k)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from jobs.publish import check_contract
+from recsys.serving.contract import check_contract
 
 USERS = np.array(["007", "7", "B00ABCDxyz"], dtype=object)  # string ids as they came
 ITEMS = np.array([10, 20, 30, 40], dtype=np.int64)

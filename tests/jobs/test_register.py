@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
-from jobs.register import flatten, gate_decision
 from jobs.summary import render_summary
+from recsys.evaluation.gate import gate_decision
 from recsys.report.html import render_report
+from recsys.serving.registry import flatten
 
 
 def test_gate_refuses_a_worse_challenger_and_accepts_a_better_one() -> None:
