@@ -3,7 +3,7 @@
 
 Retrains the recommender every night with GAN-based data augmentation and sample expansion.
 
-clean → tables → augment → expand → train → evaluate → register → publish
+clean → tables → augment → expand → train → evaluate → register → publish → report
 
 Each task launches one program of `jobs/` in its own process for the run's date (the Spark jobs with
 `spark-submit` to the master of the `spark_default` connection, `local[*]` without one), reads its inputs from
@@ -23,7 +23,8 @@ negative sampler mix, promote, force re-registration, plus free-form `overrides`
 (exit 65) fails at once. Every failed try writes a `RECSYS ALERT` line and posts to the `recsys_alerts`
 webhook connection when it exists.
 
-**Output.** `publish` updates the asset `recsys://lake/recs` (extra: `ds`), for DAGs scheduled on it.
+**Output.** `publish` updates the asset `recsys://lake/recs` (extra: `ds`), for DAGs scheduled on it;
+`report` then renders the run at a glance to `reports/ds=D/report.html` and logs it to the date's MLflow run.
 """
 
 from __future__ import annotations
@@ -93,12 +94,18 @@ def register() -> dict:
 
 
 @task(outlets=[RECS], execution_timeout=dt.timedelta(hours=1),
-      doc_md="Write every known user's top-K from the `champion` model to `recs/`, and the run report.")
+      doc_md="Write every known user's top-K from the `champion` model to `recs/`, checked against the contract.")
 def publish() -> dict:
     context = get_current_context()
     result = _run("publish")
     context["outlet_events"][RECS].extra = {"ds": run_date(context)}
     return result
+
+
+@task(execution_timeout=dt.timedelta(minutes=30),
+      doc_md="Render the run report (`reports/report.html`: gate, lifts, metrics, recs, quality) and log it to MLflow.")
+def report() -> dict:
+    return _run("report")
 
 
 @task_group(prefix_group_id=False, tooltip="Spark: raw logs to clean events to windowed tables")
@@ -116,9 +123,9 @@ def modelling() -> None:
     train() >> evaluate()
 
 
-@task_group(prefix_group_id=False, tooltip="MLflow registration, promotion gate, recommendations")
+@task_group(prefix_group_id=False, tooltip="MLflow registration, promotion gate, recommendations, run report")
 def release() -> None:
-    register() >> publish()
+    register() >> publish() >> report()
 
 
 @dag(

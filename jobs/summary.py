@@ -8,8 +8,9 @@ from typing import Any
 
 from recsys.core.cli import JobContext, job_parser, run_job
 from recsys.core.lake import METRICS_FILE, RECS_SUMMARY_FILE, REGISTRATION_FILE, REPORT_FILE, read_json
+from recsys.report.html import HEADLINE, served_text
 
-HEADLINE = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
+SHOWN = HEADLINE[:4]  # the report's headline metrics that fit on a terminal line
 
 
 def render_summary(ds: str, lake_root: str, registration: dict[str, Any], metrics: dict[str, Any],
@@ -29,16 +30,14 @@ def render_summary(ds: str, lake_root: str, registration: dict[str, Any], metric
     for name, result in metrics.get("models", {}).items():
         cells = "  ".join(
             f"{m} {result.get('all', {}).get(m, float('nan')):.4f}|{result.get('sparse', {}).get(m, float('nan')):.4f}"
-            for m in HEADLINE
+            for m in SHOWN
         )
         lines.append(f"  {name:<12} {cells}")
     verdict = metrics.get("augmentation", {}).get("verdict")
     if verdict:
         lines += ["", f"augmentation: {verdict}"]
     if recs:
-        lines += ["", f"recommendations: {recs['users_served']} of {recs['users_in_window']} users in the window "
-                      f"served ({100 * recs['served_share']:.1f}%), up to {recs['k']} each, {recs['rows']} rows; "
-                      f"{recs['users_from_popularity']} from popularity (nothing in their history the model reads)"]
+        lines += ["", f"recommendations: {served_text(recs)}"]
     return "\n".join(lines) + "\n"
 
 

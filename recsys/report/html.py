@@ -7,7 +7,15 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
+# the metrics the report shows for every model, most important first; the closing summary shows the first four
 HEADLINE = ("ndcg@10", "recall@10", "ndcg@20", "recall@20", "precision@10", "map@10", "hitrate@10", "coverage")
+
+
+def served_text(recs: Mapping[str, Any]) -> str:
+    """One sentence on the published recommendations, from publish's ``recs/ds=D/_summary.json``."""
+    return (f"{recs['users_served']} of {recs['users_in_window']} users in the window served "
+            f"({100 * recs['served_share']:.1f}%), up to {recs['k']} each, {recs['rows']} rows; "
+            f"{recs['users_from_popularity']} from popularity (nothing in their history the model reads)")
 
 
 def _cell(value: Any) -> str:
@@ -76,6 +84,7 @@ def render_report(
     examples: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
     plots: Mapping[str, bytes] | None = None,
+    recs: Mapping[str, Any] | None = None,
 ) -> str:
     """Render the run report as a self-contained HTML page (plots embedded as base64 PNG).
 
@@ -88,6 +97,7 @@ def render_report(
         examples: examples/_summary.json (rows and weight per source).
         training: models/train.json (per model epochs and validation NDCG; whether a final fit was made).
         plots: augmentation plots by file name, as PNG bytes.
+        recs: recs/_summary.json (users served, rows, the version served), when publish has run.
     """
     aug = metrics.get("augmentation", {})
     verdict = html.escape(str(aug.get("verdict", "no augmentation verdict")))
@@ -105,6 +115,8 @@ def render_report(
         "hyperparameters and epoch count; every figure above is the held-out fit's."
         if "model_final" in runs else "The served model is the held-out fit (no final refit)."
     )
+    served = (f"Recommendations from version {html.escape(str(recs.get('model_version')))}: "
+              f"{html.escape(served_text(recs))}." if recs else "No recommendations published for this date.")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>recsys-augment {ds}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin:1em 0}}
@@ -113,6 +125,7 @@ figure{{display:inline-block;margin:0 1em 1em 0}} img{{max-width:480px}}</style>
 <body><h1>recsys-augment, run of {ds}</h1>
 <p class="big">Tonight's model: <b>{decision}</b> — {html.escape(str(gate.get("reason", "")))}</p>
 <p class="big">Augmentation: {verdict}</p>
+<p>{served}</p>
 <p>Augmentation lift ({metric}, with / without): all users <b>{_lift_text(aug, "all")}</b>,
 sparse segment <b>{_lift_text(aug, "sparse")}</b>; an interval over test users resampled that contains 1 means
 the difference is within the noise of this test set.</p>

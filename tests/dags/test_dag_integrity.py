@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILE = REPO / "dags" / "recsys_nightly.py"
-STAGES = ["clean", "tables", "augment", "expand", "train", "evaluate", "register", "publish"]
+STAGES = ["clean", "tables", "augment", "expand", "train", "evaluate", "register", "publish", "report"]
 HEAVY = ("pyspark", "tensorflow", "keras", "mlflow", "pandas", "numpy", "scipy", "jobs")
 
 # Runs in a fresh interpreter: loads the DAG file with an audit hook that refuses any network or
@@ -98,7 +98,7 @@ def test_stages_are_a_chain_in_order(dag) -> None:  # noqa: ANN001
 def test_schedule_and_concurrency(dag) -> None:  # noqa: ANN001
     assert dag.max_active_runs == 1
     assert dag.catchup is False
-    assert dag.doc_md and "clean → tables" in dag.doc_md
+    assert dag.doc_md and " → ".join(STAGES) in dag.doc_md
 
 
 def test_schedule_is_a_daily_data_interval(dag) -> None:  # noqa: ANN001
@@ -126,7 +126,7 @@ def _restriction(earliest):  # noqa: ANN001, ANN202 - a TimeRestriction
 def test_task_groups_mirror_the_stages_without_renaming_tasks(dag) -> None:  # noqa: ANN001
     groups = {group_id: sorted(group.children) for group_id, group in dag.task_group.children.items()}
     assert groups == {"prepare": ["clean", "tables"], "augmentation": ["augment", "expand"],
-                      "modelling": ["evaluate", "train"], "release": ["publish", "register"]}
+                      "modelling": ["evaluate", "train"], "release": ["publish", "register", "report"]}
 
 
 def test_pools_retries_timeouts_and_alerts(dag) -> None:  # noqa: ANN001

@@ -35,7 +35,7 @@ DATES = ["2026-01-08", "2026-01-09", "2026-01-10"]
 RERUN_DATE = DATES[1]
 MODEL = "recsys-augment-backfill"
 ZONES = ["clean", "quarantine", "tables", "augment", "examples", "models", "eval", "registry", "reports", "recs"]
-RERUN_TASKS = {"train", "evaluate", "register", "publish"}  # `train` and everything downstream of it
+RERUN_TASKS = {"train", "evaluate", "register", "publish", "report"}  # `train` and everything downstream of it
 TINY = {  # smaller and shorter than the nightly e2e test: this one runs the pipeline four times
     "RECSYS__GENERATE__USERS": "200", "RECSYS__GENERATE__ITEMS": "150", "RECSYS__GENERATE__EVENTS": "8000",
     "RECSYS__GENERATE__DAYS": "4", "RECSYS__GENERATE__BOT_EVENTS_PER_DAY": "600",

@@ -65,6 +65,12 @@ def _register(lake: Lake, *flags: str) -> dict:
     return register.main(["--ds", DS, "--lake", str(lake.root), "--set", f"register.model_name={NAME}", *flags])
 
 
+def _report(lake: Lake) -> dict:
+    from jobs import report
+
+    return report.main(["--ds", DS, "--lake", str(lake.root)])
+
+
 def test_register_is_idempotent_and_the_gate_refuses_a_worse_challenger(lake: Lake, mlflow_home: Path) -> None:
     from mlflow import MlflowClient
 
@@ -83,7 +89,9 @@ def test_register_is_idempotent_and_the_gate_refuses_a_worse_challenger(lake: La
     assert client.get_model_version(NAME, "2").tags["validation_status"] == "rejected"
     gate = read_json(lake.path("registry", DS) / "registration.json")["gate"]
     assert gate["promoted"] is False and gate["champion_before"] > 0.0
-    assert (lake.path("reports", DS) / "report.html").read_text().count("NOT promoted") == 1
+    assert _report(lake)["run_id"] == third["run_id"]
+    page = (lake.path("reports", DS) / "report.html").read_text()
+    assert page.count("NOT promoted") == 1 and "No recommendations published for this date." in page
 
 
 def test_the_first_model_is_champion_only_if_it_beats_popularity(lake: Lake, mlflow_home: Path) -> None:
@@ -124,6 +132,9 @@ def test_publish_writes_the_champions_top_k_with_original_id_types(lake: Lake, m
     assert recs.groupby("user_id")["rank"].apply(list).map(lambda r: r[: len(r)] == list(range(1, len(r) + 1))).all()
     # user 50 has seen 400 and 500, so exactly three items remain and k=2 of them are published
     assert (recs.groupby("user_id").size() == 2).all()
+    _report(lake)
+    page = (lake.path("reports", DS) / "report.html").read_text()
+    assert "Recommendations from version 1: 5 of 5 users in the window served (100.0%), up to 2 each, 10 rows" in page
 
 
 def test_register_serves_the_final_fit_and_records_the_held_out_metrics(lake: Lake, mlflow_home: Path) -> None:
@@ -148,22 +159,31 @@ def test_register_serves_the_final_fit_and_records_the_held_out_metrics(lake: La
     assert run.data.metrics["models.model.all.ndcg_at_10"] == 0.5
     assert run.data.metrics["train.model_final.epochs"] == 2 and run.data.metrics["examples.gan_pos"] == 2
     assert run.data.tags["data_window"] == "2026-01-03..2026-02-01"  # the default 30 days up to the date
+    assert "report.html" not in {Path(a.path).name for a in client.list_artifacts(version.run_id, "reports")}
+    _report(lake)  # the report job logs the page to the date's run
     logged = {Path(a.path).name for a in client.list_artifacts(version.run_id, "reports")}
     assert {"_summary.json", "train.json", "metrics.json", "report.html"} <= logged
     assert [a.path for a in client.list_artifacts(version.run_id, "heldout")] == ["heldout/model.keras"]
 
-    # the gate judges a final-fit champion through its held-out twin, not through weights fitted on test
-    from jobs.register import champion_metric
+    # the gate judges a final-fit champion through its held-out twin, not through weights fitted on test,
+    # scored as evaluate scores a model: each test user's history without test pairs, their other items unranked
     from recsys.core.matrices import load_matrices
+    from recsys.evaluation.gate import champion_metric
+    from recsys.evaluation.protocol import HeldOut
+    from recsys.serving.registry import current_champion
 
-    held_out_value = champion_metric(client, NAME, load_matrices(lake, DS), "ndcg@10")[1]
-    champion = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").unwrap_python_model()
-    champion.model = held_out
     m = load_matrices(lake, DS)
+    champion, judged = current_champion(client, NAME)
+    assert str(champion.version) == "1"
+    np.testing.assert_array_equal([w for w in judged.get_weights() if w.ndim == 2][0],
+                                  [w for w in held_out.get_weights() if w.ndim == 2][0])
+    held_out_value = champion_metric(judged, HeldOut.of(m), "ndcg@10", [10, 20])
     rows = np.flatnonzero(np.diff(m.test.indptr))
-    seen = (m.train + m.valid).tocsr()[rows]
-    idx, _ = champion.recommend_histories(seen, seen, 10)
-    hits = np.asarray(m.test[rows][np.arange(len(rows))[:, None], idx].todense()) > 0
+    seen = (m.train + m.valid).toarray()[rows]
+    scores = np.asarray(held_out(seen), dtype=np.float64)
+    scores[seen > 0] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    hits = np.asarray(m.test[rows].todense())[np.arange(len(rows))[:, None], order] > 0
     # one test item per user: NDCG@10 is 1 / log2(rank + 1) at its rank, 0 when missed
     expected = np.mean([1 / np.log2(np.flatnonzero(h)[0] + 2) if h.any() else 0.0 for h in hits])
     assert held_out_value == pytest.approx(expected)
