@@ -13,12 +13,10 @@ from recsys.core.lake import LENGTH_PLOT, POPULARITY_PLOT
 
 def plot_series(real: RealUsers, trained: sp.csr_matrix, untrained: sp.csr_matrix) -> dict[str, dict[str, np.ndarray]]:
     """The series ``save_plots`` draws: item counts and length histograms of real and synthetic users."""
-    edges = real.edges
     return {
-        "item_popularity": {"real": item_counts(real.matrix), "trained": item_counts(trained),
-                            "untrained": item_counts(untrained)},
-        "user_length": {"real": length_counts(real.matrix, edges), "trained": length_counts(trained, edges),
-                        "untrained": length_counts(untrained, edges), "edges": edges},
+        "item_popularity": {"real": real.items, "trained": item_counts(trained), "untrained": item_counts(untrained)},
+        "user_length": {"real": real.lengths, "trained": length_counts(trained, real.edges),
+                        "untrained": length_counts(untrained, real.edges), "edges": real.edges},
     }
 
 

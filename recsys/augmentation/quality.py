@@ -159,15 +159,13 @@ class RealUsers:
     sample: np.ndarray     # as many rows as synthetic users: the sampling floor of the fidelity figures
     quantile: float        # memorisation quantile of real-to-real nearest-neighbour distances
     threshold: float       # that quantile's distance: nearer synthetic users count as memorised
-
-    @property
-    def edges(self) -> np.ndarray:
-        """Length histogram bin edges covering the longest real history."""
-        return length_edges(int(np.diff(self.matrix.indptr).max()))
+    items: np.ndarray      # users per item
+    edges: np.ndarray      # history length bin edges, up to the longest real history
+    lengths: np.ndarray    # users per length bin
 
 
 def real_users(real: sp.csr_matrix, n_synthetic: int, max_users: int, quantile: float, seed: int) -> RealUsers:
-    """Draw the reference and sample rows of ``real`` and measure its memorisation threshold.
+    """Draw the reference and sample rows of ``real`` and measure what synthetic users are compared with.
 
     Args:
         real: active users x items, 0/1.
@@ -179,17 +177,18 @@ def real_users(real: sp.csr_matrix, n_synthetic: int, max_users: int, quantile: 
     rng = np.random.default_rng(seed)
     reference = np.sort(rng.choice(real.shape[0], size=min(max_users, real.shape[0]), replace=False))
     sample = rng.choice(real.shape[0], size=min(n_synthetic, real.shape[0]), replace=False)
-    return RealUsers(real, reference, sample, quantile, memorisation_threshold(real, quantile, reference))
+    threshold = memorisation_threshold(real, quantile, reference)
+    edges = length_edges(int(np.diff(real.indptr).max()))
+    return RealUsers(real, reference, sample, quantile, threshold, item_counts(real), edges, length_counts(real, edges))
 
 
 def _figures(
-    syn: sp.csr_matrix, real: RealUsers, real_items: np.ndarray, real_lengths: np.ndarray,
-    train: sp.csr_matrix, valid: sp.csr_matrix, eval_users: np.ndarray,
+    syn: sp.csr_matrix, real: RealUsers, train: sp.csr_matrix, valid: sp.csr_matrix, eval_users: np.ndarray
 ) -> dict[str, float]:
     """Fidelity, diversity, memorisation and TSTR figures of one set of synthetic users."""
     return {
-        "js_item_popularity": js_distance(real_items, item_counts(syn)),
-        "js_user_length": js_distance(real_lengths, length_counts(syn, real.edges)),
+        "js_item_popularity": js_distance(real.items, item_counts(syn)),
+        "js_user_length": js_distance(real.lengths, length_counts(syn, real.edges)),
         "pairwise_jaccard": mean_pairwise_jaccard(syn),
         "memorised_share": float(np.mean(memorised(syn, real.matrix, real.threshold))) if syn.shape[0] else 0.0,
         "tstr_ndcg": ndcg_at_k(lambda r: itemknn_scores(syn, train[r]), train, valid, eval_users),
@@ -198,6 +197,58 @@ def _figures(
 
 def _pivot(figures: dict[str, dict[str, float]], name: str) -> dict[str, float]:
     return {variant: values[name] for variant, values in figures.items()}
+
+
+def _variants(n_syn: int, n_written: int) -> dict[str, str]:
+    return {
+        "trained": f"all {n_syn} synthetic users drawn from the trained generator, before the filters",
+        "written": f"the {n_written} of them kept by the filters, as written to {SYN_USERS_FILE}",
+        "untrained": "the same draw (segments, noise, lengths) from the generator's initial weights",
+        "real_sample": "as many real users drawn at random: the sampling floor of the fidelity figures",
+    }
+
+
+def _fidelity(figures: dict[str, dict[str, float]], real: RealUsers, trained: Synthetic,
+              untrained: Synthetic) -> dict[str, Any]:
+    sample = real.matrix[real.sample]
+    return {
+        "js_item_popularity": _pivot(figures, "js_item_popularity"),
+        "js_user_length": _pivot(figures, "js_user_length"),
+        "segment_agreement": {
+            "trained": float(np.mean(trained.requested == trained.landed)),
+            "untrained": float(np.mean(untrained.requested == untrained.landed)),
+        },
+        "real_sample": {
+            "users": sample.shape[0],
+            "js_item_popularity": js_distance(real.items, item_counts(sample)),
+            "js_user_length": js_distance(real.lengths, length_counts(sample, real.edges)),
+        },
+    }
+
+
+def _diversity(figures: dict[str, dict[str, float]], real: RealUsers, trained: Synthetic, untrained: Synthetic,
+               profile_jaccard: dict[str, float]) -> dict[str, Any]:
+    return {
+        "pairwise_jaccard": {**_pivot(figures, "pairwise_jaccard"), "real": mean_pairwise_jaccard(real.matrix[real.reference])},
+        "noise_draws_jaccard_segment": {
+            "trained": paired_jaccard(trained.items, trained.second_draw),
+            "untrained": paired_jaccard(untrained.items, untrained.second_draw),
+        },
+        "noise_draws_jaccard_profile_top10": profile_jaccard,
+    }
+
+
+def _tstr(figures: dict[str, dict[str, float]], real: RealUsers, train: sp.csr_matrix, valid: sp.csr_matrix,
+          eval_users: np.ndarray) -> dict[str, Any]:
+    popularity = np.broadcast_to(real.items.astype(np.float32), (1, train.shape[1]))
+    return {
+        "metric": f"ndcg@{TSTR_K}",
+        "split": "valid",
+        "users": len(eval_users),
+        "itemknn_on_synthetic": _pivot(figures, "tstr_ndcg"),
+        "itemknn_on_real": ndcg_at_k(lambda r: itemknn_scores(real.matrix, train[r]), train, valid, eval_users),
+        "popularity": ndcg_at_k(lambda r: np.repeat(popularity, len(r), axis=0), train, valid, eval_users),
+    }
 
 
 def quality_report(
@@ -226,59 +277,21 @@ def quality_report(
         outputs: counts of what the stage writes.
         training: epochs, steps, losses and timings of the GAN fit.
     """
-    n_syn = trained.items.shape[0]
-    real_items, real_lengths = item_counts(real.matrix), length_counts(real.matrix, real.edges)
-    real_sample = real.matrix[real.sample]
     eval_users = np.flatnonzero(np.diff(valid.indptr) > 0)
-    popularity = np.broadcast_to(real_items.astype(np.float32), (1, train.shape[1]))
     figures = {
-        name: _figures(matrix, real, real_items, real_lengths, train, valid, eval_users)
+        name: _figures(matrix, real, train, valid, eval_users)
         for name, matrix in (("trained", trained.items), ("untrained", untrained.items), ("written", written))
     }
     return {
         "enabled": True,
-        "variants": {
-            "trained": f"all {n_syn} synthetic users drawn from the trained generator, before the filters",
-            "written": f"the {written.shape[0]} of them kept by the filters, as written to {SYN_USERS_FILE}",
-            "untrained": "the same draw (segments, noise, lengths) from the generator's initial weights",
-            "real_sample": "as many real users drawn at random: the sampling floor of the fidelity figures",
-        },
-        "fidelity": {
-            "js_item_popularity": _pivot(figures, "js_item_popularity"),
-            "js_user_length": _pivot(figures, "js_user_length"),
-            "segment_agreement": {
-                "trained": float(np.mean(trained.requested == trained.landed)),
-                "untrained": float(np.mean(untrained.requested == untrained.landed)),
-            },
-            "real_sample": {
-                "users": real_sample.shape[0],
-                "js_item_popularity": js_distance(real_items, item_counts(real_sample)),
-                "js_user_length": js_distance(real_lengths, length_counts(real_sample, real.edges)),
-            },
-        },
-        "diversity": {
-            "pairwise_jaccard": {
-                **_pivot(figures, "pairwise_jaccard"), "real": mean_pairwise_jaccard(real.matrix[real.reference]),
-            },
-            "noise_draws_jaccard_segment": {
-                "trained": paired_jaccard(trained.items, trained.second_draw),
-                "untrained": paired_jaccard(untrained.items, untrained.second_draw),
-            },
-            "noise_draws_jaccard_profile_top10": profile_jaccard,
-        },
+        "variants": _variants(trained.items.shape[0], written.shape[0]),
+        "fidelity": _fidelity(figures, real, trained, untrained),
+        "diversity": _diversity(figures, real, trained, untrained, profile_jaccard),
         "memorisation": {
-            "quantile": real.quantile,
-            "threshold_jaccard_distance": real.threshold,
+            "quantile": real.quantile, "threshold_jaccard_distance": real.threshold,
             "share": _pivot(figures, "memorised_share"),
         },
-        "tstr": {
-            "metric": f"ndcg@{TSTR_K}",
-            "split": "valid",
-            "users": len(eval_users),
-            "itemknn_on_synthetic": _pivot(figures, "tstr_ndcg"),
-            "itemknn_on_real": ndcg_at_k(lambda r: itemknn_scores(real.matrix, train[r]), train, valid, eval_users),
-            "popularity": ndcg_at_k(lambda r: np.repeat(popularity, len(r), axis=0), train, valid, eval_users),
-        },
+        "tstr": _tstr(figures, real, train, valid, eval_users),
         "filters": filters,
         "outputs": outputs,
         "training": training,

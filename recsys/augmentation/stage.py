@@ -179,6 +179,24 @@ def draw_synthetic(
     return trained, untrained
 
 
+def _output_counts(
+    train: sp.csr_matrix, segments: Segments, sparse: np.ndarray, gan_pos: pd.DataFrame, written: sp.csr_matrix,
+    syn_users: pd.DataFrame, candidates: pd.DataFrame,
+) -> dict[str, int]:
+    """The ``outputs`` section of the quality report: how much of each output the stage writes."""
+    lengths = np.diff(train.indptr)
+    return {
+        "segments": len(segments.centroids),
+        "sparse_users": len(sparse),
+        "sparse_length_max": int(lengths[sparse].max()) if len(sparse) else 0,
+        "gan_pos_rows": len(gan_pos),
+        "gan_pos_users": int(gan_pos[USER_IDX].nunique()),
+        "syn_users": int(written.shape[0]),
+        "syn_rows": len(syn_users),
+        "candidate_rows": len(candidates),
+    }
+
+
 def augment(
     train: sp.csr_matrix, valid: sp.csr_matrix, config: dict[str, Any], seed: int
 ) -> Augmentation:
@@ -215,17 +233,7 @@ def augment(
         name: profile_noise_jaccard(generator, train, probe, segments.labels, seed + 3)
         for name, generator in (("trained", gan.generator), ("untrained", untrained))
     }
-    lengths = np.diff(train.indptr)
-    outputs = {
-        "segments": len(segments.centroids),
-        "sparse_users": len(sparse),
-        "sparse_length_max": int(lengths[sparse].max()) if len(sparse) else 0,
-        "gan_pos_rows": len(gan_pos),
-        "gan_pos_users": int(gan_pos[USER_IDX].nunique()),
-        "syn_users": int(written.shape[0]),
-        "syn_rows": len(syn_users),
-        "candidate_rows": len(candidates),
-    }
+    outputs = _output_counts(train, segments, sparse, gan_pos, written, syn_users, candidates)
     quality = quality_report(real, train, valid, trained_syn, untrained_syn, written, profile_jaccard, filters,
                              outputs, training)
     plots = plot_series(real, trained_syn.items, untrained_syn.items)
