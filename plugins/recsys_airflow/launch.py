@@ -6,8 +6,9 @@ TensorFlow, MLflow) are only ever imported by the child process, so neither the 
 loads them. Only the standard library and ``airflow.sdk`` at module level.
 
 Exit codes: 0 with a result line is success; 65 (``recsys.core.cli.DATA_QUALITY_EXIT``, a failed data
-quality gate) fails the task at once, without retries; any other code is treated as transient and the
-task's retries (with exponential backoff) apply.
+quality gate) and 78 (``recsys.core.cli.CONFIG_EXIT``, an invalid config: a bad value in conf/recsys.yaml,
+$RECSYS_CONFIG, a RECSYS__* variable or the run's params) fail the task at once, without retries; any other
+code is treated as transient and the task's retries (with exponential backoff) apply.
 """
 
 from __future__ import annotations
@@ -30,8 +31,15 @@ from recsys_airflow.params import overrides_from_params
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPARK_ENTRY = REPO_ROOT / "bin" / "spark_job.py"  # spark-submit's primary resource: runs jobs.<name>
 SPARK_CONN_ID = "spark_default"
-RESULT_MARKER = "RECSYS_RESULT "  # the last stdout line of a job; see recsys/core/cli.py
-DATA_QUALITY_EXIT = 65  # recsys.core.cli.DATA_QUALITY_EXIT, not imported: jobs/ stays out of Airflow's processes
+# Copies of recsys.core.cli's constants, not imported: recsys/ stays out of Airflow's processes
+# (tests/dags/test_plugins.py checks that the copies agree)
+RESULT_MARKER = "RECSYS_RESULT "  # the last stdout line of a job
+DATA_QUALITY_EXIT = 65  # a failed data-quality gate
+CONFIG_EXIT = 78  # an invalid configuration
+PERMANENT_EXITS = {  # exit code -> what failed; these fail the task without retries
+    DATA_QUALITY_EXIT: "failed a data-quality check; see the 'data quality check failed' line above",
+    CONFIG_EXIT: "refused its configuration; see the 'configuration error' line above for the key",
+}
 STOP_GRACE_SECONDS = 20  # a job asked to stop (timeout, kill) gets this long before it is killed
 log = logging.getLogger(__name__)
 
@@ -70,7 +78,8 @@ def launch_job(module: str, context: Mapping[str, Any], *extra: str, spark: bool
     (the job's Spark session gets the same master through ``SPARK_MASTER``).
 
     Raises:
-        AirflowFailException: the job failed a data-quality check (exit 65); retrying will not help.
+        AirflowFailException: the job failed a data-quality check (exit 65) or refused its config
+            (exit 78); retrying will not help.
         RuntimeError: the job exited otherwise non-zero (its log is already in the task log) or gave no
             result; the task's retries apply.
     """
@@ -109,9 +118,8 @@ def launch_job(module: str, context: Mapping[str, Any], *extra: str, spark: bool
             # would run on unsupervised and could commit a partition after the task is marked failed.
             _stop(proc, module)
             raise
-    if code == DATA_QUALITY_EXIT:
-        raise AirflowFailException(f"job {module} for {ds} failed a data-quality check (exit {code}); "
-                                   "see the 'data quality check failed' line above. Not retried.")
+    if code in PERMANENT_EXITS:
+        raise AirflowFailException(f"job {module} for {ds} {PERMANENT_EXITS[code]} (exit {code}). Not retried.")
     if code != 0:
         raise RuntimeError(f"job {module} for {ds} failed with exit code {code}; its log is above")
     if result is None:

@@ -4,6 +4,15 @@ Every named param defaults to ``null``, meaning "use the config" (conf/recsys.ya
 scheduled runs and backfills run with the config's values; only the params a person fills in become
 ``--set`` overrides of the jobs. Only ``airflow.sdk`` and the standard library are imported here: the DAG
 file imports this module at parse time.
+
+Where the schemas come from: the typed config, ``recsys.core.config.RecsysConfig`` (pydantic), is the
+source of every key's type and range. The few keys exposed here are written out as literal JSON-schema
+fragments rather than derived at parse time, because deriving them would mean importing pydantic and
+recsys/ or reading a generated schema file while the DAG is parsed, both of which the DAG rules forbid.
+tests/dags/test_params.py compares each param's type, bounds, properties and ``additionalProperties``
+with the pydantic JSON Schema of its key, so the two cannot drift apart silently. What a form cannot
+express (negative_mix summing to 1) is checked by the jobs' config validation, whose refusal (exit 78)
+fails the run without retries; so are the free-form ``overrides``.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ PARAM_KEYS: dict[str, str] = {
     "force_register": "register.force",
 }
 SOURCES_PARAM = "sources"  # a mapping {source: bool}; each entry -> expand.sources.<source>
+SOURCES_KEY = "expand.sources"
 OVERRIDES_PARAM = "overrides"  # free-form {"section.key": value}
 
 
@@ -41,7 +51,7 @@ def dag_params() -> dict[str, Param]:
     """The DAG's params, in trigger-form order; invalid values are refused by their JSON schema."""
     return {
         "window_days": _nullable("integer", "Training window: the last N days up to the run's date.",
-                                 minimum=1, maximum=3650, title="Training window (days)"),
+                                 minimum=1, maximum=36500, title="Training window (days)"),
         "augment": _nullable("boolean", "Train the GAN and use its outputs (off: no augmentation).",
                              title="Augmentation on"),
         SOURCES_PARAM: _nullable(
@@ -81,5 +91,5 @@ def overrides_from_params(params: Mapping[str, Any]) -> list[str]:
     pairs = sorted((params.get(OVERRIDES_PARAM) or {}).items())
     named: list[tuple[str, Any]] = [(key, params[name]) for name, key in PARAM_KEYS.items()
                                     if params.get(name) is not None]
-    named += [(f"expand.sources.{source}", on) for source, on in (params.get(SOURCES_PARAM) or {}).items()]
+    named += [(f"{SOURCES_KEY}.{source}", on) for source, on in (params.get(SOURCES_PARAM) or {}).items()]
     return [f"--set={key}={json.dumps(value)}" for key, value in pairs + sorted(named)]

@@ -10,15 +10,20 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from recsys.core.config import load_config
+from recsys.core.config import ConfigError, load_config
 from recsys.core.lake import Lake
 
+# Shared with the Airflow launcher (plugins/recsys_airflow/launch.py keeps its own copies, so Airflow never
+# imports this package; tests/dags/test_plugins.py checks that they agree).
 RESULT_MARKER = "RECSYS_RESULT "
 DATA_QUALITY_EXIT = 65  # EX_DATAERR: the input data is wrong; retrying will not help
+CONFIG_EXIT = 78  # EX_CONFIG: the configuration is invalid; retrying will not help
 
 
 class DataQualityError(Exception):
     """The data failed a quality check; the run must stop before training, without retries."""
+
+
 log = logging.getLogger("recsys")
 
 
@@ -58,7 +63,9 @@ def run_job(
 ) -> dict[str, Any]:
     """Parse ``argv``, set up logging, run ``body`` and print its small result as the last line.
 
-    The last stdout line, ``RECSYS_RESULT {json}``, is what the Airflow launcher passes on as XCom.
+    The last stdout line, ``RECSYS_RESULT {json}``, is what the Airflow launcher passes on as XCom. A
+    failed data-quality check exits with ``DATA_QUALITY_EXIT`` and an invalid config (checked before
+    ``body`` starts) with ``CONFIG_EXIT``, each after one error line; the launcher does not retry either.
     """
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
@@ -67,6 +74,9 @@ def run_job(
         )
     try:
         result = body(JobContext(args))
+    except ConfigError as err:
+        log.error("configuration error: %s", err)
+        sys.exit(CONFIG_EXIT)
     except DataQualityError as err:
         log.error("data quality check failed: %s", err)
         sys.exit(DATA_QUALITY_EXIT)

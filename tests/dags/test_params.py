@@ -1,4 +1,5 @@
-"""Trigger-form params: the JSON schema refuses bad values, and filled params become the right config keys."""
+"""Trigger-form params: the JSON schema refuses bad values, agrees with the typed config, and filled params
+become the right config keys."""
 
 from __future__ import annotations
 
@@ -6,16 +7,69 @@ import pytest
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import ParamValidationError
 
-from recsys.core.config import load_config
-from recsys_airflow.params import dag_params, overrides_from_params
+from recsys.core.config import config_schema, load_config
+from recsys_airflow.params import (
+    OVERRIDES_PARAM,
+    PARAM_KEYS,
+    SOURCES_KEY,
+    SOURCES_PARAM,
+    dag_params,
+    overrides_from_params,
+)
 
 DEFAULTS = {name: param.value for name, param in dag_params().items()}
+CONFIG_SCHEMA = config_schema()  # the JSON Schema of recsys.core.config.RecsysConfig (pydantic)
+# what a value may be; titles, descriptions and defaults are the form's own
+CONSTRAINTS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern",
+               "additionalProperties", "required")
+
+
+def _resolve(schema: dict) -> dict:
+    if "$ref" in schema:
+        return CONFIG_SCHEMA["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def _key_schema(dotted: str) -> dict:
+    """The config schema of one ``section.key``."""
+    node = CONFIG_SCHEMA
+    for part in dotted.split("."):
+        node = _resolve(node["properties"][part])
+    return node
+
+
+def _constraints(schema: dict) -> dict:
+    """The constraints of a schema, recursively through ``properties``; a nullable type without its null."""
+    out = {key: schema[key] for key in CONSTRAINTS if key in schema}
+    if isinstance(out.get("type"), list):
+        [out["type"]] = [kind for kind in out["type"] if kind != "null"]
+    if "properties" in schema:
+        out["properties"] = {name: _constraints(_resolve(sub)) for name, sub in schema["properties"].items()}
+    return out
 
 
 def test_defaults_validate_and_add_no_override() -> None:
     assert ParamsDict(dag_params()).validate() == DEFAULTS
     assert all(value is None for name, value in DEFAULTS.items() if name != "overrides")
     assert overrides_from_params(DEFAULTS) == []
+
+
+def test_every_param_is_a_config_key_with_the_config_schema() -> None:
+    params = dag_params()
+    assert set(params) == {*PARAM_KEYS, SOURCES_PARAM, OVERRIDES_PARAM}
+    keys = {**PARAM_KEYS, SOURCES_PARAM: SOURCES_KEY}
+    for name, key in keys.items():
+        form, config = _constraints(params[name].schema), _constraints(_key_schema(key))
+        if name == SOURCES_PARAM:  # the form takes any subset of the switches; the rest keep the config
+            assert form.pop("required", None) is None and config.pop("required")
+        assert form == config, f"param {name} != config {key}"
+
+
+def test_the_comparison_sees_a_bound_that_differs() -> None:
+    form = _constraints(dag_params()["gan_epochs"].schema)
+    assert form == {"type": "integer", "minimum": 1, "maximum": 1000}  # written out in params.py
+    assert _constraints(_key_schema("augment.epochs")) == form
+    assert _constraints(_key_schema("train.epochs")) != form  # no maximum: a different key compares unequal
 
 
 def test_filled_params_map_to_their_config_keys_in_order() -> None:

@@ -61,6 +61,31 @@ def test_data_quality_exit_fails_without_retry(tmp_path: Path, monkeypatch: pyte
         launch_job("clean", CONTEXT)
 
 
+def test_config_exit_fails_without_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", _fake_python(tmp_path, "exit 78"))
+    with pytest.raises(AirflowFailException, match="refused its configuration.*exit 78"):
+        launch_job("train", CONTEXT)
+
+
+def test_launcher_and_jobs_share_their_constants() -> None:
+    """launch.py keeps copies (Airflow must not import recsys/); they must equal the jobs' originals."""
+    from recsys.core import cli, config
+    from recsys_airflow import launch
+
+    assert (launch.RESULT_MARKER, launch.DATA_QUALITY_EXIT, launch.CONFIG_EXIT) == (
+        cli.RESULT_MARKER, cli.DATA_QUALITY_EXIT, cli.CONFIG_EXIT)
+    assert (cli.RESULT_MARKER, cli.DATA_QUALITY_EXIT, cli.CONFIG_EXIT) == ("RECSYS_RESULT ", 65, 78)
+    assert set(launch.PERMANENT_EXITS) == {cli.DATA_QUALITY_EXIT, cli.CONFIG_EXIT}
+    assert launch.REPO_ROOT == config.REPO_ROOT
+
+
+def test_a_real_config_error_fails_the_task_without_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad DAG param reaches the job as --set, the job refuses it (exit 78) and the task fails for good."""
+    context = {**CONTEXT, "params": {"overrides": {"train.epochs": "five"}}}
+    with pytest.raises(AirflowFailException, match="exit 78"):
+        launch_job("summary", context)  # a job with light imports
+
+
 def test_other_failures_are_left_to_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "executable", _fake_python(tmp_path, "exit 1"))
     with pytest.raises(RuntimeError, match="exit code 1") as raised:
