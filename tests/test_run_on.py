@@ -27,7 +27,7 @@ if sys.argv[1:3] == ["-m", "jobs.ingest"]:
     if os.environ.get("STUB_INGEST_FAILS"):
         sys.exit("ingest: refused")
     print("RECSYS_RESULT " + json.dumps({{"last_date": "{LAST_DATE}", "window_days": 31, "rows": 3, "ts_unit": "seconds", "value_kind": "rating", "future_rows": 0}}))
-elif sys.argv[1] == "-c":
+elif sys.argv[1] == "-c" or sys.argv[1:3] == ["-m", "recsys.data.replace"]:
     os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
 """
 AIRFLOW_STUB = f"""#!{sys.executable}

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from recsys.core.columns import ITEM_ID, RAW_COLUMNS, USER_ID, require_columns
 from recsys.core.lake import DIGEST_FILE, PART_FILE, SOURCE_FILE, ZONES, Lake, read_json, write_json
+from recsys.data.ids import bad_ids, trim_ids
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,14 @@ def iso_utc(seconds: np.ndarray) -> pa.Array:
 def id_type(ids: pa.Array | pa.ChunkedArray) -> str:
     """``"int64"`` when every id is a canonical integer that round-trips through int64, else ``"string"``.
 
-    Ids are trimmed first, as jobs.clean trims them; null and blank ids are left out (clean quarantines
-    them). ``007`` and ``+7`` are strings, not 7: publishing them as int64 would rewrite them, and
-    ``007`` and ``7`` would become the same id. So are ids of more than 18 digits. No ids at all: string.
+    Ids are trimmed first, as jobs.clean trims them (:mod:`recsys.data.ids`); null, blank and bad ids are
+    left out (clean quarantines them). ``007`` and ``+7`` are strings, not 7: publishing them as int64
+    would rewrite them, and ``007`` and ``7`` would become the same id. So are ids of more than 18
+    digits, and ids padded with other blanks than spaces (clean keeps a tab or a no-break space, so
+    ``"\u00a07"`` is not 7). No ids at all: string.
     """
-    text = pc.utf8_trim_whitespace(ids.cast(pa.string()))
-    text = text.filter(pc.not_equal(text, ""))  # the filter drops nulls too
+    text = trim_ids(ids)
+    text = text.filter(pc.and_(pc.not_equal(text, ""), pc.invert(bad_ids(text))))  # the filter drops nulls too
     if len(text) == 0:
         return "string"
     return "int64" if pc.all(pc.match_substring_regex(text, _CANONICAL_INTEGER)).as_py() else "string"
@@ -91,6 +94,16 @@ def _remove(path: Path) -> None:
         shutil.rmtree(gone)
 
 
+def holds_other_source(lake: Lake, source: str, src: str | None) -> bool:
+    """Whether the lake holds rows of another source than ``source``/``src``, or of an unrecorded one.
+
+    Landing there is refused, or with ``replace`` empties the lake first (:func:`claim_raw_zone`).
+    """
+    previous = lake.source()
+    same = bool(previous) and (previous.get("source"), previous.get("src")) == (source, src)
+    return not same and bool(previous or lake.dates("raw"))
+
+
 def claim_raw_zone(lake: Lake, source: str, src: str | None, *, replace: bool = False) -> dict:
     """Make sure the lake may take rows from ``source``/``src`` and record the claim.
 
@@ -111,8 +124,7 @@ def claim_raw_zone(lake: Lake, source: str, src: str | None, *, replace: bool = 
     """
     raw = lake.path("raw")
     previous = lake.source()
-    same = bool(previous) and (previous.get("source"), previous.get("src")) == (source, src)
-    if not same and (previous or lake.dates("raw")):
+    if holds_other_source(lake, source, src):
         if not replace and previous:
             raise ValueError(
                 f"the raw zone at {raw} holds data from source {previous.get('source')!r} "

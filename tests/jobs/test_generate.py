@@ -18,19 +18,20 @@ from recsys.core.columns import RAW_COLUMNS
 from recsys.core.config import load_config
 from recsys.core.lake import Lake, read_json, write_json
 from recsys.data.rawzone import day_number, day_text
+from recsys.data.synthetic import SyntheticSpec, synthesize
 
 KINDS = {"view", "click", "cart", "purchase", "rating"}
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
-def _spec(**changes: object) -> generate.SyntheticSpec:
-    base = generate.SyntheticSpec.from_config(load_config()["generate"], seed=7)
+def _spec(**changes: object) -> SyntheticSpec:
+    base = SyntheticSpec.from_config(load_config()["generate"], seed=7)
     small = dict(end_date="2026-01-31", days=4, users=120, items=80, events=8000, tastes=4, bot_events_per_day=300)
     return dataclasses.replace(base, **{**small, **changes})
 
 
-def _frame(spec: generate.SyntheticSpec) -> pd.DataFrame:
-    table, day = generate.synthesize(spec)
+def _frame(spec: SyntheticSpec) -> pd.DataFrame:
+    table, day = synthesize(spec)
     frame = table.to_pandas()
     frame["ds"] = [day_text(d) for d in day]
     return frame
@@ -53,16 +54,16 @@ def _bad_id(value: str) -> bool:
 
 def test_same_seed_same_rows_and_another_seed_differs() -> None:
     spec = _spec(events=3000)
-    first, first_day = generate.synthesize(spec)
-    again, again_day = generate.synthesize(spec)
-    other, _ = generate.synthesize(dataclasses.replace(spec, seed=8))
+    first, first_day = synthesize(spec)
+    again, again_day = synthesize(spec)
+    other, _ = synthesize(dataclasses.replace(spec, seed=8))
     assert first.equals(again) and np.array_equal(first_day, again_day)
     assert not first.equals(other)
 
 
 def test_schema_and_row_count() -> None:
     spec = _spec()
-    table, day = generate.synthesize(spec)
+    table, day = synthesize(spec)
     assert table.schema == pa.schema([(c, pa.string()) for c in RAW_COLUMNS])
     bot_rows = spec.bot_events_per_day * spec.days
     n_dirt = round(spec.dirt_share * spec.events)

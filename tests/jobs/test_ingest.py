@@ -13,6 +13,7 @@ import pytest
 
 from jobs import ingest
 from recsys.core.lake import Lake, read_json
+from recsys.data.ingest import parse_mapping, parse_timestamps, to_raw
 from tests.support import epoch
 
 ML_SMALL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ml-latest-small" / "ratings.csv"
@@ -31,17 +32,17 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_parse_mapping() -> None:
-    assert ingest.parse_mapping("user=uid, item=sku,ts=when") == ({"user": "uid", "item": "sku", "ts": "when"}, "none")
-    assert ingest.parse_mapping("user=u,item=i,value=stars") == ({"user": "u", "item": "i", "value": "stars"}, "rating")
-    assert ingest.parse_mapping("user=u,item=i,value=r:rating")[1] == "rating"
-    assert ingest.parse_mapping("user=u,item=i,value=plays:count") == ({"user": "u", "item": "i", "value": "plays"},
+    assert parse_mapping("user=uid, item=sku,ts=when") == ({"user": "uid", "item": "sku", "ts": "when"}, "none")
+    assert parse_mapping("user=u,item=i,value=stars") == ({"user": "u", "item": "i", "value": "stars"}, "rating")
+    assert parse_mapping("user=u,item=i,value=r:rating")[1] == "rating"
+    assert parse_mapping("user=u,item=i,value=plays:count") == ({"user": "u", "item": "i", "value": "plays"},
                                                                         "count")
     # a colon not followed by a kind belongs to the column's name
-    assert ingest.parse_mapping("user=u,item=i,value=a:b")[0]["value"] == "a:b"
+    assert parse_mapping("user=u,item=i,value=a:b")[0]["value"] == "a:b"
     for bad, message in (("user=a", "item missing"), ("user=a,item=b,price=c", "unknown role 'price'"),
                          ("user=a,item=b,user=c", "given twice"), ("user,item=b", "expected role=column")):
         with pytest.raises(ValueError, match=message):
-            ingest.parse_mapping(bad)
+            parse_mapping(bad)
 
 
 def test_parse_timestamps_text() -> None:
@@ -50,7 +51,7 @@ def test_parse_timestamps_text() -> None:
         "2018-09-24", "2018-09-24T12:00:00.750Z", "1.5", "not-a-time", "2026-13-45T00:00:00Z", "2026-02-30",
         None, "", "99999999999999", "-99999999999",
     ])
-    seconds, ok, unit = ingest.parse_timestamps(values)
+    seconds, ok, unit = parse_timestamps(values)
     assert unit == "iso8601"  # 5 ISO times parsed against 2 numbers
     noon = epoch("2018-09-24T12:00:00")
     expected = [964982703, noon, noon, noon - 7200, epoch("2018-09-24T00:00:00"), noon, 1]
@@ -61,15 +62,15 @@ def test_parse_timestamps_text() -> None:
 def test_parse_timestamps_typed_columns() -> None:
     stamp = epoch("2020-02-29T23:59:59")
     typed = pa.array([stamp * 1000, None], pa.timestamp("ms", tz="Europe/Paris"))
-    seconds, ok, unit = ingest.parse_timestamps(typed)
+    seconds, ok, unit = parse_timestamps(typed)
     assert (seconds.tolist(), ok.tolist(), unit) == ([stamp, 0], [True, False], "typed")
     dates = pa.array([dt.date(2020, 2, 29)], pa.date32())
-    assert ingest.parse_timestamps(dates)[0].tolist() == [epoch("2020-02-29T00:00:00")]
+    assert parse_timestamps(dates)[0].tolist() == [epoch("2020-02-29T00:00:00")]
     numbers = pa.chunked_array([pa.array([stamp, None], pa.int64())])
-    seconds, ok, unit = ingest.parse_timestamps(numbers)
+    seconds, ok, unit = parse_timestamps(numbers)
     assert (seconds.tolist(), ok.tolist(), unit) == ([stamp, 0], [True, False], "seconds")
     millis = pa.array([stamp * 1000 + 999, None], pa.int64())
-    seconds, ok, unit = ingest.parse_timestamps(millis)
+    seconds, ok, unit = parse_timestamps(millis)
     assert (seconds.tolist(), ok.tolist(), unit) == ([stamp, 0], [True, False], "milliseconds")
 
 
@@ -80,7 +81,7 @@ def test_to_raw_days_and_unparseable_rows() -> None:
         "value": pa.array([4.5, 3.0, None, 1.0]),
         "ts": pa.array(["2020-01-02T10:00:00Z", "1577836800", "garbage", None]),
     }
-    rows = ingest.to_raw(fields, default_ds="2030-01-01", now=epoch("2026-01-01T00:00:00"))
+    rows = to_raw(fields, default_ds="2030-01-01", now=epoch("2026-01-01T00:00:00"))
     table, day = rows.table, rows.day
     assert (rows.ts_unit, rows.future_rows) == ("seconds", 0)  # one number, one ISO time: a tie goes to numbers
     assert table.to_pylist() == [
@@ -94,11 +95,11 @@ def test_to_raw_days_and_unparseable_rows() -> None:
 
 
 def test_to_raw_without_timestamps_or_values() -> None:
-    rows = ingest.to_raw({"user": pa.array(["x"]), "item": pa.array(["y"])}, default_ds="1970-01-03")
+    rows = to_raw({"user": pa.array(["x"]), "item": pa.array(["y"])}, default_ds="1970-01-03")
     assert rows.table.to_pylist() == [{"user_id": "x", "item_id": "y", "event": "view", "value": None, "ts": None}]
     assert (rows.day.tolist(), rows.ts_unit) == ([2], "none")
     with pytest.raises(ValueError, match="item"):
-        ingest.to_raw({"user": pa.array(["x"])}, default_ds="1970-01-03")
+        to_raw({"user": pa.array(["x"])}, default_ds="1970-01-03")
 
 
 def test_movielens_100k(lake: Lake, tmp_path: Path) -> None:

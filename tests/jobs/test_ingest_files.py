@@ -13,6 +13,7 @@ import pytest
 
 from jobs import ingest
 from recsys.core.lake import Lake, read_json
+from recsys.data.formats import sniff_sep
 from recsys.data.rawzone import id_type
 from tests.support import epoch, landed_rows
 
@@ -35,6 +36,8 @@ def _csv(src: Path, mapping: str, *extra: str) -> dict:
     (["12345678901234567890"], "string"),
     (["1e3"], "string"),
     ([None, "  "], "string"),  # no id at all
+    (["7", "\u00a08"], "string"),  # clean trims spaces only: a no-break space stays part of the id
+    (["7", "8\x00", "9" * 300], "int64"),  # bad ids are quarantined by clean, never published
 ])
 def test_id_type_only_canonical_integers_are_int64(ids: list[str | None], expected: str) -> None:
     assert id_type(pa.array(ids, pa.string())) == expected
@@ -191,9 +194,9 @@ def test_sniffed_separator(lake: Lake, tmp_path: Path, name: str, text: str) -> 
 
 
 def test_sniff_sep_falls_back_to_the_extension_rule() -> None:
-    assert ingest.sniff_sep("only one column\nhere\n", "\t") == "\t"
-    assert ingest.sniff_sep("a,b;c\nd,e;f\n", ",") == ","  # a tie goes to the fallback
-    assert ingest.sniff_sep('a,b\n"1,2",3\n4,5\n6,"7', ",") == ","  # the cut-off last record is ignored
+    assert sniff_sep("only one column\nhere\n", "\t") == "\t"
+    assert sniff_sep("a,b;c\nd,e;f\n", ",") == ","  # a tie goes to the fallback
+    assert sniff_sep('a,b\n"1,2",3\n4,5\n6,"7', ",") == ","  # the cut-off last record is ignored
 
 
 def test_count_values_are_views_and_recorded(lake: Lake, tmp_path: Path) -> None:
