@@ -190,10 +190,65 @@ def _train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss:
     return step
 
 
+def validation_users(valid: sp.csr_matrix) -> np.ndarray:
+    """The users with at least one validation item: those early stopping and the blend choice rank."""
+    return np.flatnonzero(np.diff(valid.indptr) > 0)
+
+
 def validation_ndcg(model: keras.Model, train: sp.csr_matrix, valid: sp.csr_matrix, users: np.ndarray) -> float:
     """NDCG@10 of ``valid`` given ``train`` as history (train items removed from the ranking)."""
     scores = score_histories(model, train[users])
     return float(user_metrics(scores, train[users], valid[users], [VALID_K]).summary()[VALID_METRIC])
+
+
+class _Epochs:
+    """One pass over the trained rows per call: shuffled by a seeded generator, in batches of users."""
+
+    def __init__(self, step: Callable, data: TrainingSet, batch_size: int, seed: int) -> None:
+        self.step, self.data, self.batch_size = step, data, batch_size
+        self.rng = np.random.default_rng(seed)
+
+    def run(self) -> float:
+        """Train one epoch; the mean of its batches' losses."""
+        data = self.data
+        order = data.rows[self.rng.permutation(len(data.rows))]
+        losses = []
+        for start in range(0, len(order), self.batch_size):
+            batch = np.sort(order[start:start + self.batch_size])
+            losses.append(float(self.step(
+                data.histories[batch].toarray(), data.labels[batch].toarray(), data.weights[batch].toarray()
+            )))
+        return float(np.mean(losses))
+
+
+def _fit_early_stopping(model: keras.Model, epochs: _Epochs, matrices: Matrices, max_epochs: int,
+                        patience: int) -> dict[str, Any]:
+    """Up to ``max_epochs`` epochs, stopping ``patience`` epochs after the best validation NDCG@10; keeps the best weights."""
+    valid_users = validation_users(matrices.valid)
+    history: dict[str, Any] = {"loss": [], f"valid_{VALID_METRIC}": []}
+    best, best_epoch, best_weights = -1.0, 0, model.get_weights()
+    for epoch in range(1, max_epochs + 1):
+        history["loss"].append(epochs.run())
+        ndcg = validation_ndcg(model, matrices.train, matrices.valid, valid_users)
+        history[f"valid_{VALID_METRIC}"].append(ndcg)
+        log.info("epoch %d: loss %.4f, valid %s %.4f", epoch, history["loss"][-1], VALID_METRIC, ndcg)
+        if ndcg > best:
+            best, best_epoch, best_weights = ndcg, epoch, model.get_weights()
+        elif epoch - best_epoch >= patience:
+            break
+    model.set_weights(best_weights)
+    history.update({"epochs": len(history["loss"]), "best_epoch": best_epoch, f"best_valid_{VALID_METRIC}": best})
+    return history
+
+
+def _fit_fixed(epochs: _Epochs, n_epochs: int) -> dict[str, Any]:
+    """Exactly ``n_epochs`` epochs, the last weights kept, ``valid`` never looked at."""
+    history: dict[str, Any] = {"loss": [], f"valid_{VALID_METRIC}": []}
+    for epoch in range(1, n_epochs + 1):
+        history["loss"].append(epochs.run())
+        log.info("epoch %d/%d: loss %.4f", epoch, n_epochs, history["loss"][-1])
+    history.update({"epochs": n_epochs, "best_epoch": n_epochs, f"best_valid_{VALID_METRIC}": None})
+    return history
 
 
 def fit_recommender(
@@ -222,7 +277,7 @@ def fit_recommender(
 
     Returns:
         The model with its best weights, and ``{"epochs": run, "best_epoch", "best_valid_ndcg@10",
-        "valid_ndcg@10": per epoch, "loss": per epoch, "seconds"}``.
+        "valid_ndcg@10": per epoch, "loss": per epoch, "users_trained", "seconds"}``.
     """
     started = time.perf_counter()
     seed = int(config.get("seed", 0))
@@ -231,46 +286,16 @@ def fit_recommender(
     data = training_set(examples_df, matrices.train)
     if len(data.rows) == 0:
         raise ValueError("examples: no user has both a history and a positive example to train on")
-    n_items = matrices.n_items
-    model = build_recommender(n_items, {**config, "seed": seed})
-    optimizer = keras.optimizers.Adam(learning_rate=float(config["learning_rate"]))
-    step = _train_step(model, optimizer, loss, n_items)
-    valid_users = np.flatnonzero(np.diff(matrices.valid.indptr) > 0)
-    rng = np.random.default_rng(seed)
-    batch_size = int(config["batch_size"])
-    patience = int(config["patience"])
     if fixed_epochs is not None and fixed_epochs < 1:
         raise ValueError(f"fixed_epochs must be at least 1, got {fixed_epochs}")
-    history: dict[str, Any] = {"loss": [], f"valid_{VALID_METRIC}": []}
-    best, best_epoch, best_weights = -1.0, 0, model.get_weights()
-    for epoch in range(1, (fixed_epochs or int(config["epochs"])) + 1):
-        order = data.rows[rng.permutation(len(data.rows))]
-        losses = []
-        for start in range(0, len(order), batch_size):
-            batch = np.sort(order[start:start + batch_size])
-            losses.append(float(step(
-                data.histories[batch].toarray(), data.labels[batch].toarray(), data.weights[batch].toarray()
-            )))
-        history["loss"].append(float(np.mean(losses)))
-        if fixed_epochs is not None:
-            log.info("epoch %d/%d: loss %.4f", epoch, fixed_epochs, history["loss"][-1])
-            continue
-        ndcg = validation_ndcg(model, matrices.train, matrices.valid, valid_users)
-        history[f"valid_{VALID_METRIC}"].append(ndcg)
-        log.info("epoch %d: loss %.4f, valid %s %.4f", epoch, history["loss"][-1], VALID_METRIC, ndcg)
-        if ndcg > best:
-            best, best_epoch, best_weights = ndcg, epoch, model.get_weights()
-        elif epoch - best_epoch >= patience:
-            break
+    model = build_recommender(matrices.n_items, {**config, "seed": seed})
+    optimizer = keras.optimizers.Adam(learning_rate=float(config["learning_rate"]))
+    epochs = _Epochs(_train_step(model, optimizer, loss, matrices.n_items), data, int(config["batch_size"]), seed)
     if fixed_epochs is None:
-        model.set_weights(best_weights)
-    history.update({
-        "epochs": len(history["loss"]),
-        "best_epoch": best_epoch if fixed_epochs is None else fixed_epochs,
-        f"best_valid_{VALID_METRIC}": best if fixed_epochs is None else None,
-        "users_trained": int(len(data.rows)),
-        "seconds": round(time.perf_counter() - started, 2),
-    })
+        history = _fit_early_stopping(model, epochs, matrices, int(config["epochs"]), int(config["patience"]))
+    else:
+        history = _fit_fixed(epochs, fixed_epochs)
+    history.update({"users_trained": int(len(data.rows)), "seconds": round(time.perf_counter() - started, 2)})
     return model, history
 
 

@@ -1,4 +1,4 @@
-"""Samplers for sample expansion, each a small object with one method, composed by jobs.expand."""
+"""Samplers for sample expansion, each a small object with one method, composed by recsys.sampling.expansion."""
 
 from recsys.sampling.cooccurrence import CooccurrenceSampler
 from recsys.sampling.hard import HardNegativeSampler

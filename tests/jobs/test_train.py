@@ -113,7 +113,7 @@ def test_train_reports_missing_examples(lake: Lake) -> None:
 
 
 def test_read_examples_rejects_unknown_source(lake: Lake) -> None:
-    from jobs.train import read_examples
+    from recsys.sampling.examples import read_examples
 
     frame = pd.DataFrame({"user_idx": [0], "item_idx": [0], "label": [1], "weight": [1.0], "source": ["made_up"]})
     write_examples(lake, DS, frame)
@@ -122,7 +122,7 @@ def test_read_examples_rejects_unknown_source(lake: Lake) -> None:
 
 
 def test_without_augmentation_keeps_real_positives_and_negatives() -> None:
-    from jobs.train import without_augmentation
+    from recsys.models.training import without_augmentation
 
     frame = pd.DataFrame({"user_idx": range(7), "source": list(SOURCES)})
     assert without_augmentation(frame)["source"].tolist() == ["real_pos", "neg_uniform", "neg_pop", "neg_hard"]
@@ -131,8 +131,8 @@ def test_without_augmentation_keeps_real_positives_and_negatives() -> None:
 def test_whole_window_adds_held_out_positives_and_holds_nothing_out() -> None:
     import scipy.sparse as sp
 
-    from jobs.train import whole_window
     from recsys.models.recommender import training_set
+    from recsys.models.training import whole_window
 
     def csr(rows: list[list[float]]) -> sp.csr_matrix:
         return sp.csr_matrix(np.array(rows, dtype=np.float32))

@@ -1,0 +1,156 @@
+"""Training one date's recommenders: the held-out fits, EASE's lambda, the item-item blend and the final refit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys.core.columns import ITEM_IDX, LABEL, SOURCE, SOURCES, USER_IDX, WEIGHT
+from recsys.core.matrices import Matrices
+from recsys.models.ease import EASE, choose_ease
+from recsys.models.recommender import fit_recommender, validation_ndcg, validation_users, with_item_item
+
+log = logging.getLogger(__name__)
+
+# the ablation keeps real positives and sampled negatives: everything but generated or mined positives
+NOAUG_SOURCES = ("real_pos", "neg_uniform", "neg_pop", "neg_hard")
+HELD_OUT_MODELS = ("model", "model_noaug")  # fitted on train, early-stopped on valid, judged on test
+FINAL_MODEL = "model_final"  # refit on the whole window for serving
+
+
+@dataclass
+class Trained:
+    """The fitted models by name and the facts train.json records about them."""
+
+    models: dict[str, keras.Model] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=lambda: {"models": {}})
+
+
+def without_augmentation(examples: pd.DataFrame) -> pd.DataFrame:
+    """The ablation's examples: real positives and negatives only."""
+    return examples[examples[SOURCE].isin(NOAUG_SOURCES)].reset_index(drop=True)
+
+
+def counts_by_source(examples: pd.DataFrame) -> dict[str, int]:
+    """Examples per source, every known source listed (0 when absent)."""
+    counts = examples[SOURCE].value_counts()
+    return {source: int(counts.get(source, 0)) for source in SOURCES}
+
+
+def whole_window(examples: pd.DataFrame, matrices: Matrices) -> tuple[pd.DataFrame, Matrices]:
+    """The final fit's inputs: every interaction of the window is history and a positive.
+
+    The valid and test interactions are added as ``real_pos`` examples of weight 1.0 (as the expand
+    stage weighs train positives); a sampled negative that turns out to be one of them loses to the
+    positive in :func:`recsys.models.recommender.training_set`. The returned matrices have the whole
+    window as ``train`` and empty ``valid``/``test``: nothing is held out any more.
+    """
+    held_out = sp.coo_matrix(matrices.valid + matrices.test)
+    added = pd.DataFrame({
+        USER_IDX: held_out.row, ITEM_IDX: held_out.col, LABEL: 1, WEIGHT: 1.0, SOURCE: "real_pos",
+    }).astype({c: examples[c].dtype for c in (USER_IDX, ITEM_IDX, LABEL, WEIGHT, SOURCE) if c in examples})
+    empty = sp.csr_matrix(matrices.train.shape, dtype=np.float32)
+    window = Matrices(train=matrices.window(), valid=empty, test=empty,
+                      user_ids=matrices.user_ids, item_ids=matrices.item_ids)
+    return pd.concat([examples, added], ignore_index=True), window
+
+
+def choose_alpha(model: keras.Model, item_item: np.ndarray, matrices: Matrices,
+                 alphas: Sequence[float]) -> tuple[float, dict[float, float]]:
+    """The item-item blend weight with the best validation NDCG@10 (ties keep the first; 0 = no blend)."""
+    users = validation_users(matrices.valid)
+    tried = {}
+    for alpha in alphas:
+        blended = with_item_item(model, item_item, float(alpha)) if alpha > 0 else model
+        tried[float(alpha)] = validation_ndcg(blended, matrices.train, matrices.valid, users)
+    best = max(tried, key=lambda a: (tried[a], -list(tried).index(a)))
+    return best, tried
+
+
+def fit_held_out(trained: Trained, frames: Mapping[str, pd.DataFrame], matrices: Matrices,
+                 config: Mapping[str, Any]) -> None:
+    """Fit one model per named frame on train, early-stopped on valid, into ``trained``."""
+    for name, frame in frames.items():
+        model, history = fit_recommender(frame, matrices, config)
+        trained.models[name] = model
+        trained.facts["models"][name] = {**history, "examples": int(len(frame))}
+        log.info("%s: %d epochs, best validation ndcg@10 %.4f at epoch %d",
+                 name, history["epochs"], history["best_valid_ndcg@10"], history["best_epoch"])
+
+
+def choose_ease_lambda(trained: Trained, matrices: Matrices, lambdas: Sequence[float]) -> EASE:
+    """EASE fitted on train with the lambda of the best validation NDCG, recorded in ``trained``'s facts.
+
+    Chosen here once a night; evaluate's EASE baseline reads it from train.json.
+    """
+    ease, by_lambda = choose_ease(matrices.train, matrices.valid, lambdas)
+    trained.facts.update({"ease_lambda": ease.lam, "ease_validation": {str(k): v for k, v in by_lambda.items()}})
+    return ease
+
+
+def blend_item_item(trained: Trained, ease: EASE, matrices: Matrices, alphas: Sequence[float]) -> None:
+    """Give each held-out model the item-item path (EASE's weights) with the blend weight valid prefers.
+
+    Nothing changes when no alpha is above 0.
+    """
+    if not any(a > 0 for a in alphas):
+        return
+    item_item = ease.full_weights()
+    for name in HELD_OUT_MODELS:
+        alpha, tried = choose_alpha(trained.models[name], item_item, matrices, alphas)
+        trained.facts["models"][name].update({"item_item_alpha": alpha, "item_item_lambda": ease.lam,
+                                              "valid_ndcg@10_by_alpha": {str(a): v for a, v in tried.items()}})
+        log.info("%s: item-item blend alpha %s (validation ndcg@10 by alpha: %s)", name, alpha, tried)
+        if alpha > 0:
+            trained.models[name] = with_item_item(trained.models[name], item_item, alpha)
+
+
+def refit_whole_window(trained: Trained, examples: pd.DataFrame, matrices: Matrices, config: Mapping[str, Any],
+                       lam: float) -> None:
+    """Refit ``model`` on the whole window for serving: its hyperparameters, epoch count and blend weight."""
+    epochs = trained.facts["models"]["model"]["best_epoch"]
+    final_examples, window = whole_window(examples, matrices)
+    model, history = fit_recommender(final_examples, window, config, fixed_epochs=epochs)
+    alpha = trained.facts["models"]["model"].get("item_item_alpha", 0.0)
+    if alpha > 0:
+        model = with_item_item(model, EASE(window.train, lam).full_weights(), alpha)
+    trained.models[FINAL_MODEL] = model
+    trained.facts["models"][FINAL_MODEL] = {**history, "examples": int(len(final_examples)), "item_item_alpha": alpha}
+    log.info("%s: refit on the whole window, %d examples, %d epochs", FINAL_MODEL, len(final_examples), epochs)
+
+
+def train_models(examples: pd.DataFrame, matrices: Matrices, config: Mapping[str, Any]) -> Trained:
+    """Train one date's recommenders (no I/O; TensorFlow's runtime configured beforehand).
+
+    ``model`` (on ``examples``) and ``model_noaug`` (on :func:`without_augmentation` of them) are
+    fitted on train with early stopping on valid, and blended with EASE's item-item path where valid
+    prefers it; with ``train.final_fit``, ``model_final`` is then refit on the whole window with
+    ``model``'s hyperparameters, best epoch count and blend, for serving.
+
+    Args:
+        examples: the expanded examples (``recsys.sampling.examples.read_examples``).
+        matrices: the date's tables.
+        config: the ``train`` section plus ``seed``.
+
+    Returns:
+        The models and their facts: ``examples_by_source``, ``ease_lambda``, ``ease_validation`` and
+        per model its fit history, example count and blend.
+    """
+    frames = {"model": examples, "model_noaug": without_augmentation(examples)}
+    log.info("training on %d examples (%d without augmentation), %d users x %d items",
+             len(examples), len(frames["model_noaug"]), matrices.n_users, matrices.n_items)
+    trained = Trained()
+    trained.facts["examples_by_source"] = counts_by_source(examples)
+    fit_held_out(trained, frames, matrices, config)
+    ease = choose_ease_lambda(trained, matrices, config["ease_lambdas"])
+    blend_item_item(trained, ease, matrices, [float(a) for a in config["item_item_alphas"]])
+    if config["final_fit"]:
+        refit_whole_window(trained, examples, matrices, config, ease.lam)
+    return trained
