@@ -7,7 +7,7 @@ when present), then runs, each in a fresh process so time and memory are its own
   the pipeline runs them, Spark session start included;
 * **polars**: a single-node reference of the same rules, written to ``.recsys/bench/events-N/polars``:
   ids trimmed only, never case-folded; the reasons in the same order (``bad_id``: a control character
-  or more than ``jobs.clean.MAX_ID_LENGTH`` characters); exact and near-duplicate dedupe; bots counted
+  or more than ``recsys.data.ids.MAX_ID_LENGTH`` characters); exact and near-duplicate dedupe; bots counted
   on their kept events; the implicit mapping of ratings; every (user, item) pair of the window, any
   label; the k-core of the positive pairs; an index of every id of the window in (first time seen, id)
   order; the split; Parquet, the CSR splits with ``history`` and ``seen``, stats. It covers what
@@ -145,14 +145,16 @@ def polars_clean(raw: Any, cfg: Mapping[str, Any]) -> tuple[Any, Any, dict[str, 
     """
     import polars as pl
 
-    from jobs.clean import CLEAN, DUPLICATES, ID_CONTROL, MAX_ID_LENGTH, RATING_EVENT, REASONS, SECONDS_PER_DAY
+    from recsys.data.clean import CLEAN, DUPLICATES, RATING_EVENT, REASONS
+    from recsys.data.ids import ID_CONTROL, ID_PAD, MAX_ID_LENGTH
+    from recsys.data.rawzone import SECONDS_PER_DAY
 
     low, high = (float(x) for x in cfg["rating_range"])
     kinds = list(cfg["events"])
 
-    def trimmed(column: str) -> pl.Expr:
+    def trimmed(column: str, pad: str = " ") -> pl.Expr:
         # Spark's trim strips spaces only: a tab or a NUL at the end stays (and makes a bad_id)
-        stripped = pl.col(column).str.strip_chars(" ")
+        stripped = pl.col(column).str.strip_chars(pad)
         return pl.when(stripped != "").then(stripped)
 
     def bad_id(column: pl.Expr) -> pl.Expr:
@@ -160,8 +162,8 @@ def polars_clean(raw: Any, cfg: Mapping[str, Any]) -> tuple[Any, Any, dict[str, 
 
     # ids as they came (trimmed only); event kinds trimmed and lowercased
     rows = raw.group_by([DS, *RAW_COLUMNS]).len(name="_n").with_columns(
-        trimmed(USER_ID).alias("_user"),
-        trimmed(ITEM_ID).alias("_item"),
+        trimmed(USER_ID, ID_PAD).alias("_user"),
+        trimmed(ITEM_ID, ID_PAD).alias("_item"),
         trimmed(EVENT).str.to_lowercase().alias("_event"),
         trimmed(VALUE).alias("_raw_value"),
         trimmed(TS).str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%SZ", strict=False).alias("_ts"),
@@ -230,26 +232,18 @@ def polars_tables(clean: Any, quarantine: Any, cfg: Mapping[str, Any], ds: str, 
     """The tables job's rules in polars (timestamps present, index from scratch), written under ``out``.
 
     A bot's quarantined rows join the clean rows as interactions without a positive label (seen, never
-    trained on), as ``jobs.tables.bot_rows`` does."""
+    trained on), as ``recsys.data.tables.bot_rows`` does."""
     import polars as pl
 
-    from jobs.tables import (
-        FIRST_TS,
-        INTERACTIONS_DIR,
-        ITEMS_FILE,
-        POSITIVE,
-        SEEN_TS,
-        USERS_FILE,
-        csr_splits,
-        table_stats,
-        window_matrices,
-    )
-    from recsys.core.matrices import MATRICES_FILE, save_matrices
+    from recsys.core.lake import INTERACTIONS_DIR, ITEMS_FILE, MATRICES_FILE, USERS_FILE
+    from recsys.core.matrices import save_matrices
+    from recsys.data.ids import ID_PAD
+    from recsys.data.tables import FIRST_TS, POSITIVE, SEEN_TS, csr_splits, table_stats, window_matrices
 
     # every (user, item) pair of the window, any label: the index and the history/seen matrices use them all
     positive = pl.col(LABEL) == 1
     bots = quarantine.filter(pl.col(REASON) == BOT).select(
-        pl.col(USER_ID).str.strip_chars(" "), pl.col(ITEM_ID).str.strip_chars(" "),
+        pl.col(USER_ID).str.strip_chars(ID_PAD), pl.col(ITEM_ID).str.strip_chars(ID_PAD),
         pl.col(TS).str.strip_chars(" ").str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%SZ", strict=False),
         pl.lit(0, pl.Int32).alias(LABEL), pl.lit(0.0).alias(WEIGHT), DS,
     )
@@ -381,9 +375,10 @@ def compare_outputs(lake: Lake, ds: str) -> dict[str, list[str]]:
     """
     import polars as pl
 
-    from jobs.clean import QUARANTINE_COLUMNS, RECONCILIATION_FILE
-    from jobs.tables import INTERACTIONS_DIR, index_path
-    from recsys.core.matrices import MATRICES_FILE, WINDOW_MATRICES
+    from recsys.core.columns import QUARANTINE_COLUMNS
+    from recsys.core.lake import INTERACTIONS_DIR, MATRICES_FILE, RECONCILIATION_FILE
+    from recsys.core.matrices import WINDOW_MATRICES
+    from recsys.data.tables import index_path
 
     reference = polars_dir(lake)
     counts = read_json(reference / RECONCILIATION)

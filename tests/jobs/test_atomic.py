@@ -16,7 +16,7 @@ import pytest
 from jobs import clean, tables
 from recsys.core.columns import RAW_COLUMNS
 from recsys.core.config import REPO_ROOT
-from recsys.core.lake import Lake, read_json, write_json
+from recsys.core.lake import RECONCILIATION_FILE, Lake, read_json, write_json
 
 OLD, DAY = "2026-01-01", "2026-01-02"
 ARGS = ["--set", "tables.window_days=2", "--set", "tables.min_user_core=1"]
@@ -83,7 +83,7 @@ def test_a_killed_clean_job_leaves_the_old_partition_and_a_rerun_completes(lake:
     assert not any(p.exists() for p in left_behind)
     assert lake.dates("clean") == lake.dates("quarantine") == [OLD, DAY]
     for ds, n in ((OLD, 300), (DAY, 400)):
-        report = read_json(lake.path("clean", ds) / clean.RECONCILIATION_FILE)
+        report = read_json(lake.path("clean", ds) / RECONCILIATION_FILE)
         clean_rows = pq.read_table(lake.path("clean", ds)).num_rows
         quarantined = pq.read_table(lake.path("quarantine", ds)).num_rows
         assert report["input"] == n + 2 and (report["clean"], report["quarantined"]) == (clean_rows, quarantined) == (

@@ -12,7 +12,8 @@ import pytest
 from jobs import clean
 from recsys.core.columns import RAW_COLUMNS
 from recsys.core.config import load_config
-from recsys.core.lake import Lake, read_json, write_json
+from recsys.core.lake import RECONCILIATION_FILE, Lake, read_json, write_json
+from recsys.data.clean import REASONS, clean_events, dates_to_clean, reconcile
 
 DAY = "2026-01-10"
 T = "2026-01-10T08:00:00Z"
@@ -30,7 +31,7 @@ def run_clean(spark, rows: list[tuple], *, has_timestamp: bool = True, **changes
     from pyspark.sql import functions as F
 
     rows = [r if len(r) == 6 else (*r, DAY) for r in rows]
-    result = clean.clean_events(spark.createDataFrame(rows, RAW_SCHEMA), clean_cfg(**changes), has_timestamp=has_timestamp)
+    result = clean_events(spark.createDataFrame(rows, RAW_SCHEMA), clean_cfg(**changes), has_timestamp=has_timestamp)
     cleaned = result.clean.withColumn("ts", F.date_format("ts", "yyyy-MM-dd HH:mm:ss"))
     return (
         sorted((tuple(r) for r in cleaned.collect()), key=repr),
@@ -192,7 +193,7 @@ def test_without_timestamps_a_missing_ts_is_the_dates_midnight(spark) -> None:
 
 def test_reconcile_adds_up_and_refuses_a_leak() -> None:
     outcomes = [("d1", "clean", 5), ("d1", "duplicates", 2), ("d1", "bot", 3), ("d1", "bad_id", 1)]
-    report = clean.reconcile({"d1": 11, "d2": 0}, outcomes, ["d1", "d2"])
+    report = reconcile({"d1": 11, "d2": 0}, outcomes, ["d1", "d2"])
     assert report["d1"] == {
         "input": 11, "clean": 5, "duplicates": 2, "quarantined": 4,
         "by_reason": {"null_id": 0, "bad_id": 1, "unknown_event": 0, "bad_timestamp": 0,
@@ -200,16 +201,16 @@ def test_reconcile_adds_up_and_refuses_a_leak() -> None:
     }
     assert report["d2"]["input"] == 0 and report["d2"]["quarantined"] == 0
     with pytest.raises(ValueError, match="d1.*does not add up"):
-        clean.reconcile({"d1": 12}, outcomes, ["d1"])
+        reconcile({"d1": 12}, outcomes, ["d1"])
 
 
 def test_dates_to_clean_takes_the_run_date_and_the_windows_uncleaned_dates() -> None:
     raw = ["2025-12-01", "2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
-    assert clean.dates_to_clean("2026-01-03", raw, [], 3) == ["2026-01-01", "2026-01-02", "2026-01-03"]
-    assert clean.dates_to_clean("2026-01-03", raw, raw[:4], 3) == ["2026-01-03"]
-    assert clean.dates_to_clean("2026-01-04", raw, raw[:3], 3) == ["2026-01-03", "2026-01-04"]
+    assert dates_to_clean("2026-01-03", raw, [], 3) == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    assert dates_to_clean("2026-01-03", raw, raw[:4], 3) == ["2026-01-03"]
+    assert dates_to_clean("2026-01-04", raw, raw[:3], 3) == ["2026-01-03", "2026-01-04"]
     with pytest.raises(FileNotFoundError, match="2026-01-05"):
-        clean.dates_to_clean("2026-01-05", raw, [], 3)
+        dates_to_clean("2026-01-05", raw, [], 3)
 
 
 def write_raw(lake: Lake, ds: str, rows: list[tuple]) -> None:
@@ -231,7 +232,7 @@ def test_job_cleans_the_window_once_and_commits_each_date(lake: Lake) -> None:
     assert (facts["dates_cleaned"], facts["first_date"], facts["last_date"]) == (3, "2026-01-01", "2026-01-03")
     assert (facts["input"], facts["clean"], facts["duplicates"], facts["quarantined"]) == (5, 3, 1, 1)
     assert lake.dates("clean") == lake.dates("quarantine") == ["2026-01-01", "2026-01-02", "2026-01-03"]
-    assert read_json(lake.path("clean", "2026-01-02") / clean.RECONCILIATION_FILE) == {
+    assert read_json(lake.path("clean", "2026-01-02") / RECONCILIATION_FILE) == {
         "input": 2, "clean": 1, "duplicates": 0, "quarantined": 1,
         "by_reason": {"null_id": 1, "bad_id": 0, "unknown_event": 0, "bad_timestamp": 0,
                       "future_timestamp": 0, "out_of_range": 0, "bot": 0},
@@ -279,10 +280,10 @@ def test_reconciliation_adds_up_on_random_dirty_input(spark, seed: int) -> None:
 
     rows = dirty_rows(seed, 300)
     frame = spark.createDataFrame(rows, RAW_SCHEMA)
-    result = clean.clean_events(frame, clean_cfg(bot_events_per_day=3), has_timestamp=True)
+    result = clean_events(frame, clean_cfg(bot_events_per_day=3), has_timestamp=True)
     outcomes = [(r["ds"], r["outcome"], r["n"]) for r in result.outcomes.collect()]
     inputs = Counter(r[5] for r in rows)
-    report = clean.reconcile(inputs, outcomes, [DAY, "2026-01-11"])  # raises when a date does not add up
+    report = reconcile(inputs, outcomes, [DAY, "2026-01-11"])  # raises when a date does not add up
 
     clean_rows = Counter(r["ds"] for r in result.clean.collect())
     quarantined = [tuple(r) for r in result.quarantine.collect()]
@@ -335,7 +336,7 @@ def test_a_file_of_bad_rows_landed_by_ingest_is_accounted_for_by_reason(lake: La
         "by_reason": {"null_id": 2, "bad_id": 2, "unknown_event": 2, "bad_timestamp": 1,
                       "future_timestamp": 1, "out_of_range": 2, "bot": 4},
     }
-    assert read_json(lake.path("clean", DAY) / clean.RECONCILIATION_FILE) == expected == facts["ds_counts"]
+    assert read_json(lake.path("clean", DAY) / RECONCILIATION_FILE) == expected == facts["ds_counts"]
     reasons = pq.read_table(lake.path("quarantine", DAY)).column("reason").to_pylist()
-    assert sorted(set(reasons)) == sorted(clean.REASONS)
+    assert sorted(set(reasons)) == sorted(REASONS)
     assert pq.read_table(lake.path("clean", DAY)).num_rows == 2

@@ -7,18 +7,21 @@ import copy
 import math
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from jobs import clean
 from recsys.core.config import load_config
 from recsys.core.lake import Lake, write_json
+from recsys.data.clean import REASONS, clean_events, reconcile, to_feedback
+from recsys.data.ids import bad_id_column, bad_ids, trim_id, trim_id_column, trim_ids
 from recsys.data.rawzone import RAW_SCHEMA as RAW_ARROW_SCHEMA
 
 DAY = "2026-01-10"
 T = "2026-01-10T08:00:00Z"
 RAW_SCHEMA = "user_id string, item_id string, event string, value string, ts string, ds string"
-NO_REASONS = dict.fromkeys(clean.REASONS, 0)
+NO_REASONS = dict.fromkeys(REASONS, 0)
 
 
 def clean_cfg(**changes: Any) -> dict:
@@ -44,9 +47,9 @@ def run(spark, rows: Any, *, value_kind: str = "rating", **changes: Any) -> tupl
     from pyspark.sql import functions as F
 
     frame = rows if not isinstance(rows, list) else spark.createDataFrame([(*r, DAY) for r in rows], RAW_SCHEMA)
-    result = clean.clean_events(frame, clean_cfg(**changes), has_timestamp=True, value_kind=value_kind)
+    result = clean_events(frame, clean_cfg(**changes), has_timestamp=True, value_kind=value_kind)
     outcomes = [(r["ds"], r["outcome"], r["n"]) for r in result.outcomes.collect()]
-    report = clean.reconcile({DAY: frame.count()}, outcomes, [DAY])  # raises when it does not add up
+    report = reconcile({DAY: frame.count()}, outcomes, [DAY])  # raises when it does not add up
     cleaned = result.clean.select(
         "user_id", "item_id", "event", "value", F.date_format("ts", "yyyy-MM-dd HH:mm:ss"), "label", "weight"
     )
@@ -157,10 +160,10 @@ def test_one_user_with_100000_events_a_day_is_a_bot_above_the_limit(spark) -> No
     )
     rows = heavy.unionByName(spark.createDataFrame([("u1", "i1", "view", None, T, DAY)], RAW_SCHEMA)).cache()
     for limit, expected in ((1000, outcome(1, bot=100_000)), (100_000, outcome(100_001))):  # at the limit: no bot
-        result = clean.clean_events(rows, clean_cfg(bot_events_per_day=limit), has_timestamp=True)
+        result = clean_events(rows, clean_cfg(bot_events_per_day=limit), has_timestamp=True)
         result.flagged.persist()  # as the job does: the three counts below read it once
         outcomes = [(r["ds"], r["outcome"], r["n"]) for r in result.outcomes.collect()]
-        assert clean.reconcile({DAY: 100_001}, outcomes, [DAY])[DAY] == expected
+        assert reconcile({DAY: 100_001}, outcomes, [DAY])[DAY] == expected
         # counted in Spark: collecting 100,000 rows to the driver would take most of the test's time
         reasons = result.quarantine.groupBy("user_id", "reason").count().collect()
         by_user = {(r["user_id"], r["reason"]): r["count"] for r in reasons}
@@ -201,7 +204,7 @@ def test_a_source_without_values_never_checks_them(spark) -> None:
 
 def test_an_unknown_value_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="value_kind must be one of rating, count, none, got 'plays'"):
-        clean.to_feedback(None, clean_cfg(), value_kind="plays")  # refused before the frame is touched
+        to_feedback(None, clean_cfg(), value_kind="plays")  # refused before the frame is touched
 
 
 @pytest.mark.spark
@@ -224,3 +227,21 @@ def test_the_job_reads_value_kind_from_the_source_file(lake: Lake) -> None:
     write_json(lake.path("raw") / "_source.json", {"has_timestamp": True, "value_kind": "plays"})
     with pytest.raises(ValueError, match=r"value_kind in .*_source.json must be one of rating, count, none"):
         clean.main(["--ds", DAY, "--set", "tables.window_days=1"])
+
+
+# the id rule's edge cases: spaces trimmed, any other blank kept, a control character or 257 characters bad
+TRICKY_IDS = ["  u1 ", "\tu1", "u1\u00a0", "u\x001", "x" * 257, " " + "x" * 256 + " ", "", "   ", "007"]
+
+
+@pytest.mark.spark
+def test_the_id_rule_is_the_same_in_python_arrow_and_spark(spark) -> None:
+    from pyspark.sql import functions as F
+
+    trimmed = ["u1", "\tu1", "u1\u00a0", "u\x001", "x" * 257, "x" * 256, "", "", "007"]
+    bad = [False, True, False, True, True, False, False, False, False]
+    frame = spark.createDataFrame([(s,) for s in TRICKY_IDS], "id string")
+    rows = frame.select(trim_id_column(F.col("id")).alias("t")).select("t", bad_id_column(F.col("t")).alias("bad"))
+    rows = rows.collect()
+    arrow = trim_ids(pa.array(TRICKY_IDS, pa.string()))
+    assert [r["t"] for r in rows] == arrow.to_pylist() == [trim_id(s) for s in TRICKY_IDS] == trimmed
+    assert [r["bad"] for r in rows] == bad_ids(arrow).to_pylist() == bad

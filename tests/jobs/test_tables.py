@@ -12,10 +12,21 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import tables
-from jobs.clean import CLEAN_ARROW_SCHEMA, QUARANTINE_ARROW_SCHEMA
+from recsys.core.columns import INTERACTION_COLUMNS
 from recsys.core.config import load_config
 from recsys.core.lake import Lake, read_json
 from recsys.core.matrices import MATRICES_FILE, load_matrices
+from recsys.data.clean import CLEAN_ARROW_SCHEMA, QUARANTINE_ARROW_SCHEMA
+from recsys.data.tables import (
+    extend_index,
+    gini,
+    k_core,
+    read_index,
+    spark_xxhash64,
+    split_interactions,
+    table_stats,
+    window_pairs,
+)
 
 UTC = dt.UTC
 
@@ -42,7 +53,7 @@ def test_window_pairs_keep_every_pair_with_the_positives_max_weight_and_times(sp
         ("u2", "i1", at(1, 7), 1, 1.5),
     ]
     clean = spark.createDataFrame(rows, "user_id string, item_id string, ts timestamp, label int, weight double")
-    pairs = tables.window_pairs(clean).select("user_id", "item_id", "positive", "weight", F.hour("ts"),
+    pairs = window_pairs(clean).select("user_id", "item_id", "positive", "weight", F.hour("ts"),
                                               F.hour("first_ts"), F.hour("seen_ts"))
     got = sorted(tuple(r) for r in pairs.collect())
     assert got == [("u1", "i1", True, 5.0, 9, 8, 6), ("u1", "i2", False, None, None, None, 9),
@@ -56,7 +67,7 @@ def test_k_core_repeats_until_a_fixed_point_or_the_round_limit() -> None:
     items = np.array([int(i[1:]) - 1 for _, i in edges])
 
     def run(rounds: int, min_user: int = 2, min_item: int = 2) -> list[tuple[str, str]]:
-        keep = tables.k_core(users, items, min_user, min_item, rounds)
+        keep = k_core(users, items, min_user, min_item, rounds)
         return [edge for edge, kept in zip(edges, keep, strict=True) if kept]
 
     # round 1 drops u3 (one item) and i4 (one user); then i3 and u4 fall below 2; round 3 changes nothing
@@ -64,13 +75,13 @@ def test_k_core_repeats_until_a_fixed_point_or_the_round_limit() -> None:
     assert run(10) == [("u1", "i1"), ("u1", "i2"), ("u2", "i1"), ("u2", "i2")]
     assert run(10, 1, 1) == edges
     assert run(10, 2, 1) == [e for e in edges if e[0] != "u3"]  # users only: u3 has one item
-    assert tables.k_core(np.zeros(0, int), np.zeros(0, int), 2, 2, 10).tolist() == []
+    assert k_core(np.zeros(0, int), np.zeros(0, int), 2, 2, 10).tolist() == []
 
 
 def split_of(rows: list[tuple], *, has_timestamp: bool = True, seed: int = 42, **changes: Any) -> dict:
     users, items = (np.array([r[k] for r in rows], np.int32) for k in (0, 1))
     ts_us = np.array([int(r[2].timestamp() * 1_000_000) for r in rows], np.int64)
-    got = tables.split_interactions(users, items, ts_us, tables_cfg(**changes), has_timestamp=has_timestamp, seed=seed)
+    got = split_interactions(users, items, ts_us, tables_cfg(**changes), has_timestamp=has_timestamp, seed=seed)
     return {(int(u), int(i)): str(s) for u, i, s in zip(users, items, got, strict=True)}
 
 
@@ -119,7 +130,7 @@ def test_the_seeded_order_is_sparks_xxhash64(spark) -> None:
     items = np.r_[rng.integers(0, 5000, 199, dtype=np.int32), np.int32(-5)]
     frame = spark.createDataFrame([(int(u), int(i)) for u, i in zip(users, items, strict=True)], "u int, i int")
     expected = [r[0] for r in frame.select(F.xxhash64(F.lit(3), "u", "i")).collect()]
-    assert tables.spark_xxhash64(3, users, items).tolist() == expected
+    assert spark_xxhash64(3, users, items).tolist() == expected
 
 
 def test_split_rejects_an_unknown_method() -> None:
@@ -130,7 +141,7 @@ def test_split_rejects_an_unknown_method() -> None:
 def test_extend_index_appends_in_first_seen_then_id_order(tmp_path) -> None:
     known = pa.table({"user_id": ["a", "b"], "user_idx": pa.array([0, 1], pa.int64())})
     unseen = pa.table({"user_id": ["c", "e", "d"], "first_ts": pa.array([at(3), at(2), at(2)], pa.timestamp("us", "UTC"))})
-    got = tables.extend_index(known, unseen, "user_id", "user_idx")
+    got = extend_index(known, unseen, "user_id", "user_idx")
     assert got.to_pylist() == [
         {"user_id": "a", "user_idx": 0}, {"user_id": "b", "user_idx": 1}, {"user_id": "d", "user_idx": 2},
         {"user_id": "e", "user_idx": 3}, {"user_id": "c", "user_idx": 4},
@@ -138,23 +149,23 @@ def test_extend_index_appends_in_first_seen_then_id_order(tmp_path) -> None:
     broken = tmp_path / "users.parquet"
     pq.write_table(pa.table({"user_id": ["a", "b"], "user_idx": pa.array([0, 2], pa.int64())}), broken)
     with pytest.raises(ValueError, match="0..1"):
-        tables.read_index(broken, "user_id", "user_idx")
-    assert tables.read_index(tmp_path / "missing.parquet", "user_id", "user_idx").num_rows == 0
+        read_index(broken, "user_id", "user_idx")
+    assert read_index(tmp_path / "missing.parquet", "user_id", "user_idx").num_rows == 0
 
 
 def test_gini_and_stats_against_hand_computed_values() -> None:
-    assert tables.gini(np.array([2, 2, 2])) == 0.0
-    assert tables.gini(np.array([1, 3])) == pytest.approx(0.25)  # mean |xi - xj| / (2 mean) = 1 / 4
+    assert gini(np.array([2, 2, 2])) == 0.0
+    assert gini(np.array([1, 3])) == pytest.approx(0.25)  # mean |xi - xj| / (2 mean) = 1 / 4
     users = np.array([0, 0, 0, 1, 2])
     items = np.array([0, 1, 2, 0, 0])
     splits = np.array(["train", "valid", "test", "train", "train"])
     day = 86_400_000_000
     ts = np.array([0, 0, 0, 5 * day, 4 * day])  # user 1 and only user 1 first seen on the last day (day 5)
-    stats = tables.table_stats(users, items, splits, ts, 5 * day)
+    stats = table_stats(users, items, splits, ts, 5 * day)
     assert stats["interactions"] == {"train": 3, "valid": 1, "test": 1, "total": 5}
     assert (stats["users"], stats["items"], stats["density"]) == (3, 3, round(5 / 9, 8))
     assert stats["user_degree"] == {"min": 1.0, "p25": 1.0, "p50": 1.0, "p75": 2.0, "p90": 2.6, "p99": 2.96, "max": 3.0}
-    assert stats["item_gini"] == round(tables.gini(np.array([3, 1, 1])), 6) == round(4 / 15, 6)
+    assert stats["item_gini"] == round(gini(np.array([3, 1, 1])), 6) == round(4 / 15, 6)
     assert stats["cold_user_share"] == round(1 / 3, 6) and stats["cold_item_share"] == 0.0
 
 
@@ -200,6 +211,7 @@ def test_job_keeps_indexes_stable_across_dates_reruns_and_backfills(lake: Lake) 
 
     interactions = pq.read_table(out / "interactions")
     assert interactions.schema.types == [pa.int32(), pa.int32(), pa.float32(), pa.timestamp("us", tz="UTC"), pa.string()]
+    assert tuple(interactions.column_names) == INTERACTION_COLUMNS  # the lake's contract (recsys.core.lake.CONTRACT)
     # (ua, ix) was seen on both days: the largest weight and the latest ts
     assert interactions.select(["user_idx", "item_idx", "weight"]).to_pylist() == [
         {"user_idx": 0, "item_idx": 1, "weight": 1.0}, {"user_idx": 0, "item_idx": 0, "weight": 2.0},
