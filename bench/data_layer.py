@@ -323,7 +323,7 @@ def run_polars(lake: Lake, ds: str, config: Mapping[str, Any]) -> dict[str, Any]
         raise ValueError(f"the polars reference covers rating sources with timestamps; {lake.path('raw')} says {source}")
     out = polars_dir(lake)
     shutil.rmtree(out, ignore_errors=True)
-    first = window_start(ds, int(config["tables"]["window_days"]))
+    first = window_start(ds, int(config["window_days"]))
     dates = [d for d in lake.dates("raw") if first <= d <= ds]
     raw = pl.concat([
         pl.read_parquet(lake.path("raw", d), columns=list(RAW_COLUMNS)).with_columns(pl.lit(d).alias(DS))
@@ -334,7 +334,7 @@ def run_polars(lake: Lake, ds: str, config: Mapping[str, Any]) -> dict[str, Any]
     clean.sort(DS, USER_ID, TS, ITEM_ID, EVENT, VALUE).write_parquet(out / "clean", partition_by=DS)
     quarantine.sort(DS, REASON, *RAW_COLUMNS).write_parquet(out / "quarantine", partition_by=DS)
     write_json(out / RECONCILIATION, counts)
-    stats = polars_tables(clean, quarantine, config["tables"], ds, out / "tables")
+    stats = polars_tables(clean, quarantine, {**config["tables"], "window_days": config["window_days"]}, ds, out / "tables")
     return {"clean_rows": sum(c["clean"] for c in counts.values()), "interactions": stats["interactions"]["total"]}
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys.data.ids import ID_PAD
+
 ML_SMALL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-latest-small" / "ratings.csv"
 
 
@@ -60,7 +62,7 @@ def check(src: Path, recs_path: Path, *, sep: str, user_col: str | int, item_col
           k: int) -> dict:
     """The contract figures of ``recs_path`` against the interactions of ``src``."""
     raw = pd.read_csv(src, sep=sep, header=0 if header else None, dtype=str, keep_default_na=False)
-    users, items = raw[user_col].str.strip(), raw[item_col].str.strip()
+    users, items = raw[user_col].str.strip(ID_PAD), raw[item_col].str.strip(ID_PAD)
     recs = pd.read_parquet(recs_path)
     integer = users.str.fullmatch(r"0|-?[1-9][0-9]{0,17}").all(), items.str.fullmatch(r"0|-?[1-9][0-9]{0,17}").all()
     problems = []

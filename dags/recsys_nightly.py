@@ -20,7 +20,7 @@ this run only: window days, augmentation on/off and sample sources, GAN epochs, 
 negative sampler mix, promote, force re-registration, plus free-form `overrides` (`{"section.key": v}`).
 
 **Failures.** Transient failures are retried with exponential backoff; a failed data-quality gate
-(exit 65) fails at once. Every failed try writes a `RECSYS ALERT` line and posts to the `recsys_alerts`
+(exit 65) or a refused config (exit 78) fails at once. Every failed try writes a `RECSYS ALERT` line and posts to the `recsys_alerts`
 webhook connection when it exists.
 
 **Output.** `publish` updates the asset `recsys://lake/recs` (extra: `ds`), for DAGs scheduled on it;

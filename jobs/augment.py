@@ -22,12 +22,15 @@ def body(ctx: JobContext) -> dict[str, Any]:
     config = ctx.config["augment"]
     seed = int(ctx.config["seed"])
     lineage = {"ds": ctx.ds, "config_hash": config_hash(config), "seed": seed}
+    # the score that makes a generated item a positive; expand reads it here (not from augment's config) to
+    # keep candidates scored above it out of the hard negatives
+    threshold = {"confidence_threshold": float(config["confidence_threshold"])}
     facts: dict[str, Any] = {"ds": ctx.ds, "enabled": bool(config["enabled"]), "path": str(ctx.lake.path("augment", ctx.ds))}
     if not config["enabled"]:
         with ctx.lake.writing("augment", ctx.ds) as out:
             for file, schema in SCHEMAS.items():
                 write_parquet(schema.empty_table(), out / file)
-            write_json(out / QUALITY_FILE, {"enabled": False, "lineage": lineage})
+            write_json(out / QUALITY_FILE, {"enabled": False, "lineage": lineage, **threshold})
         log.info("augment disabled: wrote empty outputs for %s", ctx.ds)
         return facts
 
@@ -37,7 +40,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
         for file, frame in result.frames().items():
             write_parquet(frame, out / file, SCHEMAS[file])
         result.generator.save(out / GENERATOR_FILE)
-        write_json(out / QUALITY_FILE, {**result.quality, "lineage": lineage})
+        write_json(out / QUALITY_FILE, {**result.quality, "lineage": lineage, **threshold})
         save_plots(result.plots, out)
     fidelity = result.quality["fidelity"]
     facts.update(result.quality["outputs"])

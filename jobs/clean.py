@@ -65,7 +65,7 @@ def _ensure_parquet(path: Path, schema: pa.Schema) -> None:
 def body(ctx: JobContext) -> dict[str, Any]:
     """Clean the run's date and the window's uncleaned dates, commit each date, return the totals."""
     cfg, lake, ds = ctx.config["clean"], ctx.lake, ctx.ds
-    dates = dates_to_clean(ds, lake.dates("raw"), lake.dates("clean"), int(ctx.config["tables"]["window_days"]))
+    dates = dates_to_clean(ds, lake.dates("raw"), lake.dates("clean"), int(ctx.config["window_days"]))
     source = lake.source()
     has_timestamp = bool(source.get("has_timestamp", True))
     value_kind = source.get("value_kind", RATINGS)

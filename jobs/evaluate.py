@@ -27,7 +27,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
 
     assert ctx.ds is not None
     settings = ctx.config["evaluate"]
-    ks = cutoffs(settings)
+    ks = cutoffs(settings["k"])
     primary = f"ndcg@{ks[0]}"
     matrices = load_matrices(ctx.lake, ctx.ds)
     models_dir = ctx.lake.require("models", ctx.ds)

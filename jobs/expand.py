@@ -17,7 +17,7 @@ from recsys.core.lake import EXAMPLES_FILE, EXAMPLES_SUMMARY_FILE, write_json, w
 from recsys.core.matrices import load_matrices
 from recsys.sampling.augment_outputs import read_augment_outputs
 from recsys.sampling.examples import summarise
-from recsys.sampling.expansion import check_config, expand, expansion_seed, train_positives
+from recsys.sampling.expansion import expand, expansion_seed, train_positives
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -39,7 +39,6 @@ def body(ctx: JobContext) -> dict[str, Any]:
     """Extract the train split and augment outputs, expand, load examples and their summary."""
     assert ctx.ds is not None
     config = ctx.config["expand"]
-    check_config(config)
     matrices = load_matrices(ctx.lake, ctx.ds)
     train = train_positives(matrices.train)
     if train.nnz == 0:
@@ -48,7 +47,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
     seed = expansion_seed(ctx.config["seed"], ctx.ds)
     spark = spark_for(train.nnz, int(config["spark_threshold"]))
     examples = expand(train, augment.gan_pos, augment.syn_users, augment.candidates, config,
-                      float(ctx.config["augment"]["confidence_threshold"]), np.random.default_rng(seed), spark)
+                      augment.confidence_threshold, np.random.default_rng(seed), spark)
     summary = summarise(examples)
     summary.update(ds=ctx.ds, n_users=matrices.n_users, n_items=matrices.n_items, seed=seed, config=config,
                    engine="spark" if spark is not None else "numpy")

@@ -47,7 +47,7 @@ from recsys.core.lake import (
 from recsys.core.matrices import load_matrices
 from recsys.core.tracking import setup_mlflow, tracking_uri
 from recsys.evaluation.gate import champion_metric
-from recsys.evaluation.protocol import HeldOut, cutoffs
+from recsys.evaluation.protocol import HeldOut, cutoffs, recorded_cutoffs
 from recsys.serving import registry
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
     client = MlflowClient()
     dataset_fp = _fingerprint(tables / MATRICES_FILE)
     training_key = hashlib.sha256(f"{ds}|{dataset_fp}|{config_hash(ctx.config)}".encode()).hexdigest()[:16]
-    window_days = int(ctx.config["tables"]["window_days"])
+    window_days = int(ctx.config["window_days"])
     models_dir = lake.require("models", ds)
     train_facts = read_json(models_dir / TRAIN_FACTS_FILE)
     _, final_fit = registry.served_model(models_dir)
@@ -109,7 +109,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
         before, judged = registry.current_champion(client, name)
         metric = cfg["gate_metric"]
         champion_value = None if judged is None else champion_metric(
-            judged, HeldOut.of(m), metric, cutoffs(ctx.config["evaluate"], metric))
+            judged, HeldOut.of(m), metric, cutoffs(recorded_cutoffs(metrics), metric))
         if existing is not None:
             run_id, version = existing.run_id, str(existing.version)
             log.info("training %s already registered as %s version %s; reusing it", training_key, name, version)

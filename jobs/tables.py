@@ -55,7 +55,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
     cfg, lake, ds = ctx.config["tables"], ctx.lake, ctx.ds
     has_timestamp = bool(lake.source().get("has_timestamp", True))
     spark = spark_session("recsys-tables")
-    clean, dates = read_window(spark, lake, ds, int(cfg["window_days"]))
+    clean, dates = read_window(spark, lake, ds, int(ctx.config["window_days"]))
     log.info("tables for %s over %d clean date(s) %s..%s", ds, len(dates), dates[0], ds)
     every = window_pairs(clean).toArrow()
     pairs = core_pairs(every, cfg)

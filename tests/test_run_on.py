@@ -37,7 +37,7 @@ with open(os.environ["STUB_LOG"], "a") as log:
 if sys.argv[1:3] == ["dags", "test"]:
     sys.exit(int(os.environ.get("STUB_TEST_RC", "0")))
 if sys.argv[1:3] == ["dags", "state"]:
-    print(os.environ.get("STUB_STATE", "success") + ', {{"overrides": {{"tables.window_days": 31}}}}')
+    print(os.environ.get("STUB_STATE", "success") + ', {{"overrides": {{"window_days": 31}}}}')
 """
 
 
@@ -107,11 +107,11 @@ def test_dataset_name_lake_model_and_window_reach_the_run(stubs: dict) -> None:
         lake, "recsys-augment-shop.v1-2",
     )]
     assert argv_of(stubs, "airflow") == [
-        ["airflow", "dags", "test", "recsys_nightly", LAST_DATE, "-c", '{"overrides": {"tables.window_days": 7}}'],
+        ["airflow", "dags", "test", "recsys_nightly", LAST_DATE, "-c", '{"overrides": {"window_days": 7}}'],
         ["airflow", "dags", "state", "recsys_nightly", LAST_DATE],
     ]
     assert argv_of(stubs, "python", "-m", "jobs.summary") == [
-        ["python", "-m", "jobs.summary", "--ds", LAST_DATE, "--set", "tables.window_days=7"]]
+        ["python", "-m", "jobs.summary", "--ds", LAST_DATE, "--set", "window_days=7"]]
     # the import's summary states what was detected in the file
     assert "imported 3 rows; timestamps in seconds; values: rating; 0 rows later than the import" in done.stdout
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperatorLink
 
-LINKED_TASKS = frozenset({"train", "register"})
+LINKED_TASKS = frozenset({"train", "register", "report"})
 REGISTER_TASK = "register"
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 

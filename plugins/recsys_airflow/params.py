@@ -30,7 +30,7 @@ NEGATIVE_KINDS = ("neg_uniform", "neg_pop", "neg_hard")
 
 # Scalar params -> the config key they override.
 PARAM_KEYS: dict[str, str] = {
-    "window_days": "tables.window_days",
+    "window_days": "window_days",
     "augment": "augment.enabled",
     "gan_epochs": "augment.epochs",
     "negatives_per_positive": "expand.negatives_per_positive",

@@ -27,11 +27,6 @@ from recsys.models.runtime import configure_runtime
 
 log = logging.getLogger(__name__)
 
-_RATIOS = ("zr_ratio", "pm_ratio", "condition_dropout", "profile_drop", "sparse_user_quantile",
-           "confidence_threshold", "discriminator_quantile", "memorisation_quantile", "label_smoothing")
-_POSITIVE = ("epochs", "batch_size", "hidden", "noise_dim", "segments", "score_draws", "quality_max_users")
-
-
 @dataclass
 class Augmentation:
     """Everything the augment stage produces, before it is written."""
@@ -57,22 +52,6 @@ class Segments:
     centroids: np.ndarray  # segments x items
     sizes: np.ndarray      # active users per segment
     lengths: list[np.ndarray]  # per segment, the history lengths of its active users
-
-
-def check_config(config: dict[str, Any]) -> None:
-    """Raise ValueError naming the first ``augment`` key out of range."""
-    for key in _RATIOS:
-        if not 0.0 <= float(config[key]) <= 1.0:
-            raise ValueError(f"augment.{key} must be in [0, 1], got {config[key]!r}")
-    for key in _POSITIVE:
-        if int(config[key]) < 1:
-            raise ValueError(f"augment.{key} must be a positive integer, got {config[key]!r}")
-    if int(config["min_steps"]) < 0:
-        raise ValueError(f"augment.min_steps must be >= 0, got {config['min_steps']!r}")
-    if float(config["popularity_weight"]) < 0.0:
-        raise ValueError(f"augment.popularity_weight must be >= 0, got {config['popularity_weight']!r}")
-    if not float(config["d_learning_rate_ratio"]) > 0.0:
-        raise ValueError(f"augment.d_learning_rate_ratio must be > 0, got {config['d_learning_rate_ratio']!r}")
 
 
 def training_epochs(n_users: int, config: dict[str, Any]) -> int:
@@ -208,7 +187,6 @@ def augment(
         config: the ``augment`` config section.
         seed: the run's seed.
     """
-    check_config(config)
     started = time.perf_counter()
     train, valid = binary(train), binary(valid)
     segments = segment_users(train, int(config["segments"]), seed)

@@ -140,7 +140,6 @@ class Clean(_Section):
 class Tables(_Section):
     """tables: jobs.tables (Spark)."""
 
-    window_days: Annotated[int, Field(ge=1, le=36500)]
     split: Literal["ratio", "leave_last_n"]
     valid_ratio: ShareBelowOne
     test_ratio: ShareBelowOne
@@ -284,6 +283,7 @@ class RecsysConfig(_Section):
     """The whole of conf/recsys.yaml, one model per section."""
 
     seed: NonNegInt
+    window_days: Annotated[int, Field(ge=1, le=36500)]
     generate: Generate
     clean: Clean
     tables: Tables

@@ -142,15 +142,6 @@ def check_value_kind(value_kind: str, where: str = "value_kind") -> None:
         raise ValueError(f"{where} must be one of {', '.join(VALUE_KINDS)}, got {value_kind!r}")
 
 
-def _check_config(cfg: Mapping[str, Any]) -> None:
-    for kind, spec in cfg["events"].items():
-        if not isinstance(spec, Mapping) or {LABEL, WEIGHT} - set(spec):
-            raise ValueError(f"clean.events.{kind} needs label and weight, got {spec!r}")
-    low, high = cfg["rating_range"]
-    if low > high:
-        raise ValueError(f"clean.rating_range must be [low, high], got {cfg['rating_range']!r}")
-
-
 def _kept_positions(times: Column, dedupe_seconds: int) -> Column:
     """The 1-based positions of the kept ones among sorted timestamps: the first, then each one more than
     ``dedupe_seconds`` after the previous *kept* one (a fold: each decision depends on the last)."""
@@ -179,7 +170,6 @@ def flag_rows(raw: DataFrame, cfg: Mapping[str, Any], *, has_timestamp: bool, va
         ``_kept`` (for a valid row: false when it repeats a kept one within ``clean.dedupe_seconds``).
     """
     require_columns(raw.columns, (*RAW_COLUMNS, DS), "flag_rows")
-    _check_config(cfg)
     check_value_kind(value_kind)
     low, high = (float(x) for x in cfg["rating_range"])
     # the job's one shuffle, by ds: the identical-row count and both windows below group by keys that

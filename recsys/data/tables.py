@@ -1,7 +1,7 @@
 """A date's sparse interaction tables: the window's pairs, k-core, stable indexes, per-user split, CSR, stats.
 
 The tables of ``ds`` hold the positives (label 1) of the committed clean partitions of the window
-``[ds - tables.window_days + 1, ds]``, one row per (user, item) with the largest weight and the latest
+``[ds - window_days + 1, ds]``, one row per (user, item) with the largest weight and the latest
 timestamp, after a k-core filter (``tables.min_user_core`` / ``tables.min_item_core``, repeated until
 nothing changes or ``tables.core_rounds``; 1 turns a side off). The k-core shapes the training data
 only: every interaction of the window, of any label and of any user, is a user's history (the

@@ -9,7 +9,7 @@ ranking that ``publish`` would serve. :meth:`HeldOut.score` is the one place tha
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +26,17 @@ log = logging.getLogger(__name__)
 Scorer = Callable[[sp.csr_matrix], np.ndarray]  # histories (rows x items) -> scores (rows x items)
 
 
-def cutoffs(settings: Mapping[str, Any], metric: str | None = None) -> list[int]:
-    """The cut-offs K of ``evaluate.k``, ascending, plus the K of ``metric`` (``"ndcg@10"``) when given."""
-    ks = {int(k) for k in settings["k"]}
+def cutoffs(ks: Iterable[int], metric: str | None = None) -> list[int]:
+    """The cut-offs ``ks``, ascending, plus the K of ``metric`` (``"ndcg@10"``) when given."""
+    out = {int(k) for k in ks}
     if metric is not None and "@" in metric:
-        ks.add(int(metric.split("@")[1]))
-    return sorted(ks)
+        out.add(int(metric.split("@")[1]))
+    return sorted(out)
+
+
+def recorded_cutoffs(metrics: Mapping[str, Any]) -> list[int]:
+    """The cut-offs evaluate ranked at, read back from its ``metrics.json`` (the model's metric names)."""
+    return cutoffs(int(name.split("@")[1]) for name in metrics["models"]["model"]["all"] if "@" in name)
 
 
 @dataclass(frozen=True)

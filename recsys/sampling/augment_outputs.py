@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.core.columns import CONFIDENCE, ITEM_IDX, SCORE, SYN_USER, USER_IDX, require_columns
-from recsys.core.lake import CANDIDATES_FILE, GAN_POS_FILE, SYN_USERS_FILE, Lake
+from recsys.core.lake import CANDIDATES_FILE, GAN_POS_FILE, QUALITY_FILE, SYN_USERS_FILE, Lake, read_json
 
 
 @dataclass
@@ -32,6 +32,8 @@ class AugmentOutputs:
     gan_pos: Triples  # (user_idx, item_idx, confidence) of real users
     syn_users: Triples  # (syn_user, item_idx, confidence)
     candidates: Triples  # (user_idx, item_idx, score) of real users
+    # augment's score for a positive (quality.json): candidates scored above it are never hard negatives
+    confidence_threshold: float = float("inf")
 
 
 def read_triples(path: Path, columns: tuple[str, str, str], n_users: int | None, n_items: int) -> Triples:
@@ -71,6 +73,7 @@ def read_augment_outputs(lake: Lake, ds: str, n_users: int, n_items: int) -> Aug
 
     Raises:
         FileNotFoundError: the augment partition of ``ds`` is missing.
+        KeyError: its quality.json does not record the confidence threshold (written before it did: rerun augment).
         ValueError: as :func:`read_triples`.
     """
     base = lake.require("augment", ds)
@@ -78,4 +81,5 @@ def read_augment_outputs(lake: Lake, ds: str, n_users: int, n_items: int) -> Aug
         gan_pos=read_triples(base / GAN_POS_FILE, (USER_IDX, ITEM_IDX, CONFIDENCE), n_users, n_items),
         syn_users=read_triples(base / SYN_USERS_FILE, (SYN_USER, ITEM_IDX, CONFIDENCE), None, n_items),
         candidates=read_triples(base / CANDIDATES_FILE, (USER_IDX, ITEM_IDX, SCORE), n_users, n_items),
+        confidence_threshold=float(read_json(base / QUALITY_FILE)["confidence_threshold"]),
     )

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -79,34 +78,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _EXAMPLE_DTYPES = (np.int32, np.int32, np.int8, np.float32, np.int8)  # users, items, labels, weights, codes
-
-
-def check_config(config: dict[str, Any]) -> None:
-    """Validate the ``expand`` section.
-
-    Raises:
-        ValueError: naming the first key with a bad value.
-    """
-    unknown = sorted(set(config["sources"]) - set(SOURCES))
-    if unknown:
-        raise ValueError(f"expand.sources: unknown source(s) {unknown}; known: {list(SOURCES)}")
-    mix = config["negative_mix"]
-    unknown = sorted(set(mix) - set(NEGATIVE_SOURCES))
-    if unknown:
-        raise ValueError(f"expand.negative_mix: unknown kind(s) {unknown}; known: {list(NEGATIVE_SOURCES)}")
-    shares = [float(mix.get(k, 0.0)) for k in NEGATIVE_SOURCES]
-    if min(shares) < 0 or not math.isclose(sum(shares), 1.0, abs_tol=1e-9):
-        raise ValueError(f"expand.negative_mix: shares must be >= 0 and sum to 1, got {dict(mix)}")
-    for key in ("negatives_per_positive", "cooc_min_history", "cooc_per_user", "max_positives_per_user",
-                "spark_threshold"):
-        if not isinstance(config[key], int) or config[key] < 0:
-            raise ValueError(f"expand.{key}: expected an int >= 0, got {config[key]!r}")
-    for key in ("popularity_alpha", "synthetic_weight", "cooc_min_score", "long_tail_beta"):
-        if not (isinstance(config[key], int | float) and config[key] >= 0):
-            raise ValueError(f"expand.{key}: expected a number >= 0, got {config[key]!r}")
-    ratio = config["pos_neg_weight_ratio"]
-    if ratio is not None and not (isinstance(ratio, int | float) and ratio > 0):
-        raise ValueError(f"expand.pos_neg_weight_ratio: expected null or a number > 0, got {ratio!r}")
 
 
 def expansion_seed(seed: int, ds: str) -> list[int]:

@@ -20,6 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.core.columns import USER_ID
+from recsys.data.ids import trim_id
 from recsys.serving.recs import DEFAULT_K, recommend, recs_frame
 
 
@@ -80,7 +81,7 @@ class RecsysModel(mlflow.pyfunc.PythonModel):
         p = self.profile
         wanted = model_input[USER_ID].to_numpy()
         # ids are looked up as they came (trimmed, as the clean job trims them); never case-folded
-        rows = np.array([self._user_index.get(str(u).strip(), -1) for u in wanted])
+        rows = np.array([self._user_index.get(trim_id(str(u)), -1) for u in wanted])
         empty = sp.csr_matrix((1, p.histories.shape[1]), dtype=np.float32)
         # -1 picks the appended empty row: an unknown user
         histories = sp.vstack([p.histories, empty]).tocsr()[rows]

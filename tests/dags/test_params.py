@@ -77,15 +77,15 @@ def test_filled_params_map_to_their_config_keys_in_order() -> None:
         **DEFAULTS, "window_days": 60, "augment": False, "sources": {"gan_pos": False, "cooc_pos": True},
         "gan_epochs": 5, "negatives_per_positive": 2,
         "negative_mix": {"neg_uniform": 0.2, "neg_pop": 0.3, "neg_hard": 0.5}, "promote": False,
-        "force_register": True, "overrides": {"train.epochs": 3, "tables.window_days": 10},
+        "force_register": True, "overrides": {"train.epochs": 3, "window_days": 10},
     }
     assert overrides_from_params(params) == [
-        "--set=tables.window_days=10", "--set=train.epochs=3",  # free-form first: named params win
+        "--set=train.epochs=3", "--set=window_days=10",  # free-form first: named params win
         "--set=augment.enabled=false", "--set=augment.epochs=5",
         '--set=expand.negative_mix={"neg_uniform": 0.2, "neg_pop": 0.3, "neg_hard": 0.5}',
         "--set=expand.negatives_per_positive=2", "--set=expand.sources.cooc_pos=true",
         "--set=expand.sources.gan_pos=false", "--set=register.force=true", "--set=register.promote=false",
-        "--set=tables.window_days=60",
+        "--set=window_days=60",
     ]
 
 
@@ -93,11 +93,11 @@ def test_flags_reach_the_config_the_jobs_load() -> None:
     flags = overrides_from_params({
         **DEFAULTS, "window_days": 60, "augment": False, "sources": {"gan_pos": False}, "gan_epochs": 5,
         "negatives_per_positive": 2, "negative_mix": {"neg_uniform": 0.2, "neg_pop": 0.3, "neg_hard": 0.5},
-        "promote": False, "force_register": True, "overrides": {"tables.window_days": 10},
+        "promote": False, "force_register": True, "overrides": {"window_days": 10},
     })
     config = load_config([flag.removeprefix("--set=") for flag in flags], environ={})
     defaults = load_config([], environ={})
-    assert config["tables"]["window_days"] == 60
+    assert config["window_days"] == 60
     assert config["augment"]["enabled"] is False and config["augment"]["epochs"] == 5
     assert config["expand"]["sources"] == {**defaults["expand"]["sources"], "gan_pos": False}
     assert config["expand"]["negatives_per_positive"] == 2
@@ -110,7 +110,7 @@ def test_flags_reach_the_config_the_jobs_load() -> None:
     ("negatives_per_positive", 101), ("sources", {"no_such_source": True}), ("sources", {"gan_pos": "off"}),
     ("negative_mix", {"neg_uniform": 0.5, "neg_pop": 0.5}), ("negative_mix", {"neg_uniform": 1.5, "neg_pop": 0,
                                                                                "neg_hard": 0}),
-    ("promote", 1), ("force_register", "true"), ("overrides", ["tables.window_days=3"]),
+    ("promote", 1), ("force_register", "true"), ("overrides", ["window_days=3"]),
 ])
 def test_schema_refuses_invalid_values(name: str, value: object) -> None:
     with pytest.raises(ParamValidationError):

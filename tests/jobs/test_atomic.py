@@ -19,7 +19,7 @@ from recsys.core.config import REPO_ROOT
 from recsys.core.lake import RECONCILIATION_FILE, Lake, read_json, write_json
 
 OLD, DAY = "2026-01-01", "2026-01-02"
-ARGS = ["--set", "tables.window_days=2", "--set", "tables.min_user_core=1"]
+ARGS = ["--set", "window_days=2", "--set", "tables.min_user_core=1"]
 
 
 def write_raw(lake: Lake, ds: str, n: int) -> None:
@@ -69,7 +69,7 @@ def test_a_killed_clean_job_leaves_the_old_partition_and_a_rerun_completes(lake:
     write_json(lake.path("raw") / "_source.json", {"has_timestamp": True})
     write_raw(lake, OLD, 300)
     write_raw(lake, DAY, 400)
-    clean.main(["--ds", DAY, "--set", "tables.window_days=1"])  # DAY only: OLD stays uncleaned
+    clean.main(["--ds", DAY, "--set", "window_days=1"])  # DAY only: OLD stays uncleaned
     old = {zone: partition_bytes(lake.path(zone, DAY)) for zone in ("clean", "quarantine")}
 
     kill_mid_write(lake, DAY)  # this run cleans OLD and DAY again

@@ -18,7 +18,7 @@ import scipy.sparse as sp  # noqa: E402
 from jobs import augment as job  # noqa: E402
 from recsys.augmentation import decoding, filters, quality, schemas, segments, stage  # noqa: E402
 from recsys.core.columns import CONFIDENCE, ITEM_ID, ITEM_IDX, SCORE, SYN_USER, USER_ID, USER_IDX  # noqa: E402
-from recsys.core.config import config_hash, load_config  # noqa: E402
+from recsys.core.config import ConfigError, config_hash, load_config  # noqa: E402
 from recsys.core.lake import (  # noqa: E402
     CANDIDATES_FILE,
     GAN_POS_FILE,
@@ -189,12 +189,11 @@ def test_ndcg_at_k_in_chunks_is_the_mean_over_all_users(monkeypatch: pytest.Monk
     assert quality.ndcg_at_k(lambda rows: scores[rows], train, valid, np.array([4]), k=3) == 0.0
 
 
-def test_check_config_names_the_bad_key() -> None:
-    config = {**load_config()["augment"], "pm_ratio": 1.5}
-    with pytest.raises(ValueError, match="augment.pm_ratio"):
-        stage.check_config(config)
-    with pytest.raises(ValueError, match="augment.popularity_weight"):
-        stage.check_config({**load_config()["augment"], "popularity_weight": -1.0})
+def test_config_names_the_bad_augment_key() -> None:
+    with pytest.raises(ConfigError, match="augment.pm_ratio"):
+        load_config(["augment.pm_ratio=1.5"], environ={})
+    with pytest.raises(ConfigError, match="augment.popularity_weight"):
+        load_config(["augment.popularity_weight=-1.0"], environ={})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -244,6 +243,8 @@ def test_job_writes_outputs_with_their_contract(run: tuple[Lake, dict]) -> None:
 
     syn = pd.read_parquet(out / SYN_USERS_FILE)
     quality = read_json(out / QUALITY_FILE)
+    # recorded for expand, which keeps candidates scored above it out of the hard negatives
+    assert quality["confidence_threshold"] == load_config()["augment"]["confidence_threshold"]
     assert sorted(syn[SYN_USER].unique()) == list(range(quality["filters"][-1]["after"]))
     assert facts["syn_users"] == quality["filters"][-1]["after"] > 0
     assert syn[CONFIDENCE].between(0, 1).all()

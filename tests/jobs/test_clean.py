@@ -228,7 +228,7 @@ def test_job_cleans_the_window_once_and_commits_each_date(lake: Lake) -> None:
     write_raw(lake, "2026-01-03", [("u1", "i1", "rating", "5", "2026-01-03T10:00:00Z")])
     write_json(lake.path("raw") / "_source.json", {"has_timestamp": True, "name": "test"})
 
-    facts = clean.main(["--ds", "2026-01-03", "--set", "tables.window_days=3"])
+    facts = clean.main(["--ds", "2026-01-03", "--set", "window_days=3"])
     assert (facts["dates_cleaned"], facts["first_date"], facts["last_date"]) == (3, "2026-01-01", "2026-01-03")
     assert (facts["input"], facts["clean"], facts["duplicates"], facts["quarantined"]) == (5, 3, 1, 1)
     assert lake.dates("clean") == lake.dates("quarantine") == ["2026-01-01", "2026-01-02", "2026-01-03"]
@@ -247,7 +247,7 @@ def test_job_cleans_the_window_once_and_commits_each_date(lake: Lake) -> None:
     assert empty.num_rows == 0 and empty.column_names == [*RAW_COLUMNS, "reason"]
     assert not any((lake.root / "_staging").iterdir())
 
-    again = clean.main(["--ds", "2026-01-03", "--set", "tables.window_days=3"])
+    again = clean.main(["--ds", "2026-01-03", "--set", "window_days=3"])
     assert again["dates_cleaned"] == 1 and again["ds_counts"] == facts["ds_counts"]
     assert pq.read_table(lake.path("clean", "2026-01-03")).equals(table)
 

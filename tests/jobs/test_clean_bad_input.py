@@ -218,7 +218,7 @@ def test_the_job_reads_value_kind_from_the_source_file(lake: Lake) -> None:
     pq.write_table(pa.table(dict(zip(RAW_ARROW_SCHEMA.names, columns, strict=True)), RAW_ARROW_SCHEMA),
                    path / "part-0.parquet")
     write_json(lake.path("raw") / "_source.json", {"has_timestamp": True, "value_kind": "count"})
-    facts = clean.main(["--ds", DAY, "--set", "tables.window_days=1"])
+    facts = clean.main(["--ds", DAY, "--set", "window_days=1"])
     assert facts["value_kind"] == "count" and facts["ds_counts"] == outcome(2, out_of_range=1)
     table = pq.read_table(lake.path("clean", DAY)).select(["user_id", "value", "label", "weight"]).to_pylist()
     assert table == [{"user_id": "u1", "value": 0.0, "label": 0, "weight": 0.0},
@@ -226,7 +226,7 @@ def test_the_job_reads_value_kind_from_the_source_file(lake: Lake) -> None:
 
     write_json(lake.path("raw") / "_source.json", {"has_timestamp": True, "value_kind": "plays"})
     with pytest.raises(ValueError, match=r"value_kind in .*_source.json must be one of rating, count, none"):
-        clean.main(["--ds", DAY, "--set", "tables.window_days=1"])
+        clean.main(["--ds", DAY, "--set", "window_days=1"])
 
 
 # the id rule's edge cases: spaces trimmed, any other blank kept, a control character or 257 characters bad

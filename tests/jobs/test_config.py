@@ -58,16 +58,16 @@ def test_every_bound_reaches_the_json_schema() -> None:
 
 def test_layers_apply_in_order(tmp_path: Path) -> None:
     file = tmp_path / "site.yaml"
-    file.write_text("train: {epochs: 7, patience: 4}\ntables: {window_days: 11}\n")
+    file.write_text("train: {epochs: 7, patience: 4}\nwindow_days: 11\n")
     env = {"RECSYS_CONFIG": str(file), "RECSYS__TRAIN__EPOCHS": "8", "RECSYS__TRAIN__HIDDEN": "16"}
 
     def train(overrides: list[str], environ: dict[str, str]) -> tuple[Any, ...]:
         config = load_config(overrides, environ=environ)
         return (config["train"]["epochs"], config["train"]["patience"], config["train"]["hidden"],
-                config["tables"]["window_days"])
+                config["window_days"])
 
     defaults = (RAW["train"]["epochs"], RAW["train"]["patience"], RAW["train"]["hidden"],
-                RAW["tables"]["window_days"])
+                RAW["window_days"])
     assert defaults == (100, 10, 200, 30)  # the committed values the layers below replace
     assert train([], {}) == defaults
     assert train([], {"RECSYS_CONFIG": str(file)}) == (7, 4, 200, 11)  # file over the defaults
@@ -97,7 +97,7 @@ def test_numbers_are_read_as_the_schema_types() -> None:
                                   "to 1000"),
     (["tables.split=random"], {}, "tables.split='random' (--set tables.split): Input should be 'ratio' or "
                                   "'leave_last_n'"),
-    (["tables.window_days=0"], {}, "tables.window_days=0 (--set tables.window_days): Input should be greater"),
+    (["window_days=0"], {}, "window_days=0 (--set window_days): Input should be greater"),
     (["augment.pm_ratio=1.5"], {}, "augment.pm_ratio=1.5 (--set augment.pm_ratio): Input should be less than or "
                                    "equal to 1"),
     (["train.ease_lambdas=[50.0, 0]"], {}, "train.ease_lambdas.1=0 (--set train.ease_lambdas): Input should be "

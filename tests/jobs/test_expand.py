@@ -25,20 +25,22 @@ from recsys.core.columns import (
     USER_ID,
     USER_IDX,
 )
-from recsys.core.config import load_config
+from recsys.core.config import ConfigError, load_config
 from recsys.core.lake import (
     CANDIDATES_FILE,
     EXAMPLES_FILE,
     EXAMPLES_SUMMARY_FILE,
     GAN_POS_FILE,
+    QUALITY_FILE,
     SYN_USERS_FILE,
     Lake,
+    write_json,
 )
 from recsys.core.matrices import MATRICES_FILE, save_matrices
 from recsys.sampling import allot
 from recsys.sampling.augment_outputs import Triples
 from recsys.sampling.examples import EXAMPLES_SCHEMA, Examples
-from recsys.sampling.expansion import check_config, expand, train_positives
+from recsys.sampling.expansion import expand, train_positives
 
 DS = "2026-01-31"
 N_USERS, N_ITEMS = 4, 8
@@ -172,8 +174,8 @@ def test_same_seed_same_examples_other_seed_other_negatives() -> None:
 
 
 def test_config_with_shares_not_summing_to_one_is_refused() -> None:
-    with pytest.raises(ValueError, match="expand.negative_mix"):
-        check_config(expand_config(negative_mix={"neg_uniform": 0.5, "neg_pop": 0.2}))
+    with pytest.raises(ConfigError, match="expand.negative_mix"):
+        load_config(["expand.negative_mix={neg_uniform: 0.5, neg_pop: 0.2, neg_hard: 0.0}"], environ={})
 
 
 # --- end to end on a tiny lake ---------------------------------------------------------------------
@@ -199,6 +201,7 @@ def make_lake(lake: Lake, gan_pos: list[tuple[int, int, float]] = GAN_POS) -> No
     write_parquet(gan_pos, (USER_IDX, ITEM_IDX, CONFIDENCE), augment / GAN_POS_FILE)
     write_parquet(SYN_USERS, (SYN_USER, ITEM_IDX, CONFIDENCE), augment / SYN_USERS_FILE)
     write_parquet(CANDIDATES, (USER_IDX, ITEM_IDX, SCORE), augment / CANDIDATES_FILE)
+    write_json(augment / QUALITY_FILE, {"enabled": True, "confidence_threshold": THRESHOLD})  # as augment records it
 
 
 def cooc_by_hand(min_history: int, per_user: int, min_score: float) -> set[tuple[int, int, float]]:
@@ -367,8 +370,8 @@ def test_positive_negative_weight_ratio_is_met_exactly(ratio: float) -> None:
 @pytest.mark.parametrize(("key", "value"), [("max_positives_per_user", -1), ("long_tail_beta", -0.5),
                                             ("pos_neg_weight_ratio", 0), ("spark_threshold", 1.5)])
 def test_bad_rebalancing_knobs_are_refused(key: str, value: Any) -> None:
-    with pytest.raises(ValueError, match=f"expand.{key}"):
-        check_config(expand_config(**{key: value}))
+    with pytest.raises(ConfigError, match=f"expand.{key}"):
+        load_config([f"expand.{key}={value}"], environ={})
 
 
 @pytest.mark.spark

@@ -130,7 +130,7 @@ def test_raw_findings_name_drifted_files_and_an_empty_partition(lake: Lake) -> N
 
 
 def run_clean(ds: str) -> dict:
-    sets = [f"quality.{k}={v}" for k, v in QUALITY.items()] + ["tables.window_days=1"]
+    sets = [f"quality.{k}={v}" for k, v in QUALITY.items()] + ["window_days=1"]
     return clean.main(["--ds", ds, *(x for s in sets for x in ("--set", s))])
 
 

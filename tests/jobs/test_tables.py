@@ -186,7 +186,7 @@ def write_clean(lake: Lake, ds: str, rows: list[tuple], quarantined: list[tuple]
 
 
 def run_tables(ds: str, *flags: str) -> dict:
-    return tables.main(["--ds", ds, "--set", "tables.window_days=2", "--set", "tables.min_user_core=1", *flags])
+    return tables.main(["--ds", ds, "--set", "window_days=2", "--set", "tables.min_user_core=1", *flags])
 
 
 @pytest.mark.spark
