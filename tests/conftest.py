@@ -1,13 +1,23 @@
-"""Shared fixtures: an isolated lake per test and one local Spark session for the whole run."""
+"""Shared fixtures: an isolated lake per test and one local Spark session for the whole run.
+
+Helpers that are not fixtures (data builders, lake writers) live in tests/support.py; test modules import
+from there and never from one another.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from recsys.core.lake import Lake
+
+# TensorFlow reads these once, when it is first imported by a test: few threads on a shared CI machine
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @pytest.fixture
@@ -23,8 +33,6 @@ def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lake:
 @pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
     """One local Spark session with one shuffle partition, shared by all Spark tests."""
-    import os
-
     os.environ.setdefault("SPARK_SHUFFLE_PARTITIONS", "1")
     os.environ.setdefault("SPARK_MASTER", "local[1]")
     os.environ.setdefault("SPARK_DRIVER_MEMORY", "1g")

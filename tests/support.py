@@ -1,13 +1,38 @@
-"""Helpers several test modules share (not fixtures): independent expected values and lake readers."""
+"""Helpers several test modules share (not fixtures): data builders, lake writers and independent expected values.
+
+Test modules import from here (or get fixtures from conftest.py), never from one another.
+"""
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+from collections.abc import Sequence
 
+import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 
-from recsys.core.lake import Lake
+from recsys.core.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
+from recsys.core.config import REPO_ROOT, load_config
+from recsys.core.lake import (
+    EXAMPLES_SUMMARY_FILE,
+    FINAL_MODEL_FILE,
+    ITEMS_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    SOURCE_FILE,
+    TRAIN_FACTS_FILE,
+    USERS_FILE,
+    Lake,
+    write_json,
+)
+from recsys.core.matrices import MATRICES_FILE, Matrices, save_matrices
+
+# the real datasets beside the repository (../shared/data), wherever the checkout lives
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+ML_LATEST_SMALL = SHARED_DATA / "ml-latest-small"
 
 
 def epoch(text: str) -> int:
@@ -21,3 +46,100 @@ def landed_rows(lake: Lake) -> list[tuple]:
     for ds in lake.dates("raw"):
         rows += [(ds, *row.values()) for row in pq.read_table(lake.path("raw", ds)).to_pylist()]
     return rows
+
+
+def write_tables(lake: Lake, ds: str, train: sp.csr_matrix, valid: sp.csr_matrix | None = None,
+                 test: sp.csr_matrix | None = None, *, user_ids: Sequence[str] | None = None,
+                 item_ids: Sequence[str] | None = None, history: sp.csr_matrix | None = None,
+                 seen: sp.csr_matrix | None = None) -> None:
+    """A tables partition as the tables job leaves it: matrices.npz and the users/items index snapshots.
+
+    Missing splits are empty; ids default to ``u0, u1, ...`` and ``i0, i1, ...``.
+    """
+    empty = sp.csr_matrix(train.shape, dtype=np.float32)
+    n_users, n_items = train.shape
+    user_ids = [f"u{u}" for u in range(n_users)] if user_ids is None else list(user_ids)
+    item_ids = [f"i{i}" for i in range(n_items)] if item_ids is None else list(item_ids)
+    with lake.writing("tables", ds) as staged:
+        save_matrices(staged / MATRICES_FILE, {"train": train, "valid": empty if valid is None else valid,
+                                                "test": empty if test is None else test}, history=history, seen=seen)
+        pd.DataFrame({USER_ID: user_ids, USER_IDX: np.arange(n_users, dtype=np.int32)}).to_parquet(staged / USERS_FILE)
+        pd.DataFrame({ITEM_ID: item_ids, ITEM_IDX: np.arange(n_items, dtype=np.int32)}).to_parquet(staged / ITEMS_FILE)
+
+
+def write_matrices(lake: Lake, ds: str, m: Matrices) -> None:
+    """:func:`write_tables` of a :class:`Matrices` (its splits and ids)."""
+    write_tables(lake, ds, m.train, m.valid, m.test, user_ids=m.user_ids, item_ids=m.item_ids)
+
+
+N_BLOCKS, BLOCK_ITEMS, USERS_PER_BLOCK = 4, 10, 30
+
+
+def planted_blocks(seed: int = 0) -> tuple[Matrices, pd.DataFrame]:
+    """Users who each like one block of items; block 0 is by far the most popular.
+
+    Each user has 5 train, 1 valid and 2 test items, all from their own block; popularity alone
+    would recommend block 0 to everyone. Examples: every train positive plus two uniform negatives
+    outside the user's train row per positive.
+    """
+    rng = np.random.default_rng(seed)
+    n_items = N_BLOCKS * BLOCK_ITEMS
+    sizes = [USERS_PER_BLOCK * 3] + [USERS_PER_BLOCK] * (N_BLOCKS - 1)
+    splits: dict[str, list[tuple[int, int]]] = {"train": [], "valid": [], "test": []}
+    user = 0
+    for block, size in enumerate(sizes):
+        for _ in range(size):
+            items = block * BLOCK_ITEMS + rng.permutation(BLOCK_ITEMS)[:8]
+            for split, chosen in (("train", items[:5]), ("valid", items[5:6]), ("test", items[6:])):
+                splits[split] += [(user, int(i)) for i in chosen]
+            user += 1
+    shape = (user, n_items)
+    mats = {
+        name: sp.csr_matrix((np.ones(len(p), np.float32), tuple(np.array(p).T)), shape=shape)
+        for name, p in splits.items()
+    }
+    matrices = Matrices(**mats, user_ids=np.array([f"u{u}" for u in range(user)], dtype=object),
+                        item_ids=np.array([f"i{i}" for i in range(n_items)], dtype=object))
+    pos = np.array(splits["train"])
+    neg_users = np.repeat(pos[:, 0], 2)
+    neg_items = rng.integers(0, n_items, len(neg_users))
+    keep = np.asarray(matrices.train[neg_users, neg_items]).ravel() == 0
+    examples = pd.concat([
+        pd.DataFrame({"user_idx": pos[:, 0], "item_idx": pos[:, 1], "label": 1, "weight": 1.0, "source": "real_pos"}),
+        pd.DataFrame({"user_idx": neg_users[keep], "item_idx": neg_items[keep], "label": 0, "weight": 1.0,
+                      "source": "neg_uniform"}),
+    ], ignore_index=True).astype({"user_idx": "int32", "item_idx": "int32", "label": "int8", "weight": "float32"})
+    return matrices, examples
+
+
+def evaluation(ndcg: float, popularity: float = 0.1) -> dict:
+    """A metrics.json with the model's and popularity's ndcg@10 on all users (what the gate reads)."""
+    return {"models": {"model": {"all": {"ndcg@10": ndcg}}, "popularity": {"all": {"ndcg@10": popularity}}}}
+
+
+def registrable_lake(lake: Lake, ds: str, ndcg: float, final_fit: bool = False) -> None:
+    """6 users x 5 items with int64 ids, an untrained recommender (and final fit) and an evaluation result:
+    everything register reads for ``ds``."""
+    from recsys.models.recommender import build_recommender, save_recommender
+
+    train = sp.csr_matrix(np.array([[1, 1, 0, 0, 0], [1, 0, 1, 0, 0], [0, 1, 1, 0, 0],
+                                    [0, 0, 0, 1, 1], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]], dtype=np.float32))
+    test = sp.csr_matrix(np.array([[0, 0, 1, 0, 0], [0, 1, 0, 0, 0], [1, 0, 0, 0, 0],
+                                   [0, 0, 1, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], dtype=np.float32))
+    write_tables(lake, ds, train, test=test, user_ids=[str(u) for u in (10, 20, 30, 40, 50, 60)],
+                 item_ids=[str(i) for i in (100, 200, 300, 400, 500)])
+    write_json(lake.path("raw") / SOURCE_FILE, {"user_id_type": "int64", "item_id_type": "int64"})
+    models = lake.path("models", ds)
+    models.mkdir(parents=True)
+    config = {**load_config()["train"], "seed": 1}
+    save_recommender(build_recommender(5, config), models / MODEL_FILE)
+    runs = {"model": {"epochs": 3, "best_epoch": 2, "best_valid_ndcg@10": 0.25, "examples": 9}}
+    if final_fit:
+        save_recommender(build_recommender(5, {**config, "seed": 2}), models / FINAL_MODEL_FILE)
+        runs["model_final"] = {"epochs": 2, "best_epoch": 2, "best_valid_ndcg@10": None, "examples": 14}
+    write_json(models / TRAIN_FACTS_FILE, {"models": runs, "examples_by_source": {"real_pos": 9, "gan_pos": 2}})
+    write_json(lake.path("examples", ds) / EXAMPLES_SUMMARY_FILE,
+               {"sources": {"real_pos": {"rows": 9, "weight_sum": 9.0}}})
+    write_json(lake.path("eval", ds) / METRICS_FILE, evaluation(ndcg))
+
+

@@ -1,8 +1,8 @@
-"""The "MLflow run" extra link on the train and register tasks of recsys_nightly.
+"""The "MLflow run" extra link on the train, register and report tasks of recsys_nightly.
 
 Airflow evaluates a plugin's global link in the API server when the task's page is shown, so the link
 can read the ``run_id`` that the register task of the same DAG run returned (its XCom) even on the train
-task, which ends before the MLflow run exists. Tasks other than train and register, and runs whose
+task, which ends before the MLflow run exists (report logs report.html to that run). Other tasks, and runs whose
 register task has not succeeded yet, get no link. The MLflow UI is at ``$RECSYS_MLFLOW_UI`` (default
 ``http://127.0.0.1:5000``, what ``mlflow ui`` serves).
 """

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from recsys.core.lake import Lake
-from tests.jobs.test_register_publish import DS, _tiny_lake
+from tests.support import registrable_lake
 
 pytestmark = [pytest.mark.tf, pytest.mark.e2e]
 NAME = "recsys-serving-test"
+DS = "2026-02-01"
 # the tiny lake's window (train + test) seen by hand: user -> items; popularity of every item over all users
 SEEN = {10: {100, 200, 300}, 40: {300, 400, 500}}
 CATALOGUE = {100, 200, 300, 400, 500}
@@ -36,7 +37,7 @@ def champion(lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dic
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("RECSYS_MLFLOW_ARTIFACTS", str(tmp_path / "artifacts"))
-    _tiny_lake(lake, ndcg=0.5)
+    registrable_lake(lake, DS, ndcg=0.5)
     result = register.main(["--ds", DS, "--lake", str(lake.root), "--set", f"register.model_name={NAME}"])
     assert result["champion"] == "1"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the model must bring its own code

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import scipy.sparse as sp
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import pytest  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
-
-from jobs import augment as job  # noqa: E402
-from recsys.augmentation import decoding, filters, quality, schemas, segments, stage  # noqa: E402
-from recsys.core.columns import CONFIDENCE, ITEM_ID, ITEM_IDX, SCORE, SYN_USER, USER_ID, USER_IDX  # noqa: E402
-from recsys.core.config import ConfigError, config_hash, load_config  # noqa: E402
-from recsys.core.lake import (  # noqa: E402
+from jobs import augment as job
+from recsys.augmentation import decoding, filters, quality, schemas, segments, stage
+from recsys.core.columns import CONFIDENCE, ITEM_IDX, SCORE, SYN_USER, USER_IDX
+from recsys.core.config import ConfigError, config_hash, load_config
+from recsys.core.lake import (
     CANDIDATES_FILE,
     GAN_POS_FILE,
     GENERATOR_FILE,
@@ -30,7 +25,7 @@ from recsys.core.lake import (  # noqa: E402
     Lake,
     read_json,
 )
-from recsys.core.matrices import MATRICES_FILE, save_matrices  # noqa: E402
+from tests.support import ML_LATEST_SMALL, write_tables
 
 DS = "2026-01-31"
 BLOCKS = 3
@@ -69,20 +64,6 @@ def planted() -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
             blocks.append(block)
     n_items = BLOCKS * ITEMS_PER_BLOCK
     return _csr(train, n_items), _csr(valid, n_items), np.array(blocks)
-
-
-def write_tables(lake: Lake, ds: str, train: sp.csr_matrix, valid: sp.csr_matrix) -> None:
-    """The tables partition load_matrices reads: matrices.npz and the users/items index snapshots."""
-    base = lake.path("tables", ds)
-    base.mkdir(parents=True)
-    save_matrices(base / MATRICES_FILE, {"train": train, "valid": valid, "test": sp.csr_matrix(train.shape)})
-    n_users, n_items = train.shape
-    pd.DataFrame({USER_ID: [f"u{i}" for i in range(n_users)], USER_IDX: np.arange(n_users, dtype=np.int32)}).to_parquet(
-        base / "users.parquet"
-    )
-    pd.DataFrame({ITEM_ID: [f"i{i}" for i in range(n_items)], ITEM_IDX: np.arange(n_items, dtype=np.int32)}).to_parquet(
-        base / "items.parquet"
-    )
 
 
 def _sets(frame: pd.DataFrame, key: str) -> dict[int, set[int]]:
@@ -324,12 +305,12 @@ def test_disabled_writes_empty_outputs_with_the_schema(lake: Lake) -> None:
     assert not (out / GENERATOR_FILE).exists()
 
 
-ML_LATEST_SMALL = Path("/work/shared/data/ml-latest-small/ratings.csv")
+ML_LATEST_SMALL_RATINGS = ML_LATEST_SMALL / "ratings.csv"
 
 
 def ml_latest_small_sample(n_users: int, seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Ratings >= 4 of ``n_users`` random ml-latest-small users; each user's latest item is validation."""
-    ratings = pd.read_csv(ML_LATEST_SMALL)
+    ratings = pd.read_csv(ML_LATEST_SMALL_RATINGS)
     ratings = ratings[ratings["rating"] >= 4.0]
     chosen = np.random.default_rng(seed).choice(ratings["userId"].unique(), n_users, replace=False)
     ratings = ratings[ratings["userId"].isin(chosen)].sort_values(["userId", "timestamp", "movieId"])
@@ -343,7 +324,7 @@ def ml_latest_small_sample(n_users: int, seed: int) -> tuple[sp.csr_matrix, sp.c
 
 
 @pytest.mark.tf
-@pytest.mark.skipif(not ML_LATEST_SMALL.exists(), reason="ml-latest-small is not in /work/shared/data")
+@pytest.mark.skipif(not ML_LATEST_SMALL_RATINGS.exists(), reason=f"{ML_LATEST_SMALL_RATINGS} is missing")
 def test_stage_runs_on_ml_latest_small(lake: Lake) -> None:
     # a wide catalogue: 60 real users over some 2,000 movies
     train, valid = ml_latest_small_sample(60, seed=3)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -12,12 +11,9 @@ import scipy.sparse as sp
 
 from recsys.core.lake import TRAIN_FACTS_FILE, Lake
 from recsys.core.matrices import Matrices
-from tests.jobs.test_train import DS, write_tables
-from tests.models.test_recommender import planted_blocks
+from tests.support import planted_blocks, write_matrices
 
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
-
+DS = "2026-01-31"
 SPARSE = range(100, 120)  # users left with 2 train items: exactly the sparse segment at share 20/170
 
 
@@ -59,7 +55,7 @@ def test_evaluate_scores_all_models_on_test_users(lake: Lake) -> None:
     from recsys.models.recommender import build_recommender
 
     m = sparse_planted()
-    write_tables(lake, DS, m)
+    write_matrices(lake, DS, m)
     config = {"hidden": 8, "dropout": 0.0, "l2": 0.0}
     models = {name: build_recommender(m.n_items, {**config, "seed": seed}) for seed, name in ((1, "model"),
                                                                                           (2, "model_noaug"))}

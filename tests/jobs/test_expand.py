@@ -17,12 +17,10 @@ import scipy.sparse as sp
 from jobs import expand as job
 from recsys.core.columns import (
     CONFIDENCE,
-    ITEM_ID,
     ITEM_IDX,
     SCORE,
     SOURCES,
     SYN_USER,
-    USER_ID,
     USER_IDX,
 )
 from recsys.core.config import ConfigError, load_config
@@ -36,11 +34,11 @@ from recsys.core.lake import (
     Lake,
     write_json,
 )
-from recsys.core.matrices import MATRICES_FILE, save_matrices
 from recsys.sampling import allot
 from recsys.sampling.augment_outputs import Triples
 from recsys.sampling.examples import EXAMPLES_SCHEMA, Examples
 from recsys.sampling.expansion import expand, train_positives
+from tests.support import write_tables
 
 DS = "2026-01-31"
 N_USERS, N_ITEMS = 4, 8
@@ -187,15 +185,8 @@ def write_parquet(rows: list[tuple[int, int, float]], names: tuple[str, str, str
 
 
 def make_lake(lake: Lake, gan_pos: list[tuple[int, int, float]] = GAN_POS) -> None:
-    tables = lake.path("tables", DS)
-    tables.mkdir(parents=True)
     valid = csr({(2, 7): 1.0, (0, 3): 1.0})  # never used by expand
-    test = csr({(1, 5): 1.0})
-    save_matrices(tables / MATRICES_FILE, {"train": csr(TRAIN), "valid": valid, "test": test})
-    pd.DataFrame({USER_ID: [f"u{i}" for i in range(N_USERS)], USER_IDX: np.arange(N_USERS)}).to_parquet(
-        tables / "users.parquet")
-    pd.DataFrame({ITEM_ID: [f"i{i}" for i in range(N_ITEMS)], ITEM_IDX: np.arange(N_ITEMS)}).to_parquet(
-        tables / "items.parquet")
+    write_tables(lake, DS, csr(TRAIN), valid, csr({(1, 5): 1.0}))
     augment = lake.path("augment", DS)
     augment.mkdir(parents=True)
     write_parquet(gan_pos, (USER_IDX, ITEM_IDX, CONFIDENCE), augment / GAN_POS_FILE)

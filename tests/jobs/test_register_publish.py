@@ -11,45 +11,11 @@ import scipy.sparse as sp
 
 from recsys.core.config import load_config
 from recsys.core.lake import Lake, read_json, write_json
-from recsys.core.matrices import save_matrices
+from tests.support import evaluation, registrable_lake, write_tables
 
 pytestmark = pytest.mark.tf
 DS = "2026-02-01"
 NAME = "recsys-test"
-
-
-def _tiny_lake(lake: Lake, ndcg: float, final_fit: bool = False) -> None:
-    """6 users x 5 items with int64 ids, an untrained recommender (and final fit) and an evaluation result."""
-    from recsys.models.recommender import build_recommender, save_recommender
-
-    train = sp.csr_matrix(np.array([[1, 1, 0, 0, 0], [1, 0, 1, 0, 0], [0, 1, 1, 0, 0],
-                                    [0, 0, 0, 1, 1], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]], dtype=np.float32))
-    test = sp.csr_matrix(np.array([[0, 0, 1, 0, 0], [0, 1, 0, 0, 0], [1, 0, 0, 0, 0],
-                                   [0, 0, 1, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], dtype=np.float32))
-    empty = sp.csr_matrix(train.shape, dtype=np.float32)
-    tables = lake.path("tables", DS)
-    tables.mkdir(parents=True)
-    save_matrices(tables / "matrices.npz", {"train": train, "valid": empty, "test": test})
-    pd.DataFrame({"user_id": [str(u) for u in (10, 20, 30, 40, 50, 60)], "user_idx": range(6)}).to_parquet(
-        tables / "users.parquet")
-    pd.DataFrame({"item_id": [str(i) for i in (100, 200, 300, 400, 500)], "item_idx": range(5)}).to_parquet(
-        tables / "items.parquet")
-    write_json(lake.path("raw") / "_source.json", {"user_id_type": "int64", "item_id_type": "int64"})
-    models = lake.path("models", DS)
-    models.mkdir(parents=True)
-    config = {**load_config()["train"], "seed": 1}
-    save_recommender(build_recommender(5, config), models / "model.keras")
-    runs = {"model": {"epochs": 3, "best_epoch": 2, "best_valid_ndcg@10": 0.25, "examples": 9}}
-    if final_fit:
-        save_recommender(build_recommender(5, {**config, "seed": 2}), models / "model_final.keras")
-        runs["model_final"] = {"epochs": 2, "best_epoch": 2, "best_valid_ndcg@10": None, "examples": 14}
-    write_json(models / "train.json", {"models": runs, "examples_by_source": {"real_pos": 9, "gan_pos": 2}})
-    write_json(lake.path("examples", DS) / "_summary.json", {"sources": {"real_pos": {"rows": 9, "weight_sum": 9.0}}})
-    write_json(lake.path("eval", DS) / "metrics.json", _metrics(ndcg))
-
-
-def _metrics(ndcg: float, popularity: float = 0.1) -> dict:
-    return {"models": {"model": {"all": {"ndcg@10": ndcg}}, "popularity": {"all": {"ndcg@10": popularity}}}}
 
 
 @pytest.fixture
@@ -74,13 +40,13 @@ def _report(lake: Lake) -> dict:
 def test_register_is_idempotent_and_the_gate_refuses_a_worse_challenger(lake: Lake, mlflow_home: Path) -> None:
     from mlflow import MlflowClient
 
-    _tiny_lake(lake, ndcg=0.5)
+    registrable_lake(lake, DS, ndcg=0.5)
     first = _register(lake)
     assert (first["version"], first["champion"], first["reused"]) == ("1", "1", False)
     assert _register(lake)["reused"] is True  # same training: no second version
 
     # a forced re-registration claiming a much worse evaluation must not take the champion alias
-    write_json(lake.path("eval", DS) / "metrics.json", _metrics(0.0))
+    write_json(lake.path("eval", DS) / "metrics.json", evaluation(0.0))
     third = _register(lake, "--set", "register.force=true")
     client = MlflowClient()
     assert third["version"] == "2"
@@ -100,8 +66,8 @@ def test_the_first_model_is_champion_only_if_it_beats_popularity(lake: Lake, mlf
 
     from jobs import publish
 
-    _tiny_lake(lake, ndcg=0.05)
-    write_json(lake.path("eval", DS) / "metrics.json", _metrics(0.05, popularity=0.2))
+    registrable_lake(lake, DS, ndcg=0.05)
+    write_json(lake.path("eval", DS) / "metrics.json", evaluation(0.05, popularity=0.2))
     first = _register(lake)
     assert (first["version"], first["champion"]) == ("1", None)
     client = MlflowClient()
@@ -118,7 +84,7 @@ def test_the_first_model_is_champion_only_if_it_beats_popularity(lake: Lake, mlf
 def test_publish_writes_the_champions_top_k_with_original_id_types(lake: Lake, mlflow_home: Path) -> None:
     from jobs import publish
 
-    _tiny_lake(lake, ndcg=0.5)
+    registrable_lake(lake, DS, ndcg=0.5)
     _register(lake)
     result = publish.main(["--ds", DS, "--lake", str(lake.root), "--set", f"register.model_name={NAME}",
                            "--set", "publish.k=2"])
@@ -137,13 +103,13 @@ def test_publish_writes_the_champions_top_k_with_original_id_types(lake: Lake, m
     assert "Recommendations from version 1: 5 of 5 users in the window served (100.0%), up to 2 each, 10 rows" in page
 
 
-def test_register_serves_the_final_fit_and_records_the_held_out_metrics(lake: Lake, mlflow_home: Path) -> None:
+def test_register_serves_the_final_fit_and_records_the_held_outevaluation(lake: Lake, mlflow_home: Path) -> None:
     import mlflow
     from mlflow import MlflowClient
 
     from recsys.models.recommender import load_recommender
 
-    _tiny_lake(lake, ndcg=0.5, final_fit=True)
+    registrable_lake(lake, DS, ndcg=0.5, final_fit=True)
     _register(lake)
     served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").unwrap_python_model().model
     final = load_recommender(lake.path("models", DS) / "model_final.keras")
@@ -194,8 +160,7 @@ def _window_lake(lake: Lake) -> None:
     k-core (no training row) and a user with only a low rating (seen, nothing the model reads)."""
     from recsys.models.recommender import build_recommender, save_recommender
 
-    _tiny_lake(lake, ndcg=0.5)
-    tables = lake.path("tables", DS)
+    registrable_lake(lake, DS, ndcg=0.5)
     users = ["007", "7", "B00ABCDxyz", "b00abcdxyz", "u-below-core", "u-low-only"]
     items = ["i01", "i1", "I1", "i2", "i3", "i4", "i5", "i6"]
     n_users, n_items = len(users), len(items)
@@ -209,11 +174,8 @@ def _window_lake(lake: Lake) -> None:
     seen = (history > 0).astype(np.float32)
     seen[0, 7] = seen[5, 3] = 1.0  # low ratings: seen, not in the model's input (nonpositive_weight 0)
     train = sp.csr_matrix(history * (np.arange(n_users) < 4)[:, None])
-    empty = sp.csr_matrix(train.shape, dtype=np.float32)
-    save_matrices(tables / "matrices.npz", {"train": train, "valid": empty, "test": empty},
-                  history=sp.csr_matrix(history), seen=sp.csr_matrix(seen))
-    pd.DataFrame({"user_id": users, "user_idx": range(n_users)}).to_parquet(tables / "users.parquet")
-    pd.DataFrame({"item_id": items, "item_idx": range(n_items)}).to_parquet(tables / "items.parquet")
+    write_tables(lake, DS, train, user_ids=users, item_ids=items, history=sp.csr_matrix(history),
+                 seen=sp.csr_matrix(seen))
     write_json(lake.path("raw") / "_source.json", {"user_id_type": "string", "item_id_type": "string"})
     save_recommender(build_recommender(n_items, {**load_config()["train"], "seed": 5}),
                      lake.path("models", DS) / "model.keras")

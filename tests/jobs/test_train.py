@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pandas as pd
@@ -11,26 +10,12 @@ import pytest
 
 from recsys.core.columns import SOURCES
 from recsys.core.lake import Lake
-from recsys.core.matrices import MATRICES_FILE, Matrices, save_matrices
-from tests.models.test_recommender import planted_blocks
-
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
+from recsys.core.matrices import Matrices
+from tests.support import planted_blocks, write_matrices
 
 DS = "2026-01-31"
 FAST = ["--set", "train.epochs=6", "--set", "train.patience=3", "--set", "train.hidden=16",
         "--set", "train.batch_size=64", "--set", "train.learning_rate=0.01"]
-
-
-def write_tables(lake: Lake, ds: str, matrices: Matrices) -> None:
-    """A tables partition as the tables job leaves it: matrices.npz and the index snapshots."""
-    with lake.writing("tables", ds) as staged:
-        save_matrices(staged / MATRICES_FILE, {"train": matrices.train, "valid": matrices.valid,
-                                                "test": matrices.test})
-        pd.DataFrame({"user_id": matrices.user_ids, "user_idx": np.arange(matrices.n_users, dtype=np.int32)}
-                     ).to_parquet(staged / "users.parquet")
-        pd.DataFrame({"item_id": matrices.item_ids, "item_idx": np.arange(matrices.n_items, dtype=np.int32)}
-                     ).to_parquet(staged / "items.parquet")
 
 
 def augmented_examples(matrices: Matrices, examples: pd.DataFrame) -> pd.DataFrame:
@@ -55,7 +40,7 @@ def write_examples(lake: Lake, ds: str, examples: pd.DataFrame) -> None:
 def lake_with_inputs(lake: Lake) -> tuple[Lake, pd.DataFrame]:
     matrices, examples = planted_blocks()
     examples = augmented_examples(matrices, examples)
-    write_tables(lake, DS, matrices)
+    write_matrices(lake, DS, matrices)
     write_examples(lake, DS, examples)
     return lake, examples
 
@@ -107,7 +92,7 @@ def test_train_reports_missing_examples(lake: Lake) -> None:
     from jobs.train import main
 
     matrices, _ = planted_blocks()
-    write_tables(lake, DS, matrices)
+    write_matrices(lake, DS, matrices)
     with pytest.raises(FileNotFoundError, match="examples partition for 2026-01-31 is missing"):
         main(["--ds", DS, "--lake", str(lake.root)])
 

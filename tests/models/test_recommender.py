@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,55 +10,15 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
-
-from recsys.core.matrices import Matrices  # noqa: E402
+from recsys.core.matrices import Matrices
+from tests.support import planted_blocks
 
 pytestmark = pytest.mark.tf
 
-N_BLOCKS, BLOCK_ITEMS, USERS_PER_BLOCK = 4, 10, 30
 TEST_CONFIG = {
     "epochs": 40, "patience": 8, "batch_size": 32, "hidden": 16, "dropout": 0.2, "learning_rate": 0.01,
     "l2": 0.0, "loss": "multinomial", "seed": 7,
 }
-
-
-def planted_blocks(seed: int = 0) -> tuple[Matrices, pd.DataFrame]:
-    """Users who each like one block of items; block 0 is by far the most popular.
-
-    Each user has 5 train, 1 valid and 2 test items, all from their own block; popularity alone
-    would recommend block 0 to everyone. Examples: every train positive plus two uniform negatives
-    outside the user's train row per positive.
-    """
-    rng = np.random.default_rng(seed)
-    n_items = N_BLOCKS * BLOCK_ITEMS
-    sizes = [USERS_PER_BLOCK * 3] + [USERS_PER_BLOCK] * (N_BLOCKS - 1)
-    splits: dict[str, list[tuple[int, int]]] = {"train": [], "valid": [], "test": []}
-    user = 0
-    for block, size in enumerate(sizes):
-        for _ in range(size):
-            items = block * BLOCK_ITEMS + rng.permutation(BLOCK_ITEMS)[:8]
-            for split, chosen in (("train", items[:5]), ("valid", items[5:6]), ("test", items[6:])):
-                splits[split] += [(user, int(i)) for i in chosen]
-            user += 1
-    shape = (user, n_items)
-    mats = {
-        name: sp.csr_matrix((np.ones(len(p), np.float32), tuple(np.array(p).T)), shape=shape)
-        for name, p in splits.items()
-    }
-    matrices = Matrices(**mats, user_ids=np.array([f"u{u}" for u in range(user)], dtype=object),
-                        item_ids=np.array([f"i{i}" for i in range(n_items)], dtype=object))
-    pos = np.array(splits["train"])
-    neg_users = np.repeat(pos[:, 0], 2)
-    neg_items = rng.integers(0, n_items, len(neg_users))
-    keep = np.asarray(matrices.train[neg_users, neg_items]).ravel() == 0
-    examples = pd.concat([
-        pd.DataFrame({"user_idx": pos[:, 0], "item_idx": pos[:, 1], "label": 1, "weight": 1.0, "source": "real_pos"}),
-        pd.DataFrame({"user_idx": neg_users[keep], "item_idx": neg_items[keep], "label": 0, "weight": 1.0,
-                      "source": "neg_uniform"}),
-    ], ignore_index=True).astype({"user_idx": "int32", "item_idx": "int32", "label": "int8", "weight": "float32"})
-    return matrices, examples
 
 
 @pytest.fixture(scope="module")
