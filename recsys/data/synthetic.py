@@ -125,6 +125,153 @@ def _alternate(rows: np.ndarray, even: pa.Array | str, odd: pa.Array | str) -> p
     return pc.if_else(pa.array(np.arange(len(rows)) % 2 == 0), even, odd)
 
 
+@dataclasses.dataclass(frozen=True)
+class _World:
+    """Who and what exists: arrival days, taste groups, activity and popularity (``n_users`` + the bot)."""
+
+    user_arrival: np.ndarray
+    item_arrival: np.ndarray
+    user_group: np.ndarray
+    item_group: np.ndarray
+    activity: np.ndarray
+    popularity: np.ndarray
+    kind_share: np.ndarray  # event kinds' shares, in EVENT_KINDS order
+    per_day: np.ndarray  # clean events of each day
+
+    @property
+    def bot(self) -> int:
+        """The bot's user number: the next one, valid-looking; only its volume gives it away."""
+        return len(self.user_arrival)
+
+
+@dataclasses.dataclass
+class _Events:
+    """Events as integer codes: user, item, kind and rating (index into RATINGS, -1 for none), ts and day."""
+
+    user: np.ndarray
+    item: np.ndarray
+    kind: np.ndarray
+    rating: np.ndarray
+    ts: np.ndarray
+    day: np.ndarray
+
+    def take(self, rows: np.ndarray) -> _Events:
+        return _Events(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
+
+
+def _world(rng: np.random.Generator, spec: SyntheticSpec) -> _World:
+    user_arrival = _arrivals(rng, spec.users, spec.new_user_share, spec.days)
+    item_arrival = _arrivals(rng, spec.items, spec.new_item_share, spec.days)
+    user_group = rng.integers(spec.tastes, size=len(user_arrival))
+    item_group = rng.integers(spec.tastes, size=len(item_arrival))
+    activity = rng.lognormal(0.0, 1.0, len(user_arrival))
+    popularity = (rng.permutation(len(item_arrival)) + 1.0) ** -spec.popularity_exponent
+    mix = np.array([spec.event_mix.get(kind, 0.0) for kind in EVENT_KINDS], float)
+    per_day = rng.multinomial(spec.events, np.full(spec.days, 1.0 / spec.days))
+    return _World(user_arrival, item_arrival, user_group, item_group, activity, popularity, mix / mix.sum(), per_day)
+
+
+def _day(rng: np.random.Generator, spec: SyntheticSpec, world: _World, d: int, first_day: int) -> tuple[np.ndarray, ...]:
+    """Day ``d``'s clean events and the bot's, in time order: (user, item, kind, rating, ts)."""
+    users_today = np.flatnonzero(world.user_arrival <= d)
+    items_today = np.flatnonzero(world.item_arrival <= d)
+    n = int(world.per_day[d])
+    user = _draw(rng, users_today, world.activity, n)
+    item = np.empty(n, np.int64)
+    follows = rng.random(n) < spec.taste_strength
+    item[~follows] = _draw(rng, items_today, world.popularity, int((~follows).sum()))
+    for group in range(spec.tastes):
+        rows = np.flatnonzero(follows & (world.user_group[user] == group))
+        pool = items_today[world.item_group[items_today] == group]
+        item[rows] = _draw(rng, pool if len(pool) else items_today, world.popularity, len(rows))
+    kind = rng.choice(len(EVENT_KINDS), size=n, p=world.kind_share)
+    in_taste = world.item_group[item] == world.user_group[user]
+    mean = np.where(in_taste, IN_TASTE_RATING[0], OFF_TASTE_RATING[0])
+    sd = np.where(in_taste, IN_TASTE_RATING[1], OFF_TASTE_RATING[1])
+    half = np.clip(np.rint(rng.normal(mean, sd) * 2), 1, 10).astype(np.int64) - 1  # index into RATINGS
+    rating = np.where(kind == EVENT_KINDS.index("rating"), half, -1)
+
+    n_bot = spec.bot_events_per_day
+    user = np.concatenate([user, np.full(n_bot, world.bot)])
+    item = np.concatenate([item, rng.choice(items_today, size=n_bot)])
+    kind = np.concatenate([kind, rng.choice(len(EVENT_KINDS), size=n_bot, p=BOT_KINDS)])
+    rating = np.concatenate([rating, np.full(n_bot, -1)])
+    ts = (first_day + d) * SECONDS_PER_DAY + rng.integers(0, SECONDS_PER_DAY, n + n_bot)
+    order = np.argsort(ts, kind="stable")
+    return user[order], item[order], kind[order], rating[order], ts[order]
+
+
+def _with_dirt(rng: np.random.Generator, spec: SyntheticSpec, events: _Events, not_bot: np.ndarray
+               ) -> tuple[_Events, np.ndarray, dict[str, np.ndarray]]:
+    """Corrupted copies, each placed right after the event it was copied from; kinds in equal shares.
+
+    Returns:
+        The events with the copies, the copied-from position of every row, and the rows of each dirt kind.
+    """
+    n_real = len(events.user)
+    n_dirt = min(round(spec.dirt_share * spec.events), len(not_bot))
+    source = np.concatenate([np.arange(n_real), rng.choice(not_bot, size=n_dirt, replace=False)])
+    events = events.take(source)
+    dirt = np.arange(n_dirt) % len(DIRT_KINDS)
+    dirty = {name: n_real + np.flatnonzero(dirt == j) for j, name in enumerate(DIRT_KINDS)}
+    future = dirty["future_ts"]
+    events.ts[future] = (events.day[future] + 1) * SECONDS_PER_DAY + rng.integers(0, 2 * SECONDS_PER_DAY, len(future))
+    events.kind[dirty["bad_rating"]] = EVENT_KINDS.index("rating")
+    return events, source, dirty
+
+
+def _variant_rows(rng: np.random.Generator, spec: SyntheticSpec, not_bot: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows of each harmless spelling variant (``VARIANT_KINDS``), in equal shares."""
+    n_variants = min(round(spec.variant_share * spec.events), len(not_bot))
+    varied = rng.choice(not_bot, size=n_variants, replace=False)
+    return {name: varied[np.arange(n_variants) % len(VARIANT_KINDS) == j] for j, name in enumerate(VARIANT_KINDS)}
+
+
+def _malformed(ids: pa.Array, rows: np.ndarray) -> pa.Array:
+    return _alternate(rows, pc.binary_join_element_wise(ids.take(pa.array(rows)), CONTROL_SUFFIX, ""), OVERLONG_ID)
+
+
+def _padded(ids: pa.Array, rows: np.ndarray, left: str, right: str) -> pa.Array:
+    return pc.binary_join_element_wise(left, ids.take(pa.array(rows)), right, "")
+
+
+def _ids_column(ids: pa.Array, null: np.ndarray, bad: np.ndarray, padded: np.ndarray, left: str) -> pa.Array:
+    """An id column with nulls, malformed ids and padded variants written into their rows."""
+    return _patch(ids, np.concatenate([null, bad, padded]), pa.concat_arrays([
+        pa.nulls(len(null), pa.string()), _malformed(ids, bad), _padded(ids, padded, left, " "),
+    ]))
+
+
+def _columns(rng: np.random.Generator, events: _Events, n_users: int, n_items: int, dirty: dict[str, np.ndarray],
+             variant: dict[str, np.ndarray]) -> list[pa.Array]:
+    """The raw string columns (``RAW_COLUMNS`` order) with every dirt kind and variant written in."""
+    users = _ids_column(_ids("u", n_users + 1).take(pa.array(events.user)), dirty["null_user"], dirty["bad_user"],
+                        variant["user_padded"], " ")
+    items = _ids_column(_ids("i", n_items).take(pa.array(events.item)), dirty["null_item"], dirty["bad_item"],
+                        variant["item_padded"], "")
+    values = RATINGS.take(pa.array(events.rating, mask=events.rating < 0))
+    values = _patch(values, dirty["bad_rating"], _alternate(dirty["bad_rating"], "9.5", "-1"))
+    bad_ts = dirty["bad_ts"]
+    impossible = pa.array([f"{day_text(d)[:4]}-13-45T00:00:00Z" for d in events.day[bad_ts]], pa.string())
+    stamps = _patch(iso_utc(events.ts), bad_ts, _alternate(bad_ts, "not-a-time", impossible))
+    style = rng.integers(3, size=len(variant["event_case"]))
+    events_column = _patch(pa.array(EVENT_KINDS).take(pa.array(events.kind)),
+                           np.concatenate([dirty["unknown_event"], variant["event_case"]]), pa.concat_arrays([
+                               pa.array(["hover"] * len(dirty["unknown_event"]), pa.string()),
+                               EVENT_VARIANTS.take(pa.array(events.kind[variant["event_case"]] * 3 + style)),
+                           ]))
+    return [users, items, events_column, values, stamps]
+
+
+def _duplicated_rows(rng: np.random.Generator, spec: SyntheticSpec, source: np.ndarray) -> np.ndarray:
+    """Every row once plus exact duplicates right after their original; a stable sort on the copied-from
+    position keeps every day in time order with originals first."""
+    n_rows = len(source)
+    n_dup = min(round(spec.duplicate_share * n_rows), n_rows)
+    rows = np.concatenate([np.arange(n_rows), rng.choice(n_rows, size=n_dup, replace=False)])
+    return rows[np.argsort(source[rows], kind="stable")]
+
+
 def synthesize(spec: SyntheticSpec) -> tuple[pa.Table, np.ndarray]:
     """Draw the raw event log described by ``spec``.
 
@@ -133,7 +280,8 @@ def synthesize(spec: SyntheticSpec) -> tuple[pa.Table, np.ndarray]:
     popularity; users' activity is log-normal. Ratings are higher for items of the user's group. On
     top come one bot user, corrupted copies of events (``dirt_share``), harmless spelling variants
     (``variant_share``, in place: ids padded with spaces, event kinds re-cased or padded) and exact
-    duplicates (``duplicate_share``).
+    duplicates (``duplicate_share``). One generator draws every step in this order, so a seed gives the
+    same rows.
 
     Returns:
         The raw rows (string columns of ``RAW_COLUMNS``) in time order within each day, and the day
@@ -141,109 +289,20 @@ def synthesize(spec: SyntheticSpec) -> tuple[pa.Table, np.ndarray]:
     """
     rng = np.random.default_rng(spec.seed)
     first_day = day_number(spec.end_date) - spec.days + 1
-
-    user_arrival = _arrivals(rng, spec.users, spec.new_user_share, spec.days)
-    item_arrival = _arrivals(rng, spec.items, spec.new_item_share, spec.days)
-    n_users, n_items = len(user_arrival), len(item_arrival)
-    bot = n_users  # the bot's id is the next user id, valid-looking: only its volume gives it away
-    user_group = rng.integers(spec.tastes, size=n_users)
-    item_group = rng.integers(spec.tastes, size=n_items)
-    activity = rng.lognormal(0.0, 1.0, n_users)
-    popularity = (rng.permutation(n_items) + 1.0) ** -spec.popularity_exponent
-    mix = np.array([spec.event_mix.get(kind, 0.0) for kind in EVENT_KINDS], float)
-    per_day = rng.multinomial(spec.events, np.full(spec.days, 1.0 / spec.days))
-
-    chunks = []
-    for d in range(spec.days):
-        users_today = np.flatnonzero(user_arrival <= d)
-        items_today = np.flatnonzero(item_arrival <= d)
-        n = int(per_day[d])
-        user = _draw(rng, users_today, activity, n)
-        item = np.empty(n, np.int64)
-        follows = rng.random(n) < spec.taste_strength
-        item[~follows] = _draw(rng, items_today, popularity, int((~follows).sum()))
-        for group in range(spec.tastes):
-            rows = np.flatnonzero(follows & (user_group[user] == group))
-            pool = items_today[item_group[items_today] == group]
-            item[rows] = _draw(rng, pool if len(pool) else items_today, popularity, len(rows))
-        kind = rng.choice(len(EVENT_KINDS), size=n, p=mix / mix.sum())
-        in_taste = item_group[item] == user_group[user]
-        mean = np.where(in_taste, IN_TASTE_RATING[0], OFF_TASTE_RATING[0])
-        sd = np.where(in_taste, IN_TASTE_RATING[1], OFF_TASTE_RATING[1])
-        half = np.clip(np.rint(rng.normal(mean, sd) * 2), 1, 10).astype(np.int64) - 1  # index into RATINGS
-        rating = np.where(kind == EVENT_KINDS.index("rating"), half, -1)
-
-        n_bot = spec.bot_events_per_day
-        user = np.concatenate([user, np.full(n_bot, bot)])
-        item = np.concatenate([item, rng.choice(items_today, size=n_bot)])
-        kind = np.concatenate([kind, rng.choice(len(EVENT_KINDS), size=n_bot, p=BOT_KINDS)])
-        rating = np.concatenate([rating, np.full(n_bot, -1)])
-        ts = (first_day + d) * SECONDS_PER_DAY + rng.integers(0, SECONDS_PER_DAY, n + n_bot)
-        order = np.argsort(ts, kind="stable")
-        chunks.append((user[order], item[order], kind[order], rating[order], ts[order]))
-    user, item, kind, rating, ts = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
-    day = ts // SECONDS_PER_DAY
+    world = _world(rng, spec)
+    days = [_day(rng, spec, world, d, first_day) for d in range(spec.days)]
+    user, item, kind, rating, ts = (np.concatenate(parts) for parts in zip(*days, strict=True))
+    events = _Events(user, item, kind, rating, ts, ts // SECONDS_PER_DAY)
     n_real = len(user)
-    not_bot = np.flatnonzero(user != bot)
-
-    # corrupted copies, each placed right after the event it was copied from; kinds in equal shares
-    n_dirt = min(round(spec.dirt_share * spec.events), len(not_bot))
-    source = np.concatenate([np.arange(n_real), rng.choice(not_bot, size=n_dirt, replace=False)])
-    user, item, kind, rating, ts, day = (a[source] for a in (user, item, kind, rating, ts, day))
-    dirt = np.arange(n_dirt) % len(DIRT_KINDS)
-    dirty = {name: n_real + np.flatnonzero(dirt == j) for j, name in enumerate(DIRT_KINDS)}
-    future = dirty["future_ts"]
-    ts[future] = (day[future] + 1) * SECONDS_PER_DAY + rng.integers(0, 2 * SECONDS_PER_DAY, len(future))
-    kind[dirty["bad_rating"]] = EVENT_KINDS.index("rating")
-
-    n_variants = min(round(spec.variant_share * spec.events), len(not_bot))
-    varied = rng.choice(not_bot, size=n_variants, replace=False)
-    variant = {name: varied[np.arange(n_variants) % len(VARIANT_KINDS) == j] for j, name in enumerate(VARIANT_KINDS)}
-
-    users = _ids("u", n_users + 1).take(pa.array(user))
-    items = _ids("i", n_items).take(pa.array(item))
-    events = pa.array(EVENT_KINDS).take(pa.array(kind))
-    values = RATINGS.take(pa.array(rating, mask=rating < 0))
-    stamps = iso_utc(ts)
-
-    def malformed(ids: pa.Array, rows: np.ndarray) -> pa.Array:
-        return _alternate(rows, pc.binary_join_element_wise(ids.take(pa.array(rows)), CONTROL_SUFFIX, ""), OVERLONG_ID)
-
-    def padded(ids: pa.Array, rows: np.ndarray, left: str, right: str) -> pa.Array:
-        return pc.binary_join_element_wise(left, ids.take(pa.array(rows)), right, "")
-
-    user_rows = np.concatenate([dirty["null_user"], dirty["bad_user"], variant["user_padded"]])
-    users = _patch(users, user_rows, pa.concat_arrays([
-        pa.nulls(len(dirty["null_user"]), pa.string()),
-        malformed(users, dirty["bad_user"]),
-        padded(users, variant["user_padded"], " ", " "),
-    ]))
-    item_rows = np.concatenate([dirty["null_item"], dirty["bad_item"], variant["item_padded"]])
-    items = _patch(items, item_rows, pa.concat_arrays([
-        pa.nulls(len(dirty["null_item"]), pa.string()),
-        malformed(items, dirty["bad_item"]),
-        padded(items, variant["item_padded"], "", " "),
-    ]))
-    bad_ts = dirty["bad_ts"]
-    impossible = pa.array([f"{day_text(d)[:4]}-13-45T00:00:00Z" for d in day[bad_ts]], pa.string())
-    stamps = _patch(stamps, bad_ts, _alternate(bad_ts, "not-a-time", impossible))
-    values = _patch(values, dirty["bad_rating"], _alternate(dirty["bad_rating"], "9.5", "-1"))
-    style = rng.integers(3, size=len(variant["event_case"]))
-    event_rows = np.concatenate([dirty["unknown_event"], variant["event_case"]])
-    events = _patch(events, event_rows, pa.concat_arrays([
-        pa.array(["hover"] * len(dirty["unknown_event"]), pa.string()),
-        EVENT_VARIANTS.take(pa.array(kind[variant["event_case"]] * 3 + style)),
-    ]))
-
-    # exact duplicates right after their original; a stable sort on the copied-from position keeps
-    # every day in time order with originals first
-    n_rows = len(source)
-    n_dup = min(round(spec.duplicate_share * n_rows), n_rows)
-    rows = np.concatenate([np.arange(n_rows), rng.choice(n_rows, size=n_dup, replace=False)])
-    rows = rows[np.argsort(source[rows], kind="stable")]
-    table = pa.table(dict(zip(RAW_COLUMNS, (users, items, events, values, stamps), strict=True))).take(pa.array(rows))
+    not_bot = np.flatnonzero(user != world.bot)
+    events, source, dirty = _with_dirt(rng, spec, events, not_bot)
+    variant = _variant_rows(rng, spec, not_bot)
+    columns = _columns(rng, events, world.bot, len(world.item_arrival), dirty, variant)
+    rows = _duplicated_rows(rng, spec, source)
+    table = pa.table(dict(zip(RAW_COLUMNS, columns, strict=True))).take(pa.array(rows))
     log.info(
         "synthesised %d rows: %d events, %d bot, %d corrupted copies, %d variants, %d duplicates; %d users, %d items",
-        len(rows), spec.events, n_real - spec.events, n_dirt, n_variants, n_dup, n_users, n_items,
+        len(rows), spec.events, n_real - spec.events, len(source) - n_real, sum(map(len, variant.values())),
+        len(rows) - len(source), world.bot, len(world.item_arrival),
     )
-    return table, day[rows]
+    return table, events.day[rows]
