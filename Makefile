@@ -27,7 +27,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 DEMO_DATE ?= 2026-01-31
 PYTEST_ARGS ?=
 
-.PHONY: help venv airflow-db demo test run-on lint lock clean-state
+.PHONY: help venv airflow-db demo test test-slow run-on lint lock clean-state
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -75,8 +75,11 @@ run-on: airflow-db  ## import FORMAT= SRC= [MAPPING= SEP= ENCODING= WINDOW_DAYS=
 		$(call run_on_arg,--encoding,ENCODING) $(call run_on_arg,--window-days,WINDOW_DAYS) \
 		$(call run_on_arg,--name,NAME) $(if $(filter 1,$(value REPLACE)),--replace)
 
-test: airflow-db  ## run the whole test suite (gpu tests only where a GPU is present)
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: airflow-db  ## run the test suite but the multi-date backfill (gpu tests only where a GPU is present)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: airflow-db  ## run the slow tests: the multi-date backfill through Airflow (about 15 min)
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 lint:  ## ruff, including Airflow's AIR rules
 	$(BIN)/ruff check .

@@ -28,7 +28,7 @@ import pytest
 
 from recsys.core.lake import Lake, read_json
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "recsys_nightly"
 DATES = ["2026-01-08", "2026-01-09", "2026-01-10"]
