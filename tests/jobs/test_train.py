@@ -109,7 +109,7 @@ def test_read_examples_rejects_unknown_source(lake: Lake) -> None:
 def test_without_augmentation_keeps_real_positives_and_negatives() -> None:
     from recsys.models.training import without_augmentation
 
-    frame = pd.DataFrame({"user_idx": range(7), "source": list(SOURCES)})
+    frame = pd.DataFrame({"user_idx": range(len(SOURCES)), "source": list(SOURCES)})
     assert without_augmentation(frame)["source"].tolist() == ["real_pos", "neg_uniform", "neg_pop", "neg_hard"]
 
 
