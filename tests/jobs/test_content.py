@@ -1,0 +1,137 @@
+"""The content generator (recsys.augmentation.content) on planted data where content determines taste."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from recsys.augmentation import content
+from recsys.core.columns import CONFIDENCE, ITEM_IDX, USER_IDX
+from recsys.core.config import load_config
+
+# two groups of 8 warm items each, users 0-9 like group A (items 0-7), users 10-19 group B (items 8-15);
+# item 16 is cold with a group-A embedding, item 17 cold with a group-B one, item 18 cold without one
+GROUP, USERS = 8, 10
+N_ITEMS = 2 * GROUP + 3
+COLD_A, COLD_B, COLD_NONE = 16, 17, 18
+
+
+def planted() -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    dense = np.zeros((2 * USERS, N_ITEMS), np.float32)
+    for u in range(2 * USERS):
+        group = np.arange(GROUP) + (0 if u < USERS else GROUP)
+        dense[u, rng.choice(group, size=5, replace=False)] = 1.0
+    base = np.zeros((2, 16), np.float32)
+    base[0, 0], base[1, 1] = 1.0, 1.0
+    vectors = np.zeros((N_ITEMS, 16), np.float32)
+    labels = np.r_[np.zeros(GROUP, int), np.ones(GROUP, int), 0, 1]
+    vectors[: N_ITEMS - 1] = base[labels] + 0.2 * rng.standard_normal((N_ITEMS - 1, 16)).astype(np.float32)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    has = np.ones(N_ITEMS, bool)
+    has[COLD_NONE] = False
+    return sp.csr_matrix(dense), vectors, has
+
+
+def config(**changes: Any) -> dict[str, Any]:
+    section = dict(load_config()["content"])
+    section.update(neighbours=4, per_item_cap=100, confidence_threshold=0.0, sharpness=1.0)
+    section.update(changes)
+    return section
+
+
+TARGETS = np.array([COLD_A, COLD_B, COLD_NONE])
+
+
+def users_of(frame: pd.DataFrame, item: int) -> set[int]:
+    return set(frame.loc[frame[ITEM_IDX] == item, USER_IDX].tolist())
+
+
+def test_a_cold_item_gets_the_users_of_its_content_group() -> None:
+    train, vectors, has = planted()
+    got = content.content_positives(train, vectors, has, TARGETS, config())
+    assert list(got.columns) == [USER_IDX, ITEM_IDX, CONFIDENCE]
+    assert [str(t) for t in got.dtypes] == ["int32", "int32", "float32"]
+    assert users_of(got, COLD_A) and users_of(got, COLD_A) <= set(range(USERS))
+    assert users_of(got, COLD_B) and users_of(got, COLD_B) <= set(range(USERS, 2 * USERS))
+    assert not users_of(got, COLD_NONE)  # no embedding, no rows
+    assert ((got[CONFIDENCE] > 0) & (got[CONFIDENCE] <= 1)).all()
+    assert got.equals(got.sort_values([USER_IDX, ITEM_IDX]).reset_index(drop=True))
+
+
+def test_it_fails_when_content_is_ignored() -> None:
+    # the same data with the cold items' vectors swapped: content decides, so the users swap too
+    train, vectors, has = planted()
+    vectors[[COLD_A, COLD_B]] = vectors[[COLD_B, COLD_A]]
+    got = content.content_positives(train, vectors, has, TARGETS, config())
+    assert users_of(got, COLD_A) <= set(range(USERS, 2 * USERS))
+    assert users_of(got, COLD_B) <= set(range(USERS))
+
+
+def test_confidence_is_the_weighted_share_of_neighbours_a_user_has() -> None:
+    # one cold item (2) whose two neighbours are items 0 (sim 1.0) and 1 (sim 0.6)
+    train = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0]], np.float32))
+    vectors = np.array([[1.0, 0.0], [0.6, 0.8], [1.0, 0.0]], np.float32)
+    got = content.content_positives(train, vectors, np.ones(3, bool), np.array([2]), config(neighbours=2))
+    assert got[USER_IDX].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(got[CONFIDENCE], [1.0, 1.0 / 1.6, 0.6 / 1.6], rtol=1e-6)
+    sharp = content.content_positives(train, vectors, np.ones(3, bool), np.array([2]),
+                                      config(neighbours=2, sharpness=2.0))
+    np.testing.assert_allclose(sharp[CONFIDENCE], [1.0, 1.0 / 1.36, 0.36 / 1.36], rtol=1e-6)
+
+
+def test_threshold_and_cap() -> None:
+    train = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0]], np.float32))
+    vectors = np.array([[1.0, 0.0], [0.6, 0.8], [1.0, 0.0]], np.float32)
+    args = (train, vectors, np.ones(3, bool), np.array([2]))
+    above = content.content_positives(*args, config(neighbours=2, confidence_threshold=0.5))
+    assert above[USER_IDX].tolist() == [0, 1]  # 0.375 < 0.5 dropped
+    capped = content.content_positives(*args, config(neighbours=2, per_item_cap=1))
+    assert capped[USER_IDX].tolist() == [0]  # the most confident
+    assert content.content_positives(*args, config(per_item_cap=0)).empty
+
+
+def test_nothing_without_embeddings_and_never_a_train_pair() -> None:
+    train, vectors, has = planted()
+    none = content.content_positives(train, np.zeros((N_ITEMS, 0), np.float32), np.zeros(N_ITEMS, bool), TARGETS,
+                                     config())
+    assert none.empty and [str(t) for t in none.dtypes] == ["int32", "int32", "float32"]
+    # a target with train interactions of its own (few, but some): its users are not synthesised again
+    train = train.tolil()
+    train[0, COLD_A] = 1.0
+    got = content.content_positives(train.tocsr(), vectors, has, TARGETS, config())
+    assert 0 not in users_of(got, COLD_A) and users_of(got, COLD_A)
+
+
+def test_blocks_give_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    train, vectors, has = planted()
+    whole = content.content_positives(train, vectors, has, TARGETS, config())
+    monkeypatch.setattr(content, "_BLOCK_CELLS", 1)  # one cold item per block
+    pd.testing.assert_frame_equal(content.content_positives(train, vectors, has, TARGETS, config()), whole)
+
+
+def test_pair_precision_by_hand() -> None:
+    train = sp.csr_matrix(np.array([[1, 0, 1], [0, 1, 1], [1, 0, 0]], np.float32))
+    pairs = pd.DataFrame({USER_IDX: [0, 1, 2, 2], ITEM_IDX: [2, 2, 2, 1]})
+    got = content.pair_precision(train, pairs, np.array([1, 2]))
+    # hits: (0,2) (1,2); misses: (2,2) (2,1). real interactions of items 1 and 2: 3
+    assert got == {"pairs": 4, "hits": 2, "real_interactions": 3, "precision": 0.5, "recall": 2 / 3}
+
+
+def test_report_on_planted_data_beats_the_active_user_baseline() -> None:
+    train, vectors, has = planted()
+    got = content.content_positives(train, vectors, has, TARGETS, config())
+    report = content.content_report(train, vectors, has, TARGETS, got, config(validation_share=0.25), seed=1)
+    assert report["targets"] == 3 and report["targets_with_embedding"] == 2 and report["items_with_rows"] == 2
+    assert report["rows"] == len(got) and 0 < report["confidence"]["min"] <= report["confidence"]["max"] <= 1
+    validation = report["validation"]
+    assert validation["held_out_items"] == 4  # a quarter of the 16 warm items
+    # every pair goes to a user of the held-out item's group, who has 5 of its 8 items
+    assert validation["precision"] > validation["baseline_active_users"]["precision"]
+    assert validation["precision"] > 0.5
+    again = content.content_report(train, vectors, has, TARGETS, got, config(validation_share=0.25), seed=1)
+    assert again == report
