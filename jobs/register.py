@@ -49,6 +49,7 @@ from recsys.core.tracking import setup_mlflow, tracking_uri
 from recsys.evaluation.gate import champion_metric
 from recsys.evaluation.protocol import HeldOut, cutoffs, recorded_cutoffs
 from recsys.serving import registry
+from recsys.serving.new_items import read_new_items
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,15 @@ def _git_commit() -> str:
 
 def _fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def cold_start_tags(metrics: dict[str, Any]) -> dict[str, str]:
+    """The run's tags on the cold-start evaluation: its verdict (or why it was skipped) and whether the targets
+    were met; its figures are run metrics (``cold_start.*``) like every other evaluation figure."""
+    cold = metrics.get("cold_start") or {}
+    verdict = cold.get("verdict") or f"skipped: {cold.get('skipped', 'not evaluated')}"
+    met = cold.get("targets", {}).get("met")
+    return {"cold_start": verdict[:5000], "cold_start_targets_met": "n/a" if met is None else str(bool(met)).lower()}
 
 
 def body(ctx: JobContext) -> dict[str, Any]:
@@ -89,6 +99,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
         "config_hash": config_hash(ctx.config),
         # the served weights are the final fit on train+valid+test; every metric is the held-out fit's
         "final_fit": str(final_fit).lower(), "metrics_from": "held-out fit (model.keras) on the test split",
+        **cold_start_tags(metrics),
     }
     augment_dir = lake.path("augment", ds)
     artifacts = [lake.path("eval", ds) / METRICS_FILE, models_dir / TRAIN_FACTS_FILE,
@@ -117,7 +128,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
             run_id, version = registry.log_version(
                 name, run_name=f"recsys-{ds}", tags=tags, params=registry.flatten(ctx.config),
                 metrics=registry.run_metrics(metrics, train_facts), artifacts=artifacts, model_dir=models_dir,
-                profile=registry.build_profile(m, lake.source()))
+                profile=registry.build_profile(m, lake.source(), read_new_items(lake, ds, m, ctx.config["publish"])))
             log.info("registered %s version %s from run %s", name, version, run_id)
         gate = registry.apply_gate(client, name, version, existing=existing, champion=before,
                                    champion_value=champion_value, metrics=metrics, settings=cfg, ds=ds)

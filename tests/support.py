@@ -14,14 +14,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from recsys.core.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
+from recsys.core.columns import ITEM_ID, ITEM_IDX, SPLIT, TS, USER_ID, USER_IDX, WEIGHT
 from recsys.core.config import REPO_ROOT, load_config
 from recsys.core.lake import (
     EXAMPLES_SUMMARY_FILE,
     FINAL_MODEL_FILE,
+    INTERACTIONS_DIR,
     ITEMS_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    PART_FILE,
     SOURCE_FILE,
     TRAIN_FACTS_FILE,
     USERS_FILE,
@@ -51,8 +53,9 @@ def landed_rows(lake: Lake) -> list[tuple]:
 def write_tables(lake: Lake, ds: str, train: sp.csr_matrix, valid: sp.csr_matrix | None = None,
                  test: sp.csr_matrix | None = None, *, user_ids: Sequence[str] | None = None,
                  item_ids: Sequence[str] | None = None, history: sp.csr_matrix | None = None,
-                 seen: sp.csr_matrix | None = None) -> None:
-    """A tables partition as the tables job leaves it: matrices.npz and the users/items index snapshots.
+                 seen: sp.csr_matrix | None = None, ts: dt.datetime | None = None) -> None:
+    """A tables partition as the tables job leaves it: matrices.npz, the interactions with their split (all
+    at ``ts``, default a year before ``ds``) and the users/items index snapshots.
 
     Missing splits are empty; ids default to ``u0, u1, ...`` and ``i0, i1, ...``.
     """
@@ -63,6 +66,17 @@ def write_tables(lake: Lake, ds: str, train: sp.csr_matrix, valid: sp.csr_matrix
     with lake.writing("tables", ds) as staged:
         save_matrices(staged / MATRICES_FILE, {"train": train, "valid": empty if valid is None else valid,
                                                 "test": empty if test is None else test}, history=history, seen=seen)
+        splits = {"train": train, "valid": valid, "test": test}
+        coo = {name: sp.coo_matrix(matrix) for name, matrix in splits.items() if matrix is not None}
+        when = ts or dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC) - dt.timedelta(days=365)
+        (staged / INTERACTIONS_DIR).mkdir()
+        pd.DataFrame({
+            USER_IDX: np.concatenate([c.row for c in coo.values()]).astype(np.int32),
+            ITEM_IDX: np.concatenate([c.col for c in coo.values()]).astype(np.int32),
+            WEIGHT: np.concatenate([c.data for c in coo.values()]).astype(np.float32),
+            TS: pd.Series([when] * sum(c.nnz for c in coo.values()), dtype="datetime64[us, UTC]"),
+            SPLIT: np.concatenate([[name] * c.nnz for name, c in coo.items()]).astype(str),
+        }).to_parquet(staged / INTERACTIONS_DIR / PART_FILE)
         pd.DataFrame({USER_ID: user_ids, USER_IDX: np.arange(n_users, dtype=np.int32)}).to_parquet(staged / USERS_FILE)
         pd.DataFrame({ITEM_ID: item_ids, ITEM_IDX: np.arange(n_items, dtype=np.int32)}).to_parquet(staged / ITEMS_FILE)
 

@@ -2,7 +2,8 @@
 
 ``mlflow.pyfunc.load_model("models:/<name>@champion").predict(pd.DataFrame({"user_id": [...]}))``
 returns each user's top-K as rows ``user_id, rank, item_id, score`` (K from ``params={"k": K}``,
-default 20). Known users are scored from their history; unknown users, and users whose history has
+default 20; ``params={"new_only": True}`` ranks only the items that were new on the model's date, the
+list ``recs_new/`` publishes, by the rule of :mod:`recsys.serving.new_items`). Known users are scored from their history; unknown users, and users whose history has
 nothing the model reads, get the most popular items. Nobody is recommended an item they interacted
 with in the window, whatever the label. The ranking is :func:`recsys.serving.recs.recommend`, the one
 ``jobs.publish`` uses.
@@ -35,6 +36,7 @@ class Profile:
     popularity: np.ndarray  # interactions per item
     user_id_type: str
     item_id_type: str
+    new_items: np.ndarray  # bool per item: new on the model's date (recsys.serving.new_items)
 
     def save(self, path: Path) -> None:
         h, seen = self.histories, self.seen
@@ -43,6 +45,7 @@ class Profile:
             indptr=h.indptr, indices=h.indices, data=h.data, shape=np.asarray(h.shape),
             seen_indptr=seen.indptr, seen_indices=seen.indices,
             popularity=self.popularity, id_types=np.asarray([self.user_id_type, self.item_id_type]),
+            new_items=self.new_items,
         )
 
     @classmethod
@@ -53,8 +56,10 @@ class Profile:
             seen = sp.csr_matrix((np.ones(len(z["seen_indices"]), np.float32), z["seen_indices"], z["seen_indptr"]),
                                  shape=shape)
             user_type, item_type = (str(t) for t in z["id_types"])
+            # a profile saved before recs_new existed knows no new items
+            new_items = z["new_items"] if "new_items" in z.files else np.zeros(shape[1], bool)
             return cls(z["user_ids"].astype(object), z["item_ids"].astype(object), histories, seen,
-                       z["popularity"], user_type, item_type)
+                       z["popularity"], user_type, item_type, new_items)
 
 
 class RecsysModel(mlflow.pyfunc.PythonModel):
@@ -79,6 +84,7 @@ class RecsysModel(mlflow.pyfunc.PythonModel):
             raise ValueError(f"input needs a {USER_ID!r} column; got {', '.join(map(str, model_input.columns))}")
         k = int((params or {}).get("k", DEFAULT_K))
         p = self.profile
+        candidates = p.new_items if (params or {}).get("new_only", False) else None
         wanted = model_input[USER_ID].to_numpy()
         # ids are looked up as they came (trimmed, as the clean job trims them); never case-folded
         rows = np.array([self._user_index.get(trim_id(str(u)), -1) for u in wanted])
@@ -86,11 +92,12 @@ class RecsysModel(mlflow.pyfunc.PythonModel):
         # -1 picks the appended empty row: an unknown user
         histories = sp.vstack([p.histories, empty]).tocsr()[rows]
         seen = sp.vstack([p.seen, empty]).tocsr()[rows]
-        idx, scores = recommend(self.model, histories, seen, p.popularity, k)
+        idx, scores = recommend(self.model, histories, seen, p.popularity, k, candidates)
         frame = recs_frame(wanted, idx, scores, p.item_ids, p.item_id_type)
         return frame
 
-    def recommend_histories(self, histories: sp.csr_matrix, seen: sp.csr_matrix,
-                            k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-K for histories indexed like today's tables (stable indexes keep them aligned)."""
-        return recommend(self.model, histories, seen, self.profile.popularity, k)
+    def recommend_histories(self, histories: sp.csr_matrix, seen: sp.csr_matrix, k: int,
+                            candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-K for histories indexed like today's tables (stable indexes keep them aligned), among
+        ``candidates`` (bool per item) when given."""
+        return recommend(self.model, histories, seen, self.profile.popularity, k, candidates)

@@ -27,7 +27,7 @@ def typed_ids(ids: np.ndarray, id_type: str) -> np.ndarray:
 
 
 def recommend(model: Any, histories: sp.csr_matrix, seen: sp.csr_matrix, popularity: np.ndarray,
-              k: int) -> tuple[np.ndarray, np.ndarray]:
+              k: int, candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` item indices and scores for each history row, the ``seen`` items removed.
 
     Args:
@@ -36,6 +36,8 @@ def recommend(model: Any, histories: sp.csr_matrix, seen: sp.csr_matrix, popular
         seen: rows x items, the same users' every interaction: never recommended (its values are ignored).
         popularity: interactions per item the model knew.
         k: recommendations per row.
+        candidates: bool per item, the only items that may be recommended (``recs_new``: the new items);
+            None: every item.
 
     Rows with an empty history get the most popular items (a cold user); item columns the model has
     not seen (newer than it) are never recommended. Only the histories' columns are candidates: a model
@@ -50,11 +52,19 @@ def recommend(model: Any, histories: sp.csr_matrix, seen: sp.csr_matrix, popular
     pop = np.full(n_items, -np.inf, dtype=np.float32)
     known = min(n_items, len(popularity))
     pop[:known] = np.log1p(popularity[:known])
+    excluded = None
+    if candidates is not None:
+        if len(candidates) != n_items:
+            raise ValueError(f"recommend: candidates cover {len(candidates)} items, histories {n_items}")
+        excluded = ~np.asarray(candidates, bool)
+        pop[excluded] = -np.inf
     out_idx, out_scores = [], []
     for start in range(0, histories.shape[0], SCORE_BATCH):
         batch = histories[start : start + SCORE_BATCH]
         scores = score_histories(model, batch)[:, :n_items]
         cold = np.diff(batch.indptr) == 0
+        if excluded is not None:
+            scores[:, excluded] = -np.inf
         scores[cold] = pop
         seen_batch = seen[start : start + SCORE_BATCH]
         # the stored pattern, not nonzero(): a seen item is removed whatever its value

@@ -66,12 +66,12 @@ def served_model(model_dir: Path) -> tuple[Path, bool]:
     return (final, True) if final.is_file() else (model_dir / MODEL_FILE, False)
 
 
-def build_profile(m: Matrices, source: Mapping[str, Any]) -> Profile:
+def build_profile(m: Matrices, source: Mapping[str, Any], new_items: np.ndarray) -> Profile:
     """The serving profile of a date: the window's history and seen items, exactly as publish reads them,
-    and item popularity (users with a positive, over the window's positives)."""
+    item popularity (users with a positive, over the window's positives) and the date's new items."""
     popularity = np.asarray((m.window() > 0).sum(axis=0)).ravel().astype(np.float32)
     return Profile(m.user_ids, m.item_ids, m.history, m.seen, popularity,
-                   source.get("user_id_type", "string"), source.get("item_id_type", "string"))
+                   source.get("user_id_type", "string"), source.get("item_id_type", "string"), new_items)
 
 
 def existing_version(client: Any, name: str, training_key: str) -> Any | None:
@@ -146,7 +146,7 @@ def log_version(name: str, *, run_name: str, tags: Mapping[str, str], params: Ma
         files = {"model": str(model_path), "profile": str(profile_path)}
         preview = RecsysModel()
         preview.load_files(files["model"], files["profile"])
-        signature = infer_signature(example, preview.predict(None, example, {"k": 3}), params={"k": DEFAULT_K})
+        signature = infer_signature(example, preview.predict(None, example, {"k": 3}), params={"k": DEFAULT_K, "new_only": False})
         info = mlflow.pyfunc.log_model(
             name="model", python_model=RecsysModel(), artifacts=files,
             code_paths=[str(PACKAGE_DIR)], signature=signature, input_example=example,

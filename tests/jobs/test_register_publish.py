@@ -155,6 +155,9 @@ def test_register_serves_the_final_fit_and_records_the_held_outevaluation(lake: 
     assert held_out_value == pytest.approx(expected)
 
 
+NEW_BELOW = 2  # publish.new_item_max_interactions of the recs_new check
+
+
 def _window_lake(lake: Lake) -> None:
     """String ids as they came (leading zeros, mixed case), weights of several event kinds, a user below the
     k-core (no training row) and a user with only a low rating (seen, nothing the model reads)."""
@@ -189,9 +192,9 @@ def test_publish_serves_every_window_user_never_a_seen_item_with_ids_as_they_cam
     from recsys.core.matrices import load_matrices
 
     _window_lake(lake)
-    _register(lake)
+    _register(lake, "--set", f"publish.new_item_max_interactions={NEW_BELOW}")
     result = publish.main(["--ds", DS, "--lake", str(lake.root), "--set", f"register.model_name={NAME}",
-                           "--set", "publish.k=3"])
+                           "--set", "publish.k=3", "--set", f"publish.new_item_max_interactions={NEW_BELOW}"])
     recs = pd.read_parquet(lake.path("recs", DS) / "recs.parquet")
     summary = read_json(lake.path("recs", DS) / "_summary.json")
     assert (result["users"], result["users_in_window"], summary["served_share"]) == (6, 6, 1.0)
@@ -216,3 +219,17 @@ def test_publish_serves_every_window_user_never_a_seen_item_with_ids_as_they_cam
     lower = model.predict(pd.DataFrame({"user_id": ["b00abcdxyz"]}), params={"k": 3})
     assert list(upper["item_id"]) == list(recs[recs["user_id"] == "B00ABCDxyz"]["item_id"])
     assert list(lower["item_id"]) == list(recs[recs["user_id"] == "b00abcdxyz"]["item_id"])
+
+    # recs_new/: the same users, only items with fewer than NEW_BELOW interactions in the window (every
+    # interaction is a year old here), none they had; the pyfunc's new_only gives the same lists
+    new_recs = pd.read_parquet(lake.path("recs_new", DS) / "recs.parquet")
+    counts = np.diff(m.seen.tocsc().indptr)
+    new_items = set(m.item_ids[counts < NEW_BELOW])
+    assert 0 < len(new_items) < m.n_items and result["new_items"] == len(new_items)
+    assert set(new_recs["item_id"]) <= new_items
+    assert not seen & set(zip(new_recs["user_id"], new_recs["item_id"], strict=True))
+    unseen_new = {u: len(new_items - {i for v, i in seen if v == u}) for u in recs["user_id"].unique()}
+    assert new_recs.groupby("user_id").size().to_dict() == {u: min(3, n) for u, n in unseen_new.items() if n}
+    served_new = model.predict(pd.DataFrame({"user_id": list(unseen_new)}), params={"k": 3, "new_only": True})
+    pd.testing.assert_frame_equal(served_new.sort_values(["user_id", "rank"]).reset_index(drop=True),
+                                  new_recs.sort_values(["user_id", "rank"]).reset_index(drop=True), rtol=1e-6)

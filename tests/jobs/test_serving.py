@@ -52,3 +52,17 @@ def test_seen_items_are_removed_whatever_their_value_and_an_empty_history_gets_p
     assert sorted(idx[0][finite[0]]) == [1, 3]
     # user 1 only ever rated item 3 low: nothing the model reads, so popularity without item 3
     assert list(idx[1][finite[1]]) == [0, 1, 2]
+
+
+def test_candidates_limit_the_ranking_to_the_new_items_also_for_a_cold_user() -> None:
+    from recsys.serving.recs import recommend
+
+    histories = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=np.float32))
+    popularity = np.array([9, 8, 1, 3, 2], dtype=np.float64)
+    new = np.array([True, False, True, False, True])
+    idx, scores = recommend(_model(5), histories, histories, popularity, k=3, candidates=new)
+    finite = np.isfinite(scores)
+    assert sorted(idx[0][finite[0]]) == [2, 4]  # item 0 is new but seen
+    assert list(idx[1][finite[1]]) == [0, 4, 2]  # the cold user: the new items by popularity
+    with pytest.raises(ValueError, match="candidates cover 4 items"):
+        recommend(_model(5), histories, histories, popularity, k=3, candidates=new[:4])
