@@ -62,7 +62,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
     item_ids = typed_ids(m.item_ids, item_type)
     # the items the champion can rank: today's catalogue as far as the champion knows it
     rankable = np.arange(m.n_items) < min(m.n_items, len(model.profile.popularity))
-    new = read_new_items(lake, ds, m, ctx.config["publish"])
+    new = read_new_items(lake, ds, m, ctx.config)
     log.info("%d of %d items are new (recs_new/)", int(new.sum()), m.n_items)
     outputs = {}
     for zone, candidates in (("recs", None), ("recs_new", new)):

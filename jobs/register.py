@@ -128,7 +128,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
             run_id, version = registry.log_version(
                 name, run_name=f"recsys-{ds}", tags=tags, params=registry.flatten(ctx.config),
                 metrics=registry.run_metrics(metrics, train_facts), artifacts=artifacts, model_dir=models_dir,
-                profile=registry.build_profile(m, lake.source(), read_new_items(lake, ds, m, ctx.config["publish"])))
+                profile=registry.build_profile(m, lake.source(), read_new_items(lake, ds, m, ctx.config)))
             log.info("registered %s version %s from run %s", name, version, run_id)
         gate = registry.apply_gate(client, name, version, existing=existing, champion=before,
                                    champion_value=champion_value, metrics=metrics, settings=cfg, ds=ds)

@@ -3,9 +3,9 @@
 An item is new on date ``ds`` when it has fewer than ``publish.new_item_max_interactions`` interactions
 (of any label) in the date's window, which includes every catalogue item nobody has interacted with yet,
 or when its first positive interaction in the window's tables lies within ``publish.new_item_days`` days
-up to the end of ``ds``. The first-seen half sees the training window only: with a window no longer than
-``new_item_days`` every item with a positive counts as new, so keep the window longer (run-on imports use
-the whole history as the window).
+up to the end of ``ds``. The first-seen half sees the training window only, so it applies only when the
+window reaches further back than ``new_item_days`` (a first positive in a shorter window says nothing
+about the item's age); run-on imports use the whole history as the window.
 """
 
 from __future__ import annotations
@@ -35,14 +35,19 @@ def first_seen(lake: Lake, ds: str, n_items: int) -> np.ndarray:
     return out
 
 
-def new_item_mask(m: Matrices, first_seen_us: np.ndarray, ds: str, settings: Mapping[str, Any]) -> np.ndarray:
-    """Bool per item index: new on ``ds`` by the module's rule (``settings``: the ``publish`` section)."""
-    interactions = np.diff(m.seen.tocsc().indptr)
+def new_item_mask(m: Matrices, first_seen_us: np.ndarray, ds: str, config: Mapping[str, Any]) -> np.ndarray:
+    """Bool per item index: new on ``ds`` by the module's rule (``config``: ``window_days`` and the ``publish``
+    section's ``new_item_days`` and ``new_item_max_interactions``)."""
+    settings = config["publish"]
+    few = np.diff(m.seen.tocsc().indptr) < int(settings["new_item_max_interactions"])
+    days = int(settings["new_item_days"])
+    if int(config["window_days"]) <= days:
+        return few
     day_end = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC) + dt.timedelta(days=1)
-    since = int((day_end - dt.timedelta(days=int(settings["new_item_days"]))).timestamp() * 1_000_000)
-    return (interactions < int(settings["new_item_max_interactions"])) | (first_seen_us >= since)
+    since = int((day_end - dt.timedelta(days=days)).timestamp() * 1_000_000)
+    return few | (first_seen_us >= since)
 
 
-def read_new_items(lake: Lake, ds: str, m: Matrices, settings: Mapping[str, Any]) -> np.ndarray:
+def read_new_items(lake: Lake, ds: str, m: Matrices, config: Mapping[str, Any]) -> np.ndarray:
     """:func:`new_item_mask` of the date's tables."""
-    return new_item_mask(m, first_seen(lake, ds, m.n_items), ds, settings)
+    return new_item_mask(m, first_seen(lake, ds, m.n_items), ds, config)

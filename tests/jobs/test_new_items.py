@@ -13,7 +13,7 @@ from recsys.serving.new_items import NEVER, first_seen, new_item_mask
 from tests.support import write_tables
 
 DS = "2026-03-10"
-SETTINGS = {"new_item_days": 7, "new_item_max_interactions": 2}
+CONFIG = {"window_days": 30, "publish": {"new_item_days": 7, "new_item_max_interactions": 2}}
 
 
 def _us(text: str) -> int:
@@ -28,10 +28,13 @@ def test_few_interactions_or_a_recent_first_positive_make_an_item_new(tmp_path) 
     write_tables(lake, DS, train)
     m = load_matrices(lake, DS)
     firsts = np.array([_us("2025-01-01"), _us("2025-01-01"), NEVER, _us("2026-03-04"), _us("2026-03-03T23:59:59")])
-    assert new_item_mask(m, firsts, DS, SETTINGS).tolist() == [False, True, True, True, False]
+    assert new_item_mask(m, firsts, DS, CONFIG).tolist() == [False, True, True, True, False]
+    # a window no longer than new_item_days says nothing about an item's age: only the count decides
+    assert new_item_mask(m, firsts, DS, {**CONFIG, "window_days": 7}).tolist() == [False, True, True, False, False]
     # nothing is new with a threshold of 0 interactions and first positives long ago
     old = np.full(5, _us("2025-01-01"))
-    assert not new_item_mask(m, old, DS, {"new_item_days": 7, "new_item_max_interactions": 0}).any()
+    none_few = {"window_days": 30, "publish": {"new_item_days": 7, "new_item_max_interactions": 0}}
+    assert not new_item_mask(m, old, DS, none_few).any()
 
 
 def test_first_seen_is_each_items_earliest_positive_in_the_tables(tmp_path) -> None:
