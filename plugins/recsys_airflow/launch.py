@@ -31,6 +31,8 @@ from recsys_airflow.params import overrides_from_params
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPARK_ENTRY = REPO_ROOT / "bin" / "spark_job.py"  # spark-submit's primary resource: runs jobs.<name>
 SPARK_CONN_ID = "spark_default"
+EMBED_CONN_ID = "recsys_embeddings"  # the embeddings endpoint of jobs.embed's endpoint backend: URL and key
+EMBED_URL_ENV, EMBED_KEY_ENV = "RECSYS_EMBED_URL", "RECSYS_EMBED_KEY"  # copies of recsys.content.encoder's
 # Copies of recsys.core.cli's constants, not imported: recsys/ stays out of Airflow's processes
 # (tests/dags/test_plugins.py checks that the copies agree)
 RESULT_MARKER = "RECSYS_RESULT "  # the last stdout line of a job
@@ -71,11 +73,31 @@ def spark_master() -> str:
     return f"{conn.host}:{conn.port}" if conn.port else conn.host
 
 
-def launch_job(module: str, context: Mapping[str, Any], *extra: str, spark: bool = False) -> dict[str, Any]:
+def embedding_endpoint_env() -> dict[str, str]:
+    """The connection ``recsys_embeddings`` as the environment jobs.embed reads: ``RECSYS_EMBED_URL`` from
+    its host (a full URL such as ``http://gpu-box:8000/v1``, or a bare host completed by its schema, default
+    ``http``, and port) and ``RECSYS_EMBED_KEY`` from its password; nothing when the connection does not
+    exist (the variables of the worker's own environment, if any, then reach the job unchanged)."""
+    try:
+        conn = Connection.get(EMBED_CONN_ID)
+    except AirflowNotFoundException:
+        return {}
+    if not conn.host:
+        raise ValueError(f"connection {EMBED_CONN_ID} has no host; set it to the endpoint's URL, e.g. "
+                         "http://gpu-box:8000/v1")
+    url = conn.host
+    if "://" not in url:
+        url = f"{conn.schema or 'http'}://{url}" + (f":{conn.port}" if conn.port else "")
+    return {EMBED_URL_ENV: url, **({EMBED_KEY_ENV: conn.password} if conn.password else {})}
+
+
+def launch_job(module: str, context: Mapping[str, Any], *extra: str, spark: bool = False,
+               env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Run ``python -m jobs.<module> --ds <date>`` with the run's overrides and return its result.
 
     With ``spark``, the job is submitted with ``spark-submit --master <spark_default's master>`` instead
-    (the job's Spark session gets the same master through ``SPARK_MASTER``).
+    (the job's Spark session gets the same master through ``SPARK_MASTER``). ``env`` adds variables to the
+    job's environment (e.g. :func:`embedding_endpoint_env` for ``embed``).
 
     Raises:
         AirflowFailException: the job failed a data-quality check (exit 65) or refused its config
@@ -90,6 +112,7 @@ def launch_job(module: str, context: Mapping[str, Any], *extra: str, spark: bool
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         "RECSYS_DAG_ID": context["dag"].dag_id,
         "RECSYS_DAG_RUN_ID": context["run_id"],
+        **(env or {}),
     }
     if spark:
         master = spark_master()
