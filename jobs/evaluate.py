@@ -1,24 +1,87 @@
 """Evaluate the recommender, its no-augmentation ablation and baselines on real held-out test data.
 
 The protocol (who is evaluated, what each model reads and may not rank) is
-:mod:`recsys.evaluation.protocol`; the augmentation lift and its noise, :mod:`recsys.evaluation.lift`.
+:mod:`recsys.evaluation.protocol`; the augmentation lift and its noise, :mod:`recsys.evaluation.lift`; the
+cold-start evaluation of the items train held out as simulated new items, :mod:`recsys.evaluation.cold`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from recsys.content.vectors import read_item_vectors
 from recsys.core.cli import JobContext, job_parser, run_job
-from recsys.core.lake import METRICS_FILE, MODEL_FILE, NOAUG_MODEL_FILE, TRAIN_FACTS_FILE, read_json, write_json
-from recsys.core.matrices import load_matrices
+from recsys.core.columns import ITEM_ID, ITEM_IDX, TEXT
+from recsys.core.lake import (
+    CATALOGUE_FILE,
+    COLD_ITEMS_FILE,
+    COLD_MODEL_FILE,
+    COLD_NOCONTENT_MODEL_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    NOAUG_MODEL_FILE,
+    TRAIN_FACTS_FILE,
+    read_json,
+    write_json,
+)
+from recsys.core.matrices import Matrices, load_matrices
 from recsys.evaluation.baselines import ItemKNN, Popularity
+from recsys.evaluation.cold import (
+    EmbeddingProfile,
+    RandomOrder,
+    TfidfProfile,
+    catalogue_texts,
+    cold_start_section,
+    skip_reason,
+)
 from recsys.evaluation.lift import augmentation_lift
 from recsys.evaluation.protocol import HeldOut, cutoffs, recommender_scorer, score_models, sparse_segment
 from recsys.models.ease import EASE
 
 log = logging.getLogger(__name__)
+
+
+def cold_start(ctx: JobContext, matrices: Matrices, held: HeldOut, models_dir: Path, trained: dict[str, Any],
+               ks: Sequence[int]) -> dict[str, Any]:
+    """metrics.json's ``cold_start``: the cold fits and the baselines on the items train held out.
+
+    ``{"skipped": why}`` when train made no cold-start fits (share 0, no embeddings) or there is no catalogue.
+    """
+    from recsys.models.recommender import load_recommender
+
+    assert ctx.ds is not None
+    share = float(ctx.config["evaluate"]["cold_item_share"])
+    items_path = models_dir / COLD_ITEMS_FILE
+    catalogue_path = ctx.lake.path("catalogue", ctx.ds) / CATALOGUE_FILE
+    reason, vectors, has = None, None, None
+    if share <= 0:
+        reason = skip_reason(share, None)
+    elif not items_path.is_file():  # train says why it made no cold fits
+        reason = trained.get("cold_start", {}).get("skipped", f"train wrote no {COLD_ITEMS_FILE}")
+    elif not catalogue_path.is_file():
+        reason = f"no catalogue for this date ({catalogue_path})"
+    else:
+        vectors, has = read_item_vectors(ctx.lake, ctx.ds, matrices.item_ids)
+        reason = skip_reason(share, has)
+    if reason is not None:
+        return {"skipped": reason}
+    cold = pd.read_parquet(items_path, columns=[ITEM_IDX])[ITEM_IDX].to_numpy(np.int64)
+    texts = catalogue_texts(pd.read_parquet(catalogue_path, columns=[ITEM_ID, TEXT]), matrices.item_ids)
+    scorers = {
+        "model_cold": recommender_scorer(load_recommender(models_dir / COLD_MODEL_FILE), matrices.n_items),
+        "model_cold_nocontent": recommender_scorer(load_recommender(models_dir / COLD_NOCONTENT_MODEL_FILE),
+                                                   matrices.n_items),
+        "tfidf": TfidfProfile(texts).scores,
+        "embedding_knn": EmbeddingProfile(vectors, has).scores,
+        "random": RandomOrder(int(ctx.config["seed"])).scores,
+    }
+    return cold_start_section(scorers, held, cold, ks, int(ctx.config["seed"]), share)
 
 
 def body(ctx: JobContext) -> dict[str, Any]:
@@ -50,6 +113,8 @@ def body(ctx: JobContext) -> dict[str, Any]:
     augmentation = augmentation_lift(per_user["model"], per_user["model_noaug"], primary, sparse,
                                      int(ctx.config["seed"]))
     log.info("%s", augmentation["verdict"])
+    cold = cold_start(ctx, matrices, held, models_dir, trained, ks)
+    log.info("%s", cold.get("verdict") or f"Cold-start evaluation skipped: {cold['skipped']}")
 
     payload = {
         "ds": ctx.ds,
@@ -57,6 +122,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
         "ease_lambda": ease.lam,
         "ease_validation": trained["ease_validation"],
         "augmentation": augmentation,
+        "cold_start": cold,
     }
     with ctx.lake.writing("eval", ctx.ds) as staged:
         write_json(staged / METRICS_FILE, payload)
@@ -68,6 +134,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
         "helped": augmentation["helped"],
         "lift_all": augmentation["lift_all"],
         "lift_sparse": augmentation["lift_sparse"],
+        "cold_start_met": cold.get("targets", {}).get("met"),
     }
     for name in scorers:
         facts[f"{name}_{primary}"] = float(results[name]["all"][primary])

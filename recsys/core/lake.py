@@ -104,6 +104,9 @@ EXAMPLES_SUMMARY_FILE = "_summary.json"  # examples/ds=D: examples by source and
 MODEL_FILE = "model.keras"  # models/ds=D: the recommender trained on the augmented examples
 NOAUG_MODEL_FILE = "model_noaug.keras"  # models/ds=D: the same without augmentation (the ablation)
 FINAL_MODEL_FILE = "model_final.keras"  # models/ds=D: refit on train + valid + test; served when present
+COLD_MODEL_FILE = "model_cold.keras"  # models/ds=D: fitted without the cold items, with content_pos for them
+COLD_NOCONTENT_MODEL_FILE = "model_cold_nocontent.keras"  # models/ds=D: the same without content_pos
+COLD_ITEMS_FILE = "cold_items.parquet"  # models/ds=D: the items held out as simulated new items
 TRAIN_FACTS_FILE = "train.json"  # models/ds=D: epochs, validation curve, alpha, EASE lambda
 METRICS_FILE = "metrics.json"  # eval/ds=D: model, ablation and baselines on held-out data
 REGISTRATION_FILE = "registration.json"  # registry/ds=D: the version, its gate decision, the date's champion
@@ -167,6 +170,10 @@ CONTRACT: tuple[LakeFile, ...] = (
     LakeFile("models", MODEL_FILE, "the recommender trained on the augmented examples"),
     LakeFile("models", NOAUG_MODEL_FILE, "the same recommender without augmentation (the ablation)"),
     LakeFile("models", FINAL_MODEL_FILE, "refit on train + valid + test, served when present"),
+    LakeFile("models", COLD_MODEL_FILE, "fitted without the cold items' interactions, with content_pos for them"),
+    LakeFile("models", COLD_NOCONTENT_MODEL_FILE, "the same cold-start fit without content_pos (its ablation)"),
+    LakeFile("models", COLD_ITEMS_FILE, "the items the cold-start fits held out as simulated new items",
+             (ITEM_IDX, ITEM_ID)),
     LakeFile("models", TRAIN_FACTS_FILE, "epochs, validation curve, alpha and EASE lambda chosen"),
     LakeFile("eval", METRICS_FILE, "model, ablation and baselines on held-out data, by segment, with lifts"),
     LakeFile("registry", REGISTRATION_FILE, "MLflow run and version, the gate decision, the date's champion"),

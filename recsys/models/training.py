@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.core.columns import ITEM_IDX, LABEL, SOURCE, SOURCES, USER_IDX, WEIGHT
+from recsys.core.columns import CONFIDENCE, ITEM_IDX, LABEL, SOURCE, SOURCES, USER_IDX, WEIGHT, require_columns
 from recsys.core.matrices import Matrices
+from recsys.evaluation.cold import without_items
 from recsys.models.ease import EASE, choose_ease
 from recsys.models.recommender import fit_recommender, validation_ndcg, validation_users, with_item_item
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 NOAUG_SOURCES = ("real_pos", "neg_uniform", "neg_pop", "neg_hard")
 HELD_OUT_MODELS = ("model", "model_noaug")  # fitted on train, early-stopped on valid, judged on test
 FINAL_MODEL = "model_final"  # refit on the whole window for serving
+# the cold-start fits: without the cold items, with and without content positives for them (jobs.evaluate)
+COLD_MODEL, COLD_NOCONTENT_MODEL = "model_cold", "model_cold_nocontent"
 
 
 @dataclass
@@ -154,3 +157,63 @@ def train_models(examples: pd.DataFrame, matrices: Matrices, config: Mapping[str
     if config["final_fit"]:
         refit_whole_window(trained, examples, matrices, config, ease.lam)
     return trained
+
+
+def without_item_rows(examples: pd.DataFrame, items: np.ndarray) -> pd.DataFrame:
+    """The examples without any row of ``items`` (any source, positive or negative)."""
+    return examples[~examples[ITEM_IDX].isin(np.asarray(items))].reset_index(drop=True)
+
+
+def content_examples(positives: pd.DataFrame, items: np.ndarray, synthetic_weight: float,
+                     like: pd.DataFrame) -> pd.DataFrame:
+    """The content generator's positives of ``items`` as ``content_pos`` examples.
+
+    Weighted ``synthetic_weight x confidence`` as expand weighs a synthetic positive
+    (:mod:`recsys.sampling.expansion`); rows of other items are dropped.
+
+    Args:
+        positives: ``user_idx, item_idx, confidence`` (:func:`recsys.augmentation.content.content_positives`).
+        items: the items the rows may be for.
+        synthetic_weight: ``expand.synthetic_weight``.
+        like: examples whose column types the rows take.
+    """
+    require_columns(list(positives.columns), (USER_IDX, ITEM_IDX, CONFIDENCE), "content positives")
+    rows = positives[positives[ITEM_IDX].isin(np.asarray(items))]
+    out = pd.DataFrame({
+        USER_IDX: rows[USER_IDX].to_numpy(), ITEM_IDX: rows[ITEM_IDX].to_numpy(), LABEL: 1,
+        WEIGHT: float(synthetic_weight) * rows[CONFIDENCE].to_numpy(np.float32), SOURCE: "content_pos",
+    })
+    return out.astype({c: like[c].dtype for c in (USER_IDX, ITEM_IDX, LABEL, WEIGHT, SOURCE) if c in like})
+
+
+def fit_cold_start(trained: Trained, examples: pd.DataFrame, matrices: Matrices, config: Mapping[str, Any],
+                   cold: np.ndarray, content: pd.DataFrame) -> None:
+    """The cold-start fits: ``model_cold`` with ``content`` and ``model_cold_nocontent`` without.
+
+    Both train on ``examples`` without any row of a ``cold`` item and on the tables without their train and
+    valid interactions (:func:`recsys.evaluation.cold.without_items`), with ``model``'s hyperparameters, its
+    best epoch count (no early stopping, as the final fit) and its item-item blend weight, the EASE path
+    refit on the same train matrix with tonight's lambda. Run after :func:`train_models`.
+
+    Args:
+        trained: what :func:`train_models` returned; the two models and their facts are added.
+        examples: the night's expanded examples.
+        matrices: the date's tables.
+        config: the ``train`` section plus ``seed``.
+        cold: the items held out as simulated new items.
+        content: ``content_pos`` examples for the cold items (:func:`content_examples`).
+    """
+    epochs = trained.facts["models"]["model"]["best_epoch"]
+    alpha = trained.facts["models"]["model"].get("item_item_alpha", 0.0)
+    cold_matrices = without_items(matrices, cold)
+    without = without_item_rows(examples, cold)
+    frames = {COLD_MODEL: pd.concat([without, content], ignore_index=True), COLD_NOCONTENT_MODEL: without}
+    item_item = EASE(cold_matrices.train, float(trained.facts["ease_lambda"])).full_weights() if alpha > 0 else None
+    for name, frame in frames.items():
+        model, history = fit_recommender(frame, cold_matrices, config, fixed_epochs=epochs)
+        if item_item is not None:
+            model = with_item_item(model, item_item, alpha)
+        trained.models[name] = model
+        trained.facts["models"][name] = {**history, "examples": int(len(frame)), "item_item_alpha": alpha}
+        log.info("%s: %d examples without the %d cold items (%d content_pos), %d epochs", name, len(frame),
+                 len(cold), len(frame) - len(without), epochs)

@@ -9,6 +9,9 @@ from typing import Any
 
 # the metrics the report shows for every model, most important first; the closing summary shows the first four
 HEADLINE = ("ndcg@10", "recall@10", "ndcg@20", "recall@20", "precision@10", "map@10", "hitrate@10", "coverage")
+# the cold-start figures of each model, in both rankings (recsys.evaluation.cold)
+COLD_HEADLINE = ("ndcg@10", "recall@10", "precision@10", "ndcg@20", "recall@20", "precision@20")
+COLD_VIEWS = (("among_cold", "among cold items"), ("full_catalogue", "full catalogue"))
 
 
 def served_text(recs: Mapping[str, Any]) -> str:
@@ -57,6 +60,51 @@ def _lift_text(aug: Mapping[str, Any], segment: str) -> str:
     return f"{text} (95% interval {low:.3f}–{high:.3f}×)" if isinstance(low, float) and isinstance(high, float) else text
 
 
+def _cold_lift_text(lift: Mapping[str, Any] | None) -> str:
+    if not lift or not isinstance(lift.get("lift"), (int, float)):
+        return "–"
+    text = f"{lift['lift']:.3f}×"
+    low, high = lift.get("low"), lift.get("high")
+    return f"{text} (95% interval {low:.3f}–{high:.3f}×)" if isinstance(low, float) and isinstance(high, float) else text
+
+
+def cold_start_html(cold: Mapping[str, Any]) -> str:
+    """The cold-start section: each model among the cold items and in the full catalogue, lifts and targets.
+
+    Args:
+        cold: metrics.json's ``cold_start`` (:func:`recsys.evaluation.cold.cold_start_section`), or
+            ``{"skipped": why}``.
+    """
+    if not cold:
+        return "<p>No cold-start evaluation in this run.</p>"
+    if "models" not in cold:
+        return f"<p>Cold-start evaluation skipped: {html.escape(str(cold.get('skipped', 'no reason given')))}.</p>"
+    head = "".join(f"<th>{html.escape(label)}<br>{html.escape(m)}</th>" for _, label in COLD_VIEWS for m in COLD_HEADLINE)
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th>"
+        f"{''.join(_cell(result.get(view, {}).get(m)) for view, _ in COLD_VIEWS for m in COLD_HEADLINE)}</tr>"
+        for name, result in cold["models"].items()
+    )
+    lifts = cold.get("lifts", {})
+    labels = sorted({label for view, _ in COLD_VIEWS for label in lifts.get(view, {})})
+    lift_rows = "".join(
+        f"<tr><th>model_cold {html.escape(label)}</th>"
+        f"{''.join(f'<td>{_cold_lift_text(lifts.get(view, {}).get(label))}</td>' for view, _ in COLD_VIEWS)}</tr>"
+        for label in labels
+    )
+    targets = cold.get("targets", {})
+    tfidf, knn = targets.get("model_vs_tfidf", {}), targets.get("model_above_embedding_knn", {})
+    met = {True: "met", False: "NOT met"}
+    return f"""<p>{cold.get("items")} items held out as simulated new items (share {cold.get("share")}), their
+interactions removed from the cold fits' training; {cold.get("users")} test users with a test interaction on one.</p>
+<p>Targets ({html.escape(str(tfidf.get("metric", "")))} among cold items): model ≥ {tfidf.get("target")}× TF-IDF
+<b>{met.get(tfidf.get("met"), "–")}</b>; model above the text-embedding neighbours
+<b>{met.get(knn.get("met"), "–")}</b>.</p>
+<table><tr><th>model</th>{head}</tr>{rows}</table>
+<table><tr><th>lift ({html.escape(str(cold.get("metric", "")))})</th><th>among cold items</th>
+<th>full catalogue</th></tr>{lift_rows}</table>"""
+
+
 def _examples_table(summary: Mapping[str, Any]) -> str:
     sources = summary.get("sources", {})
     rows = "".join(
@@ -90,7 +138,7 @@ def render_report(
 
     Args:
         ds: the run's date.
-        metrics: eval/metrics.json (models, augmentation verdict with its lifts).
+        metrics: eval/metrics.json (models, augmentation verdict with its lifts, the cold-start section).
         gate: the registry decision (promoted, reason, metric, challenger and champion values).
         quality: augment/quality.json (nested figures are shown flattened).
         stats: tables/_stats.json.
@@ -101,6 +149,8 @@ def render_report(
     """
     aug = metrics.get("augmentation", {})
     verdict = html.escape(str(aug.get("verdict", "no augmentation verdict")))
+    cold = metrics.get("cold_start", {})
+    cold_verdict = html.escape(str(cold.get("verdict") or f"skipped: {cold.get('skipped', 'not evaluated')}"))
     metric = html.escape(str(aug.get("metric", "ndcg@10")))
     decision = "PROMOTED to champion" if gate.get("promoted") else "NOT promoted"
     gate_rows = _rows({k: gate.get(k) for k in ("metric", "challenger", "champion_before", "champion_version_before")})
@@ -125,6 +175,7 @@ figure{{display:inline-block;margin:0 1em 1em 0}} img{{max-width:480px}}</style>
 <body><h1>recsys-augment, run of {ds}</h1>
 <p class="big">Tonight's model: <b>{decision}</b> — {html.escape(str(gate.get("reason", "")))}</p>
 <p class="big">Augmentation: {verdict}</p>
+<p class="big">Cold start: {cold_verdict}</p>
 <p>{served}</p>
 <p>Augmentation lift ({metric}, with / without): all users <b>{_lift_text(aug, "all")}</b>,
 sparse segment <b>{_lift_text(aug, "sparse")}</b>; an interval over test users resampled that contains 1 means
@@ -132,6 +183,7 @@ the difference is within the noise of this test set.</p>
 <h2>Promotion gate</h2><table>{gate_rows}</table>
 <h2>All test users</h2>{_table(metrics.get("models", {}), "all")}
 <h2>Sparse segment (shortest histories)</h2>{_table(metrics.get("models", {}), "sparse")}
+<h2>Cold-start items (simulated new items)</h2>{cold_start_html(cold)}
 <h2>Training</h2><table><tr><th>model</th><th>epochs</th><th>best epoch</th><th>valid ndcg@10</th>
 <th>examples</th></tr>{train_rows}</table><p>{final}</p>
 <h2>Training examples by source</h2>{_examples_table(examples or {})}
