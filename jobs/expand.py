@@ -1,6 +1,7 @@
 """The expand job: a date's train split and augment outputs in, its weighted, source-tagged examples out.
 
-Reads ``tables/ds=D`` (the train split only) and ``augment/ds=D``; writes ``examples/ds=D/examples.parquet``
+Reads ``tables/ds=D`` (the train split only), ``augment/ds=D`` and, for transform_pos's substitutions,
+``embed/ds=D``; writes ``examples/ds=D/examples.parquet``
 (columns and sources: :mod:`recsys.sampling.expansion`) and ``_summary.json`` (rows and weight sum per source).
 """
 
@@ -11,13 +12,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 
+from recsys.content.vectors import read_item_vectors
 from recsys.core.cli import JobContext, job_parser, run_job
 from recsys.core.lake import EXAMPLES_FILE, EXAMPLES_SUMMARY_FILE, write_json, write_parquet
-from recsys.core.matrices import load_matrices
+from recsys.core.matrices import Matrices, load_matrices
 from recsys.sampling.augment_outputs import read_augment_outputs
 from recsys.sampling.examples import summarise
 from recsys.sampling.expansion import expand, expansion_seed, train_positives
+from recsys.sampling.transform import content_nearest
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -35,6 +39,17 @@ def spark_for(interactions: int, threshold: int) -> SparkSession | None:
     return spark_session("recsys-expand")
 
 
+def content_nearest_items(ctx: JobContext, matrices: Matrices, train: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Each train item's content-nearest train item and their similarity, for transform_pos's substitutions
+    (none without embeddings, or when substitution is off)."""
+    if float(ctx.config["transform"]["substitute_share"]) == 0.0:
+        return content_nearest(np.zeros((matrices.n_items, 0), np.float32), np.zeros(0, np.int64))
+    vectors, has = read_item_vectors(ctx.lake, ctx.ds, matrices.item_ids)
+    items = np.flatnonzero(has & (np.bincount(train.indices, minlength=matrices.n_items) > 0))
+    log.info("transform_pos: content-nearest items among %d train items with an embedding", len(items))
+    return content_nearest(vectors, items)
+
+
 def body(ctx: JobContext) -> dict[str, Any]:
     """Extract the train split and augment outputs, expand, load examples and their summary."""
     assert ctx.ds is not None
@@ -46,8 +61,11 @@ def body(ctx: JobContext) -> dict[str, Any]:
     augment = read_augment_outputs(ctx.lake, ctx.ds, matrices.n_users, matrices.n_items)
     seed = expansion_seed(ctx.config["seed"], ctx.ds)
     spark = spark_for(train.nnz, int(config["spark_threshold"]))
+    transform = ctx.config["transform"] if config["sources"]["transform_pos"] else None
+    nearest = content_nearest_items(ctx, matrices, train) if transform is not None else None
     examples = expand(train, augment.gan_pos, augment.syn_users, augment.candidates, config,
-                      augment.confidence_threshold, np.random.default_rng(seed), spark)
+                      augment.confidence_threshold, np.random.default_rng(seed), spark,
+                      content_pos=augment.content_pos, transform=transform, nearest=nearest)
     summary = summarise(examples)
     summary.update(ds=ctx.ds, n_users=matrices.n_users, n_items=matrices.n_items, seed=seed, config=config,
                    engine="spark" if spark is not None else "numpy")

@@ -17,6 +17,7 @@ docs/decisions/0005-content-generator.md.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.core.columns import CONFIDENCE, ITEM_IDX, USER_IDX
+
+log = logging.getLogger(__name__)
 
 # similarities held at once: a block of cold items x the warm items (float32), about 128 MB
 _BLOCK_CELLS = 1 << 25
@@ -89,6 +92,11 @@ def top_per_column(scores: sp.coo_matrix, threshold: float, cap: int) -> tuple[n
     return rows[keep], cols[keep], values[keep]
 
 
+def _no_rows() -> pd.DataFrame:
+    return pd.DataFrame({USER_IDX: np.zeros(0, np.int32), ITEM_IDX: np.zeros(0, np.int32),
+                         CONFIDENCE: np.zeros(0, np.float32)})
+
+
 def content_positives(
     train: sp.csr_matrix, vectors: np.ndarray, has: np.ndarray, targets: np.ndarray, config: Mapping[str, Any]
 ) -> pd.DataFrame:
@@ -113,8 +121,7 @@ def content_positives(
     vectors, has = np.asarray(vectors, np.float32), np.asarray(has, bool)
     if len(vectors) != n_items or len(has) != n_items:
         raise ValueError(f"content: {len(vectors)} vectors and {len(has)} flags for {n_items} items")
-    empty = pd.DataFrame({USER_IDX: np.zeros(0, np.int32), ITEM_IDX: np.zeros(0, np.int32),
-                          CONFIDENCE: np.zeros(0, np.float32)})
+    empty = _no_rows()
     targets = np.unique(np.asarray(targets, np.int64))
     cold = targets[has[targets]] if len(targets) else targets
     cap = int(config["per_item_cap"])
@@ -222,3 +229,33 @@ def active_user_pairs(train: sp.csr_matrix, pairs: pd.DataFrame) -> pd.DataFrame
     items, counts = np.unique(pairs[ITEM_IDX].to_numpy(), return_counts=True)
     return pd.DataFrame({USER_IDX: np.concatenate([ranked[:c] for c in counts]) if len(counts) else np.zeros(0, int),
                          ITEM_IDX: np.repeat(items, counts)})
+
+
+def cold_items(train: sp.csr_matrix, has: np.ndarray, max_interactions: int) -> np.ndarray:
+    """The content generator's targets: items with fewer than ``max_interactions`` train interactions (none
+    included) that have an embedding."""
+    counts = np.bincount(_binary(train).indices, minlength=train.shape[1])
+    return np.flatnonzero((counts < int(max_interactions)) & np.asarray(has, bool))
+
+
+def generate_content(
+    train: sp.csr_matrix, vectors: np.ndarray, has: np.ndarray, config: Mapping[str, Any], seed: int
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The augment stage's content step: positives of the cold items (:func:`cold_items`) and their report.
+
+    With ``content.enabled`` false, or without embeddings, no rows, and the report says why.
+    """
+    has = np.asarray(has, bool)
+    empty = _no_rows()
+    if not config["enabled"]:
+        return empty, {"enabled": False}
+    if np.asarray(vectors).shape[1] == 0 or not has.any():
+        log.warning("content: no item embeddings (embed partition missing or empty): no content positives")
+        return empty, {"enabled": True, "rows": 0, "reason": "no item embeddings"}
+    targets = cold_items(train, has, int(config["max_interactions"]))
+    positives = content_positives(train, vectors, has, targets, config)
+    report = {"enabled": True, "items_with_embedding": int(has.sum()),
+              **content_report(train, vectors, has, targets, positives, config, seed)}
+    log.info("content: %d rows for %d of %d cold items; validation precision %s", len(positives),
+             report["items_with_rows"], len(targets), report["validation"].get("precision"))
+    return positives, report

@@ -7,14 +7,17 @@ import pandas as pd
 import pyarrow as pa
 
 from recsys.core.columns import CONFIDENCE, ITEM_IDX, SCORE, SYN_USER, USER_IDX
-from recsys.core.lake import CANDIDATES_FILE, GAN_POS_FILE, SYN_USERS_FILE
+from recsys.core.lake import CANDIDATES_FILE, CONTENT_POS_FILE, GAN_POS_FILE, SYN_USERS_FILE
 
 GAN_POS_SCHEMA = pa.schema([(USER_IDX, pa.int32()), (ITEM_IDX, pa.int32()), (CONFIDENCE, pa.float32())])
 SYN_USERS_SCHEMA = pa.schema([(SYN_USER, pa.int32()), (ITEM_IDX, pa.int32()), (CONFIDENCE, pa.float32())])
 CANDIDATES_SCHEMA = pa.schema([(USER_IDX, pa.int32()), (ITEM_IDX, pa.int32()), (SCORE, pa.float32())])
+# the content generator's positives of cold items (recsys.augmentation.content)
+CONTENT_POS_SCHEMA = pa.schema([(USER_IDX, pa.int32()), (ITEM_IDX, pa.int32()), (CONFIDENCE, pa.float32())])
 # every Parquet file the augment stage writes, by lake file name
 SCHEMAS: dict[str, pa.Schema] = {
     GAN_POS_FILE: GAN_POS_SCHEMA, SYN_USERS_FILE: SYN_USERS_SCHEMA, CANDIDATES_FILE: CANDIDATES_SCHEMA,
+    CONTENT_POS_FILE: CONTENT_POS_SCHEMA,
 }
 
 

@@ -220,9 +220,20 @@ class Content(_Section):
     enabled: bool
     max_interactions: NonNegInt
     neighbours: PositiveInt
+    sharpness: NonNegFloat
     per_item_cap: NonNegInt
     confidence_threshold: Share
     validation_share: ShareBelowOne
+
+
+class Transform(_Section):
+    """transform: expand's transform_pos source, perturbed copies of real histories (recsys.sampling.transform)."""
+
+    copies_per_user: NonNegInt
+    min_history: PositiveInt
+    mask_share: ShareBelowOne
+    crop_share: Share
+    substitute_share: Share
 
 
 class Sources(_Section):
@@ -327,6 +338,7 @@ class RecsysConfig(_Section):
     embed: Embed
     augment: Augment
     content: Content
+    transform: Transform
     expand: Expand
     train: Train
     evaluate: Evaluate

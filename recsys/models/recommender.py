@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 EXAMPLE_COLUMNS = (USER_IDX, ITEM_IDX, LABEL, WEIGHT, SOURCE)
 SYNTHETIC_USER_SOURCE = "syn_user"
+# sources whose users are not real users: their positive rows are their history (synthetic users, pseudo-users)
+OWN_HISTORY_SOURCES = (SYNTHETIC_USER_SOURCE, "transform_pos")
 VALID_K = 10  # early stopping watches validation NDCG at this cut-off
 VALID_METRIC = f"ndcg@{VALID_K}"
 
@@ -103,8 +105,8 @@ class TrainingSet:
 def training_set(examples: pd.DataFrame, train: sp.csr_matrix) -> TrainingSet:
     """Arrange examples as sparse per-user targets, with each user's history.
 
-    A real user's (``user_idx < train.shape[0]``) history is their train row; a synthetic user's
-    (``user_idx`` beyond) is their own ``syn_user`` positive rows. A (user, item) pair given more
+    A real user's (``user_idx < train.shape[0]``) history is their train row; a synthetic user's or a
+    pseudo-user's (``user_idx`` beyond) is their own ``syn_user`` or ``transform_pos`` positive rows. A (user, item) pair given more
     than once keeps one example: a positive over a negative, then the highest weight.
 
     Raises:
@@ -123,9 +125,10 @@ def training_set(examples: pd.DataFrame, train: sp.csr_matrix) -> TrainingSet:
         raise ValueError(f"examples: column {LABEL} must be 0 or 1")
     if not (np.isfinite(weights).all() and (weights >= 0).all()):
         raise ValueError(f"examples: column {WEIGHT} must be finite and >= 0")
-    synthetic = (examples[SOURCE] == SYNTHETIC_USER_SOURCE).to_numpy()
+    synthetic = examples[SOURCE].isin(OWN_HISTORY_SOURCES).to_numpy()
     if (synthetic & (users < n_users)).any():
-        raise ValueError(f"examples: {SOURCE}={SYNTHETIC_USER_SOURCE} rows must have {USER_IDX} >= {n_users}")
+        source = examples[SOURCE].to_numpy()[synthetic & (users < n_users)][0]
+        raise ValueError(f"examples: {SOURCE}={source} rows must have {USER_IDX} >= {n_users}")
     n_rows = max(n_users, int(users.max()) + 1 if len(users) else 0)
 
     order = np.lexsort((weights, labels, items, users))  # last of each pair: positive, then highest weight

@@ -1,15 +1,26 @@
-"""The augment stage's outputs as expand reads them: checked (user, item, value) triples."""
+"""The augment stage's outputs as expand reads them: checked (user, item, value) triples (GAN and content)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from recsys.core.columns import CONFIDENCE, ITEM_IDX, SCORE, SYN_USER, USER_IDX, require_columns
-from recsys.core.lake import CANDIDATES_FILE, GAN_POS_FILE, QUALITY_FILE, SYN_USERS_FILE, Lake, read_json
+from recsys.core.lake import (
+    CANDIDATES_FILE,
+    CONTENT_POS_FILE,
+    GAN_POS_FILE,
+    QUALITY_FILE,
+    SYN_USERS_FILE,
+    Lake,
+    read_json,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +45,7 @@ class AugmentOutputs:
     candidates: Triples  # (user_idx, item_idx, score) of real users
     # augment's score for a positive (quality.json): candidates scored above it are never hard negatives
     confidence_threshold: float = float("inf")
+    content_pos: Triples = field(default_factory=Triples.empty)  # (user_idx, item_idx, confidence) of cold items
 
 
 def read_triples(path: Path, columns: tuple[str, str, str], n_users: int | None, n_items: int) -> Triples:
@@ -77,9 +89,16 @@ def read_augment_outputs(lake: Lake, ds: str, n_users: int, n_items: int) -> Aug
         ValueError: as :func:`read_triples`.
     """
     base = lake.require("augment", ds)
+    content = base / CONTENT_POS_FILE
+    if content.exists():
+        content_pos = read_triples(content, (USER_IDX, ITEM_IDX, CONFIDENCE), n_users, n_items)
+    else:  # a partition written before the content generator: no content positives
+        log.warning("%s is missing (augment ran before the content generator existed): no content_pos", content)
+        content_pos = Triples.empty()
     return AugmentOutputs(
         gan_pos=read_triples(base / GAN_POS_FILE, (USER_IDX, ITEM_IDX, CONFIDENCE), n_users, n_items),
         syn_users=read_triples(base / SYN_USERS_FILE, (SYN_USER, ITEM_IDX, CONFIDENCE), None, n_items),
         candidates=read_triples(base / CANDIDATES_FILE, (USER_IDX, ITEM_IDX, SCORE), n_users, n_items),
         confidence_threshold=float(read_json(base / QUALITY_FILE)["confidence_threshold"]),
+        content_pos=content_pos,
     )

@@ -61,7 +61,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.core.columns import SOURCES
-from recsys.core.lake import GAN_POS_FILE
+from recsys.core.lake import CONTENT_POS_FILE, GAN_POS_FILE
 from recsys.sampling.augment_outputs import AugmentOutputs, Triples
 from recsys.sampling.cooccurrence import CooccurrenceSampler
 from recsys.sampling.examples import Examples
@@ -70,6 +70,7 @@ from recsys.sampling.mixer import NEGATIVE_SOURCES, NegativeMixer
 from recsys.sampling.popularity import PopularitySampler, popularity_weights
 from recsys.sampling.rebalance import balance_weights, cap_per_user, long_tail_multipliers
 from recsys.sampling.seen import SeenItems, row_users
+from recsys.sampling.transform import transformed_histories
 from recsys.sampling.uniform import UniformSampler
 
 if TYPE_CHECKING:
@@ -132,11 +133,21 @@ class _Positives:
     kept_syn: sp.csr_matrix  # the synthetic users' items after the per-user cap
 
 
-def new_gan_positives(train: sp.csr_matrix, gan_pos: Triples) -> Triples:
-    """The GAN positives that are not train positives already (a warning counts the others)."""
+@dataclass
+class Transform:
+    """What the ``transform_pos`` copies need: their config section (``None``: none), content-nearest items, rng."""
+
+    config: Mapping[str, Any] | None
+    nearest: tuple[np.ndarray, np.ndarray]
+    rng: np.random.Generator
+
+
+def new_gan_positives(train: sp.csr_matrix, gan_pos: Triples, file: str = GAN_POS_FILE) -> Triples:
+    """The GAN's (or the content generator's, ``file``) positives that are not train positives already (a
+    warning counts the others)."""
     in_train = SeenItems(train).contains(gan_pos.users, gan_pos.items)
     if in_train.any():
-        log.warning("%s: %d rows are already train positives; dropped", GAN_POS_FILE, int(in_train.sum()))
+        log.warning("%s: %d rows are already train positives; dropped", file, int(in_train.sum()))
     return Triples(gan_pos.users[~in_train], gan_pos.items[~in_train], gan_pos.values[~in_train])
 
 
@@ -164,8 +175,9 @@ def _add_positives(
     config: Mapping[str, Any],
     real_cap_rng: np.random.Generator,
     syn_cap_rng: np.random.Generator,
+    transform: Transform,
 ) -> _Positives:
-    """Add the four kinds of positives to ``rows``, in source order; return what the negatives need."""
+    """Add the six kinds of positives to ``rows``, in source order; return what the negatives need."""
     synthetic_weight = float(config["synthetic_weight"])
     cap = int(config["max_positives_per_user"])
     kept_train = cap_per_user(train, cap, real_cap_rng)
@@ -181,18 +193,27 @@ def _add_positives(
     kept_syn = cap_per_user(syn_histories, cap, syn_cap_rng)
     kept = SeenItems(kept_syn).contains(syn.users, syn.items) if kept_syn.shape[0] else np.zeros(0, bool)
     rows.positives("syn_user", train.shape[0] + syn.users[kept], syn.items[kept], synthetic_weight * syn.values[kept])
+    content = new_gan_positives(train, augment.content_pos, CONTENT_POS_FILE)
+    rows.positives("content_pos", content.users, content.items, synthetic_weight * content.values)
+    if rows.on.get("transform_pos", False) and transform.config is not None:
+        # pseudo-users after every synthetic user, whether syn_user is on or not, so neither switch moves the other
+        copies, _ = transformed_histories(train, *transform.nearest, transform.config, transform.rng)
+        rows.positives("transform_pos", train.shape[0] + syn_histories.shape[0] + copies.users, copies.items,
+                       synthetic_weight * copies.values)
     return _Positives(kept_train, cooc, syn_histories, kept_syn)
 
 
 def negative_history(train: sp.csr_matrix, gan_pos: Triples, cooc: Triples,
-                     syn_histories: sp.csr_matrix) -> sp.csr_matrix:
-    """What no negative may be: a real user's train items, GAN and co-occurrence positives; a synthetic user's items.
+                     syn_histories: sp.csr_matrix, content_pos: Triples | None = None) -> sp.csr_matrix:
+    """What no negative may be: a real user's train items, GAN, co-occurrence and content positives; a synthetic
+    user's items.
 
     Rows: the real users, then the synthetic ones (``n_users + syn_user``).
     """
+    expanded_pairs = [gan_pos, cooc] + ([content_pos] if content_pos is not None else [])
     expanded = sp.csr_matrix(
-        (np.ones(len(gan_pos.users) + len(cooc.users), np.float32),
-         (np.concatenate([gan_pos.users, cooc.users]), np.concatenate([gan_pos.items, cooc.items]))),
+        (np.ones(sum(len(p.users) for p in expanded_pairs), np.float32),
+         (np.concatenate([p.users for p in expanded_pairs]), np.concatenate([p.items for p in expanded_pairs]))),
         shape=train.shape,
     )
     return sp.vstack([train + expanded, syn_histories]).tocsr()
@@ -273,6 +294,10 @@ def expand(
     max_candidate_score: float,
     rng: np.random.Generator,
     spark: SparkSession | None = None,
+    *,
+    content_pos: Triples | None = None,
+    transform: Mapping[str, Any] | None = None,
+    nearest: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Examples:
     """Build the examples of one date (pure: arrays in, arrays out).
 
@@ -286,18 +311,25 @@ def expand(
         rng: random generator; the same state gives the same examples.
         spark: when given, uniform and popularity negatives are drawn in Spark
             (:class:`recsys.sampling.spark.SparkNegativeSampler`) instead of NumPy.
+        content_pos: the content generator's positives of cold items (user_idx, item_idx, confidence).
+        transform: the ``transform`` config section; ``None``: no ``transform_pos`` rows.
+        nearest: per item its content-nearest item and their similarity
+            (:func:`recsys.sampling.transform.content_nearest`); ``None``: no substitution.
 
     Returns:
         The examples, ordered by user; within a user by source, positives first.
     """
     # every random step draws from its own child, so switching one source off leaves the others' rows
-    real_rng, syn_rng, cap_rng = rng.spawn(3)
+    real_rng, syn_rng, cap_rng, transform_rng = rng.spawn(4)
     real_cap_rng, syn_cap_rng = cap_rng.spawn(2)
     counts = np.bincount(train.indices, minlength=train.shape[1])
     rows = _Rows(config["sources"], long_tail_multipliers(counts, float(config["long_tail_beta"])))
-    augment = AugmentOutputs(gan_pos, syn_users, candidates)
-    positives = _add_positives(rows, train, augment, config, real_cap_rng, syn_cap_rng)
-    history = negative_history(train, gan_pos, positives.cooc, positives.syn_histories)
+    content_pos = content_pos if content_pos is not None else Triples.empty()
+    augment = AugmentOutputs(gan_pos, syn_users, candidates, content_pos=content_pos)
+    no_nearest = (np.full(train.shape[1], -1, np.int64), np.zeros(train.shape[1], np.float32))
+    plan = Transform(transform, nearest if nearest is not None else no_nearest, transform_rng)
+    positives = _add_positives(rows, train, augment, config, real_cap_rng, syn_cap_rng, plan)
+    history = negative_history(train, gan_pos, positives.cooc, positives.syn_histories, content_pos)
     with negative_samplers(history, counts, candidates, config, max_candidate_score, spark) as samplers:
         _add_negatives(rows, samplers, positives, config, real_rng, syn_rng)
     examples = rows.examples()

@@ -38,6 +38,7 @@ from recsys.sampling import allot
 from recsys.sampling.augment_outputs import Triples
 from recsys.sampling.examples import EXAMPLES_SCHEMA, Examples
 from recsys.sampling.expansion import expand, train_positives
+from recsys.sampling.transform import content_nearest, transformed_histories
 from tests.support import write_tables
 
 DS = "2026-01-31"
@@ -74,6 +75,19 @@ def expand_config(**changes: Any) -> dict[str, Any]:
 def run(config: dict[str, Any], seed: int = 1) -> Examples:
     return expand(train_positives(csr(TRAIN)), triples(GAN_POS), triples(SYN_USERS), triples(CANDIDATES),
                   config, THRESHOLD, np.random.default_rng(seed))
+
+
+CONTENT_POS = [(3, 7, 0.5), (1, 7, 0.8), (0, 0, 0.9)]  # (0, 0) is a train positive already
+TRANSFORM = {"copies_per_user": 2, "min_history": 2, "mask_share": 0.3, "crop_share": 0.8, "substitute_share": 0.5}
+# every item's content-nearest item: its pair (0-1, 2-3, ...), at similarity 0.9
+NEAREST = (np.arange(N_ITEMS) ^ 1, np.full(N_ITEMS, 0.9, np.float32))
+
+
+def run_every_source(config: dict[str, Any], seed: int = 1) -> Examples:
+    """As :func:`run`, with content positives and transformed histories too."""
+    return expand(train_positives(csr(TRAIN)), triples(GAN_POS), triples(SYN_USERS), triples(CANDIDATES),
+                  config, THRESHOLD, np.random.default_rng(seed), content_pos=triples(CONTENT_POS),
+                  transform=TRANSFORM, nearest=NEAREST)
 
 
 def frame(examples: Examples) -> pd.DataFrame:
@@ -125,15 +139,14 @@ def test_hard_negatives_take_best_candidates_below_the_guard() -> None:
     assert (df[df["user_idx"] >= N_USERS]["label"] == 1).all()  # synthetic users: no hard candidates
 
 
-# content_pos and transform_pos are switched but not yet produced (issue 13 in progress)
-@pytest.mark.parametrize("source", [s for s in SOURCES if s not in ("content_pos", "transform_pos")])
+@pytest.mark.parametrize("source", SOURCES)
 def test_switching_a_source_off_removes_exactly_its_rows(source: str) -> None:
     mix = {"neg_uniform": 0.25, "neg_pop": 0.25, "neg_hard": 0.5}
-    full = frame(run(expand_config(negative_mix=mix), seed=3))
-    part = frame(run(expand_config(negative_mix=mix, sources={source: False}), seed=3))
+    full = frame(run_every_source(expand_config(negative_mix=mix), seed=3))
+    part = frame(run_every_source(expand_config(negative_mix=mix, sources={source: False}), seed=3))
     removed = full["source"] == source
     if source == "syn_user":  # without synthetic users their negatives go too
-        removed |= full["user_idx"] >= N_USERS
+        removed |= (full["user_idx"] >= N_USERS) & (full["source"] != "transform_pos")
     assert removed.any()
     pd.testing.assert_frame_equal(full[~removed].reset_index(drop=True), part)
 
@@ -385,3 +398,61 @@ def test_spark_expand_matches_numpy_counts_on_random_data(spark: Any) -> None:
     np.testing.assert_array_equal(numpy_ex.codes, spark_ex.codes)
     uniform = (spark_ex.users == 4) & (spark_ex.codes == SOURCES.index("neg_uniform"))
     assert uniform.any() and (spark_ex.items[uniform] == 7).all()
+
+
+def test_content_positives_weighted_by_confidence_and_never_negatives() -> None:
+    df = frame(run_every_source(expand_config(sources={"transform_pos": False})))
+    assert rows_of(df, "content_pos") == {(3, 7, 1, 0.25), (1, 7, 1, 0.4)}  # 0.5 x confidence; (0, 0) dropped
+    negatives = df[df["label"] == 0]
+    assert not ({(3, 7), (1, 7)} & set(zip(negatives["user_idx"], negatives["item_idx"], strict=True)))
+
+
+def test_transform_rows_are_pseudo_users_copying_real_histories() -> None:
+    df = frame(run_every_source(expand_config()))
+    rows = df[df["source"] == "transform_pos"]
+    n_syn = 2  # pseudo-users come after the synthetic users
+    assert len(rows) and (rows["user_idx"] >= N_USERS + n_syn).all() and (rows["label"] == 1).all()
+    assert {round(float(w), 6) for w in rows["weight"]} <= {0.5, 0.45}  # 0.5 x 1.0 kept, 0.5 x 0.9 substituted
+    assert not (df[df["label"] == 0]["user_idx"] >= N_USERS + n_syn).any()  # copies get no negatives
+
+
+def test_transformed_histories_perturb_real_histories_only() -> None:
+    rng = np.random.default_rng(0)
+    n_users, n_items = 40, 30
+    train = train_positives(sp.csr_matrix((rng.random((n_users, n_items)) < 0.3).astype(np.float32)))
+    nearest = np.roll(np.arange(n_items), 1)  # item i's content-nearest is i - 1, at similarity 0.8
+    similarity = np.full(n_items, 0.8, np.float32)
+    config = {"copies_per_user": 3, "min_history": 4, "mask_share": 0.2, "crop_share": 0.7, "substitute_share": 0.3}
+    copies, origin = transformed_histories(train, nearest, similarity, config, np.random.default_rng(1))
+    assert len(origin) == copies.users.max() + 1 and set(np.unique(copies.users)) == set(range(len(origin)))
+    eligible = np.flatnonzero(np.diff(train.indptr) >= 4)
+    assert set(origin) <= set(eligible) and np.all(np.diff(origin) >= 0)
+    substituted = 0
+    for p, user in enumerate(origin):
+        history = set(train.indices[train.indptr[user]:train.indptr[user + 1]].tolist())
+        mine = copies.users == p
+        items, confidence = copies.items[mine], copies.values[mine]
+        assert len(set(items.tolist())) == len(items)  # each item once
+        for item, c in zip(items.tolist(), confidence.tolist(), strict=True):
+            if item in history and c == 1.0:
+                continue
+            # anything else is a substitute: the content-nearest item of one of the user's items
+            assert c == pytest.approx(0.8) and nearest[(item + 1) % n_items] == item and (item + 1) % n_items in history
+            substituted += 1
+        # cropping: no copy keeps more than ceil(0.7 n) of the user's items
+        assert len(items) <= np.ceil(0.7 * len(history))
+    assert substituted > 0
+    again = transformed_histories(train, nearest, similarity, config, np.random.default_rng(1))
+    assert np.array_equal(again[0].items, copies.items) and np.array_equal(again[1], origin)
+    # without substitution every row is an item of the copied user
+    plain, origin = transformed_histories(train, nearest, similarity, {**config, "substitute_share": 0.0},
+                                          np.random.default_rng(1))
+    assert (plain.values == 1.0).all()
+    assert all(train[origin[p], i] > 0 for p, i in zip(plain.users, plain.items, strict=True))
+
+
+def test_content_nearest_by_hand() -> None:
+    vectors = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]], np.float32)
+    nearest, similarity = content_nearest(vectors, np.array([0, 1, 2]))
+    assert nearest.tolist() == [1, 0, 1, -1]  # item 3 is not a candidate
+    np.testing.assert_allclose(similarity, [0.8, 0.8, 0.6, 0.0], rtol=1e-6)
