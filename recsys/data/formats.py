@@ -15,6 +15,8 @@ Files are taken as they come (``--format csv``; the MovieLens formats have fixed
 - Parquet (detected by its magic bytes).
 - Any text kind compressed with gzip, bz2, zstd or lz4 (detected by magic bytes, whatever the name).
 - Text in another encoding (default utf-8; e.g. latin-1).
+- Text without quoting (``quote=False``): a ``"`` is a character like any other, as in MovieLens'
+  ``::`` and ``|`` files, whose titles may start with one.
 
 Every value is read as the text it was: never trimmed, case-folded or rewritten.
 """
@@ -50,6 +52,19 @@ _JSON_SAMPLE = 1000  # JSON records read first to learn the keys and their types
 _CHUNK = 1 << 20
 _BLANK = b" \t\r\n\xef\xbb\xbf"  # whitespace and the UTF-8 byte-order mark
 _ONE_CHAR_SEP = "\x1f"  # ASCII unit separator: stands in for a multi-character separator such as "::"
+
+
+class TextEncodingError(ValueError):
+    """A line of a text file is not valid text in the encoding it is read with.
+
+    ``where`` names the file, the line, the column and the byte, so a caller can give its own advice.
+    """
+
+    def __init__(self, where: str, encoding: str) -> None:
+        super().__init__(f"{where} is not valid {encoding} text; if the file is in another encoding, pass it, "
+                         "e.g. --encoding latin-1")
+        self.where = where
+        self.encoding = encoding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,17 +179,15 @@ def _lines(source: Callable[[], pa.NativeFile], path: Path, encoding: str) -> It
     """The decoded lines of a file, line ends kept.
 
     Raises:
-        ValueError: a line is not valid ``encoding``; names the line, the column and the byte.
+        TextEncodingError: a line is not valid ``encoding``; names the line, the column and the byte.
     """
     for number, line in enumerate(_raw_lines(source), start=1):
         try:
             yield line.decode(encoding)
         except UnicodeDecodeError as err:
             column = len(line[:err.start].decode(encoding, errors="replace")) + 1
-            raise ValueError(
-                f"{path}: line {number}, column {column}: byte 0x{line[err.start]:02x} is not valid {encoding} "
-                "text; if the file is in another encoding, pass it, e.g. --encoding latin-1"
-            ) from None
+            raise TextEncodingError(f"{path}: line {number}, column {column}: byte 0x{line[err.start]:02x}",
+                                    encoding) from None
 
 
 def _require(path: Path, wanted: Sequence[str], have: Sequence[str], where: str) -> None:
@@ -192,6 +205,7 @@ def read_log(
     names: Sequence[str] | None = None,
     headerless: bool = False,
     encoding: str = "utf-8",
+    quote: bool = True,
 ) -> pa.Table:
     """Read ``columns`` of a delimited text, JSON-lines or Parquet file (see the module docstring).
 
@@ -206,6 +220,7 @@ def read_log(
         names: the column names of a headerless text file with a fixed layout.
         headerless: the text has no header; ``columns`` are positions.
         encoding: the text encoding.
+        quote: delimited text may quote fields with ``"``; False reads every ``"`` as itself.
 
     Returns:
         A table of ``columns``, named as given.
@@ -242,7 +257,8 @@ def read_log(
     if sep is None:
         sep = sniff_sep(head.decode(encoding, errors="replace").lstrip("\ufeff"), default_sep(path))
         log.info("%s: separator %r", path, sep)
-    return _read_text(path, source, columns, sep=sep, names=names, headerless=headerless, encoding=encoding)
+    return _read_text(path, source, columns, sep=sep, names=names, headerless=headerless, encoding=encoding,
+                      quote=quote)
 
 
 def _read_text(
@@ -254,6 +270,7 @@ def _read_text(
     names: Sequence[str] | None,
     headerless: bool,
     encoding: str,
+    quote: bool = True,
 ) -> pa.Table:
     """Read delimited text with pyarrow; on failure find the line and reason with Python's csv module."""
     shown_sep = sep
@@ -262,13 +279,15 @@ def _read_text(
         with source() as stream:
             data = stream.read().replace(sep.encode(encoding), _ONE_CHAR_SEP.encode(encoding))
         source, sep = (lambda: pa.BufferReader(data)), _ONE_CHAR_SEP
-    parse = pacsv.ParseOptions(delimiter=sep, newlines_in_values=True)
+    quote_char = '"' if quote else False
+    parse = pacsv.ParseOptions(delimiter=sep, quote_char=quote_char, newlines_in_values=quote)
     skip, have = 0, list(names or ())
     try:
         if not names:
             probe = pacsv.ReadOptions(encoding=encoding, autogenerate_column_names=headerless)
             # only the header (or width) is wanted here: rows of another width are the real read's business
-            skipping = pacsv.ParseOptions(delimiter=sep, newlines_in_values=True, invalid_row_handler=lambda _: "skip")
+            skipping = pacsv.ParseOptions(delimiter=sep, quote_char=quote_char, newlines_in_values=quote,
+                                          invalid_row_handler=lambda _: "skip")
             with pacsv.open_csv(source(), read_options=probe, parse_options=skipping) as reader:
                 have = [str(k) for k in range(len(reader.schema))] if headerless else reader.schema.names
             if headerless:
@@ -285,7 +304,7 @@ def _read_text(
         table = pacsv.read_csv(source(), read_options=read, parse_options=parse, convert_options=convert)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
         try:
-            reason = _first_bad_line(path, source, encoding, sep, len(have), skip, shown_sep)
+            reason = _first_bad_line(path, source, encoding, sep, len(have), skip, shown_sep, quote)
         except OSError:
             reason = None
         raise ValueError(f"{path}: {reason or f'cannot read it as delimited text (separator {shown_sep!r}): {err}'}"
@@ -309,14 +328,16 @@ def _trailing_column(source: Callable[[], pa.NativeFile], encoding: str, sep: st
 
 
 def _first_bad_line(
-    path: Path, source: Callable[[], pa.NativeFile], encoding: str, sep: str, width: int, skip: int, shown_sep: str
+    path: Path, source: Callable[[], pa.NativeFile], encoding: str, sep: str, width: int, skip: int, shown_sep: str,
+    quote: bool = True,
 ) -> str | None:
     """``line N: reason`` of the first record pyarrow cannot take; None when Python finds none.
 
     Raises:
-        ValueError: a line is not valid text in ``encoding`` (see :func:`_lines`).
+        TextEncodingError: a line is not valid text in ``encoding`` (see :func:`_lines`).
     """
-    reader = csv.reader(_lines(source, path, encoding), delimiter=sep)
+    reader = csv.reader(_lines(source, path, encoding), delimiter=sep,
+                        quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE)
     start = 1
     try:
         for index, record in enumerate(reader):

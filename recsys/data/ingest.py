@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -62,25 +62,43 @@ def parse_mapping(text: str) -> tuple[dict[str, str], str]:
     Raises:
         ValueError: a malformed pair, an unknown or repeated role, or ``user``/``item`` missing.
     """
-    mapping: dict[str, str] = {}
+    mapping = parse_pairs(text, ROLES, REQUIRED_ROLES, "--mapping")
     value_kind = "none"
+    if "value" in mapping:
+        value_kind = "rating"
+        name, colon, kind = mapping["value"].rpartition(":")
+        if colon and name and kind in VALUE_KINDS:  # a colon followed by anything else is part of the name
+            mapping["value"], value_kind = name, kind
+    return mapping, value_kind
+
+
+def parse_pairs(text: str, roles: Sequence[str], required: Sequence[str], option: str) -> dict[str, str]:
+    """Parse ``role=column,role=column,...``: the pairs of a mapping option, each role once.
+
+    Args:
+        text: the option's value.
+        roles: the roles it may name.
+        required: the roles it must name.
+        option: the option, for the messages (``--mapping``).
+
+    Raises:
+        ValueError: a malformed pair, an unknown or repeated role, or a required role missing.
+    """
+    mapping: dict[str, str] = {}
     for pair in text.split(","):
         role, sep, column = (part.strip() for part in pair.partition("="))
         if not sep or not role or not column:
-            raise ValueError(f"--mapping: expected role=column, got {pair!r} in {text!r}")
-        if role not in ROLES:
-            raise ValueError(f"--mapping: unknown role {role!r}; roles are {', '.join(ROLES)}")
+            raise ValueError(f"{option}: expected role=column, got {pair!r} in {text!r}")
+        if role not in roles:
+            raise ValueError(f"{option}: unknown role {role!r}; roles are {', '.join(roles)}")
         if role in mapping:
-            raise ValueError(f"--mapping: role {role!r} given twice in {text!r}")
-        if role == "value":
-            name, colon, kind = column.rpartition(":")
-            # a colon followed by anything but a kind is part of the column's name
-            column, value_kind = (name, kind) if colon and name and kind in VALUE_KINDS else (column, "rating")
+            raise ValueError(f"{option}: role {role!r} given twice in {text!r}")
         mapping[role] = column
-    missing = [role for role in REQUIRED_ROLES if role not in mapping]
+    missing = [role for role in required if role not in mapping]
     if missing:
-        raise ValueError(f"--mapping: {', '.join(missing)} missing in {text!r}; user and item are required")
-    return mapping, value_kind
+        raise ValueError(f"{option}: {', '.join(missing)} missing in {text!r}; {' and '.join(required)} "
+                         f"{'is' if len(required) == 1 else 'are'} required")
+    return mapping
 
 
 def source_mapping(fmt: str, text: str | None) -> tuple[dict[str, str], str]:
