@@ -109,7 +109,7 @@ def test_movielens_100k(lake: Lake, tmp_path: Path) -> None:
     facts = ingest.main(["--format", "movielens-100k", "--src", str(src)])
     assert facts == {"first_date": "1997-12-04", "last_date": "1998-04-04", "days": 2, "rows": 3,
                      "window_days": 122, "source": "movielens-100k", "ts_unit": "seconds", "value_kind": "rating",
-                     "future_rows": 0}
+                     "future_rows": 0, "catalogue_rows": 0, "catalogue_src": None}  # no u.item beside u.data
     assert _rows(lake, "1997-12-04") == [("196", "242", "rating", "3", "1997-12-04T15:55:49Z"),
                                          ("22", "377", "rating", "1", "1997-12-04T01:00:00Z")]
     assert _rows(lake, "1998-04-04") == [("186", "302", "rating", "3", "1998-04-04T19:22:22Z")]
@@ -157,7 +157,8 @@ def test_csv_without_timestamps_lands_on_ds(lake: Lake, tmp_path: Path) -> None:
     facts = ingest.main(["--format", "csv", "--src", str(src), "--sep", ";", "--mapping", "user=u,item=i",
                          "--ds", "2025-06-30"])
     assert facts == {"first_date": "2025-06-30", "last_date": "2025-06-30", "days": 1, "rows": 2,
-                     "window_days": 1, "source": "csv", "ts_unit": "none", "value_kind": "none", "future_rows": 0}
+                     "window_days": 1, "source": "csv", "ts_unit": "none", "value_kind": "none", "future_rows": 0,
+                     "catalogue_rows": 0, "catalogue_src": None}
     assert _rows(lake, "2025-06-30") == [("5", "7", "view", None, None), ("6", "8", "view", None, None)]
     assert read_json(lake.path("raw") / "_source.json")["has_timestamp"] is False
 
@@ -218,7 +219,9 @@ def test_real_movielens_latest_small(lake: Lake) -> None:
     facts = ingest.main(["--format", "movielens-latest", "--src", str(ML_SMALL)])
     assert facts == {"first_date": "1996-03-29", "last_date": "2018-09-24", "days": 4110, "rows": 100836,
                      "window_days": 8215, "source": "movielens-latest", "ts_unit": "seconds",
-                     "value_kind": "rating", "future_rows": 0}
+                     "value_kind": "rating", "future_rows": 0, "catalogue_rows": 9742,
+                     "catalogue_src": str((ML_SMALL.parent / "movies.csv").resolve())}
+    assert lake.dates("raw_catalogue") == ["2018-09-24"]  # movies.csv and tags.csv beside ratings.csv
     expected = pd.read_csv(ML_SMALL)
     expected_days = pd.to_datetime(expected.timestamp, unit="s", utc=True).dt.strftime("%Y-%m-%d")
     dates = lake.dates("raw")
