@@ -34,11 +34,14 @@ from recsys.core.spark import spark_session
 from recsys.data.tables import (
     FIRST_TS,
     POSITIVE,
+    catalogue_stats,
     core_pairs,
     csr_splits,
+    grow_catalogue_index,
     grow_index,
     index_lock,
     index_path,
+    read_catalogue_ids,
     read_index,
     read_window,
     split_table,
@@ -61,12 +64,19 @@ def body(ctx: JobContext) -> dict[str, Any]:
     pairs = core_pairs(every, cfg)
     if pairs.num_rows == 0:
         raise ValueError(f"tables {ds}: no positive interactions left in clean {dates[0]}..{ds}")
+    catalogue_ids = read_catalogue_ids(lake, ds)
     with index_lock(lake):
         indexes, new = {}, {}
         for id_col, idx_col in ((USER_ID, USER_IDX), (ITEM_ID, ITEM_IDX)):
             known = read_index(index_path(lake, id_col), id_col, idx_col)
             indexes[id_col] = grow_index(known, every, id_col, idx_col)
             new[id_col] = len(indexes[id_col]) - len(known)
+        # catalogue items get theirs after the window's ids, before their first interaction
+        from_catalogue = 0
+        if catalogue_ids is not None:
+            grown = grow_catalogue_index(indexes[ITEM_ID], catalogue_ids)
+            from_catalogue = len(grown) - len(indexes[ITEM_ID])
+            indexes[ITEM_ID], new[ITEM_ID] = grown, new[ITEM_ID] + from_catalogue
         table, splits = split_table(pairs, indexes, cfg, has_timestamp=has_timestamp, seed=int(ctx.config["seed"]))
         # the index grows only once this date's tables are computed; an id numbered here but not
         # committed below stays numbered, which the append-only rule allows
@@ -81,7 +91,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
     last_day_us = int(dt.datetime.fromisoformat(f"{ds}T00:00:00+00:00").timestamp() * 1_000_000)
     stats = table_stats(columns[USER_IDX], columns[ITEM_IDX], splits, first_us, last_day_us)
     stats.update(ds=ds, window_start=dates[0], clean_dates=len(dates), has_timestamp=has_timestamp,
-                 indexed_users=shape[0], indexed_items=shape[1])
+                 indexed_users=shape[0], indexed_items=shape[1], **catalogue_stats(catalogue_ids, every, from_catalogue))
 
     history, seen = window_matrices(every, indexes, shape, float(cfg["nonpositive_weight"]))
     stats.update(window_users=int((np.diff(seen.indptr) > 0).sum()), window_interactions=int(seen.nnz),
@@ -105,6 +115,8 @@ def body(ctx: JobContext) -> dict[str, Any]:
         "indexed_items": shape[1],
         "new_users": new[USER_ID],
         "new_items": new[ITEM_ID],
+        "catalogue_items": stats["catalogue_items"],
+        "new_from_catalogue": from_catalogue,
         "window_users": stats["window_users"],
         "interactions": stats["interactions"],
     }

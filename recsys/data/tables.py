@@ -18,16 +18,20 @@ Stable indexes (``<lake>/index/users.parquet`` and ``items.parquet``, columns id
 one rule: **an id keeps the index it first got, forever; the index only grows.** A run gives the ids
 of its tables that have no index yet the next free numbers, ``max + 1, max + 2, ...``, in the order of
 (first timestamp of the id in the run's window, id). Every id with an interaction of any label in the
-window gets an index, whether or not it passes the k-core. So a rerun of a date after nothing else ran
-gets the same numbers; a backfill of an earlier date appends its unseen ids after everything already
-there and never renumbers. Index files are replaced whole (temporary file, then ``os.replace``) under
-a lock file.
+window gets an index, whether or not it passes the k-core. Then the items of the date's clean catalogue
+(``catalogue/ds=<ds>/catalogue.parquet``, when there is one) that still have no index get the next
+numbers, in id order (the ids' text, as the tie above): a catalogue item gets its index on the first
+date it is in the catalogue, before its first interaction, and keeps it when the interactions come.
+So a rerun of a date after nothing else ran gets the same numbers; a backfill of an earlier date
+appends its unseen ids after everything already there and never renumbers. Index files are replaced
+whole (temporary file, then ``os.replace``) under a lock file.
 
 Written to ``tables/ds=<ds>/``:
 
 * ``interactions/part-00000.parquet``: user_idx int32, item_idx int32, weight float32, ts timestamp,
   split string (train | valid | test), sorted by (user_idx, ts, item_idx).
-* ``matrices.npz``: per-split CSR of weights, rows = every indexed user, columns = every indexed item,
+* ``matrices.npz``: per-split CSR of weights, rows = every indexed user, columns = every indexed item
+  (a catalogue item without interactions is an empty column),
   and the window's ``history`` (positives with their weight, k-core or not; interactions without a
   positive label with ``tables.nonpositive_weight``) and ``seen`` (every pair of the window, 1.0)
   (read it with ``recsys.core.matrices.load_matrices``).
@@ -76,7 +80,7 @@ from recsys.core.columns import (
     WEIGHT,
     require_columns,
 )
-from recsys.core.lake import ITEMS_FILE, USERS_FILE, Lake, window_start
+from recsys.core.lake import CATALOGUE_FILE, ITEMS_FILE, USERS_FILE, Lake, window_start
 from recsys.data.ids import trim_id_column
 
 log = logging.getLogger(__name__)
@@ -417,6 +421,34 @@ def grow_index(known: pa.Table, every: pa.Table, id_col: str, idx_col: str) -> p
     seen = first_seen(every, id_col)
     unseen = seen.filter(pc.invert(pc.is_in(seen.column(id_col), value_set=known.column(id_col))))
     return extend_index(known, unseen, id_col, idx_col)
+
+
+def read_catalogue_ids(lake: Lake, ds: str) -> pa.Array | None:
+    """The item ids of the clean catalogue of ``ds``; None when the date has no catalogue."""
+    path = lake.path("catalogue", ds) / CATALOGUE_FILE
+    if not path.is_file():
+        return None
+    return pq.read_table(path, columns=[ITEM_ID]).column(ITEM_ID).combine_chunks().cast(pa.string())
+
+
+def grow_catalogue_index(known: pa.Table, catalogue_ids: pa.Array) -> pa.Table:
+    """The item index ``known`` with the catalogue's ids it lacks appended in id order (see the module
+    docstring): after the window's unseen ids, which :func:`grow_index` numbered first."""
+    ids = pc.unique(catalogue_ids)
+    unseen = ids.filter(pc.invert(pc.is_in(ids, value_set=known.column(ITEM_ID))))
+    # one first time for all: extend_index then orders them by id alone
+    first = pa.nulls(len(unseen), pa.timestamp("us", tz="UTC"))
+    return extend_index(known, pa.table({ITEM_ID: unseen, FIRST_TS: first}), ITEM_ID, ITEM_IDX)
+
+
+def catalogue_stats(catalogue_ids: pa.Array | None, every: pa.Table, from_catalogue: int) -> dict[str, int]:
+    """``catalogue_items`` (of the date's catalogue), ``catalogue_items_unseen`` (those without an interaction
+    of any label in the window: empty columns) and ``new_from_catalogue`` (indexed from the catalogue this run)."""
+    if catalogue_ids is None:
+        return {"catalogue_items": 0, "catalogue_items_unseen": 0, "new_from_catalogue": 0}
+    seen = pc.is_in(catalogue_ids, value_set=pc.unique(every.column(ITEM_ID)))
+    return {"catalogue_items": len(catalogue_ids), "catalogue_items_unseen": len(catalogue_ids) - seen.true_count,
+            "new_from_catalogue": from_catalogue}
 
 
 def split_table(pairs: pa.Table, indexes: Mapping[str, pa.Table], cfg: Mapping[str, Any], *, has_timestamp: bool,

@@ -14,7 +14,7 @@ import pytest
 from jobs import tables
 from recsys.core.columns import INTERACTION_COLUMNS
 from recsys.core.config import load_config
-from recsys.core.lake import Lake, read_json
+from recsys.core.lake import CATALOGUE_FILE, Lake, read_json
 from recsys.core.matrices import MATRICES_FILE, load_matrices
 from recsys.data.clean import CLEAN_ARROW_SCHEMA, QUARANTINE_ARROW_SCHEMA
 from recsys.data.tables import (
@@ -277,3 +277,40 @@ def test_a_bots_quarantined_rows_are_seen_but_never_trained_on(lake: Lake) -> No
     assert (m.train + m.valid + m.test).toarray().tolist() == [[0, 0, 1], [0, 1, 1]]
     assert m.seen.toarray().tolist() == [[1, 1, 1], [0, 1, 1]]
     assert m.history.toarray().tolist() == [[0, 0, 1], [0, 1, 1]]
+
+
+def write_catalogue(lake: Lake, ds: str, item_ids: list[str]) -> None:
+    """A committed catalogue partition holding ``item_ids`` (texts and hashes do not matter to the tables)."""
+    path = lake.path("catalogue", ds)
+    path.mkdir(parents=True)
+    pq.write_table(pa.table({"item_id": item_ids, "title": item_ids, "text": item_ids, "content_hash": item_ids}),
+                   path / CATALOGUE_FILE)
+
+
+@pytest.mark.spark
+def test_catalogue_items_get_indexes_before_their_first_interaction_and_keep_them(lake: Lake) -> None:
+    write_clean(lake, "2026-01-01", [("ua", "iy", at(1, 10), 1.0), ("ub", "ix", at(1, 9), 1.0)])
+    # ix has interactions already; i2, i10 and iz have none yet
+    write_catalogue(lake, "2026-01-01", ["iz", "ix", "i2", "i10"])
+    first = run_tables("2026-01-01")
+    items = lambda: pq.read_table(lake.path("index") / "items.parquet").column("item_id").to_pylist()  # noqa: E731
+    # the window's ids by first sight, then the catalogue's new ones in id order (as text: i10 before i2)
+    assert items() == ["ix", "iy", "i10", "i2", "iz"]
+    assert (first["new_items"], first["catalogue_items"], first["new_from_catalogue"]) == (5, 4, 3)
+    stats = read_json(lake.path("tables", "2026-01-01") / "_stats.json")
+    assert (stats["catalogue_items"], stats["catalogue_items_unseen"], stats["new_from_catalogue"]) == (4, 3, 3)
+    assert (stats["items"], stats["indexed_items"]) == (2, 5)
+    m = load_matrices(lake, "2026-01-01")
+    assert m.n_items == 5 and list(m.item_ids) == ["ix", "iy", "i10", "i2", "iz"]
+    assert m.seen.toarray().tolist() == [[1, 0, 0, 0, 0], [0, 1, 0, 0, 0]]  # ub, ua; empty columns for the catalogue's
+
+    # iz's first interactions come a day later: it keeps its index; the window's new iw comes before the
+    # catalogue's new ia
+    write_clean(lake, "2026-01-02", [("uc", "iz", at(2, 8), 2.0), ("ua", "iw", at(2, 9), 1.0)])
+    write_catalogue(lake, "2026-01-02", ["iz", "ix", "i2", "i10", "ia"])
+    second = run_tables("2026-01-02")
+    assert items() == ["ix", "iy", "i10", "i2", "iz", "iw", "ia"]
+    assert (second["new_items"], second["new_from_catalogue"]) == (2, 1)
+    m = load_matrices(lake, "2026-01-02")
+    assert m.seen.toarray()[:, 4].tolist() == [0, 0, 1]  # uc's interaction lands in iz's column
+    assert run_tables("2026-01-02")["new_items"] == 0  # a rerun numbers nothing
