@@ -65,14 +65,15 @@ demo: airflow-db  ## generate synthetic data, run the nightly DAG once, print wh
 # make run-on's values reach bin/run-on verbatim, each as one single-quoted word: $(value) keeps make from
 # expanding them in the recipe, unexport from expanding them into the environment, and a quote inside one
 # is written '\''; so neither make nor the shell evaluates a backtick, $(...) or ; in a file name or mapping
-RUN_ON_VARS := FORMAT SRC MAPPING SEP ENCODING WINDOW_DAYS NAME REPLACE
+RUN_ON_VARS := FORMAT SRC MAPPING SEP ENCODING ITEMS ITEM_MAPPING WINDOW_DAYS NAME REPLACE
 unexport $(RUN_ON_VARS)
 run_on_arg = $(if $(value $2),$1 '$(subst ','\'',$(value $2))')
 
-run-on: airflow-db  ## import FORMAT= SRC= [MAPPING= SEP= ENCODING= WINDOW_DAYS= NAME= REPLACE=1] and run the DAG for the last date in it
+run-on: airflow-db  ## import FORMAT= SRC= [MAPPING= SEP= ENCODING= ITEMS= ITEM_MAPPING= WINDOW_DAYS= NAME= REPLACE=1] and run the DAG for the last date in it
 	$(if $(filter-out 0 1,$(value REPLACE)),$(error REPLACE= takes 1 or 0))bin/run-on $(call run_on_arg,--format,FORMAT) \
 		$(call run_on_arg,--src,SRC) $(call run_on_arg,--mapping,MAPPING) $(call run_on_arg,--sep,SEP) \
-		$(call run_on_arg,--encoding,ENCODING) $(call run_on_arg,--window-days,WINDOW_DAYS) \
+		$(call run_on_arg,--encoding,ENCODING) $(call run_on_arg,--items,ITEMS) \
+		$(call run_on_arg,--item-mapping,ITEM_MAPPING) $(call run_on_arg,--window-days,WINDOW_DAYS) \
 		$(call run_on_arg,--name,NAME) $(if $(filter 1,$(value REPLACE)),--replace)
 
 test: airflow-db  ## run the test suite but the multi-date backfill (gpu tests only where a GPU is present)

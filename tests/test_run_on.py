@@ -92,6 +92,23 @@ def test_hostile_values_arrive_verbatim_and_never_run(stubs: dict) -> None:
     assert not [p for p in (REPO, stubs["tmp"]) for p in p.glob(f"{tag}*")]
 
 
+def test_items_and_item_mapping_arrive_verbatim_and_never_run(stubs: dict) -> None:
+    m = stubs["markers"]
+    src = stubs["tmp"] / "ratings.csv"
+    src.write_text("u,i\n1,2\n")
+    items = stubs["tmp"] / f"items '$(touch {m}/items)' `touch {m}/bt`.jsonl"
+    mapping = f"item=sku,text=title+desc;touch {m}/semi,title=$(shell touch {m}/make)"
+    done = make_run_on(stubs, "FORMAT=csv", f"SRC={src}", "MAPPING=user=u,item=i", f"ITEMS={items}",
+                       f"ITEM_MAPPING={mapping}")
+
+    assert done.returncode == 0, done.stderr
+    assert argv_of(stubs, "python", "-m", "jobs.ingest") == [[
+        "python", "-m", "jobs.ingest", "--format=csv", f"--src={src}", "--mapping=user=u,item=i", f"--items={items}",
+        f"--item-mapping={mapping}",
+    ]]
+    assert sorted(p.name for p in m.iterdir()) == []
+
+
 def test_dataset_name_lake_model_and_window_reach_the_run(stubs: dict) -> None:
     src = stubs["tmp"] / "shop" / "ratings.csv"
     src.parent.mkdir()
