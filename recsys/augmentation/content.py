@@ -1,13 +1,20 @@
 """The content generator: which real users would interact with a cold item, learnt from warm items' text and users.
 
-A cold item ``c`` (no or few train interactions) borrows the users of its ``content.neighbours`` nearest warm
-items in text-embedding space (cosine; the vectors are L2-normalised)::
+Two methods (``content.method``), both learnt on the warm items (train interactions, an embedding, not a target):
 
-    confidence(u, c) = sum_j w_cj X[u, j] / sum_j w_cj,    w_cj = max(sim(c, j), 0) ** content.sharpness
+- ``ridge`` (default): a ridge regression from an item's text embedding to its column of the user-item matrix,
+  ``W = (V'V + lambda I)^-1 V'X'`` over the warm items (``V`` their embeddings, ``X`` users x warm items, 0/1,
+  ``lambda = content.ridge_lambda``); a cold item's confidence for user ``u`` is ``v_c W[:, u]`` clipped to 0..1,
+  the predicted probability that ``u`` has it. ``W`` is dim x users: never an items x items matrix.
+- ``neighbours``: a cold item ``c`` borrows the users of its ``content.neighbours`` nearest warm items in
+  embedding space (cosine; the vectors are L2-normalised)::
 
-over the neighbours ``j`` of ``c``: the similarity-weighted share of ``c``'s neighbours that ``u`` has, in 0..1.
+      confidence(u, c) = sum_j w_cj X[u, j] / sum_j w_cj,    w_cj = max(sim(c, j), 0) ** content.sharpness
+
+  over the neighbours ``j`` of ``c``: the similarity-weighted share of ``c``'s neighbours that ``u`` has.
+
 Pairs below ``content.confidence_threshold`` are dropped, and each item keeps its ``content.per_item_cap`` most
-confident users. The similarities are computed one block of cold items at a time (never items x items).
+confident users. Scores are computed one block of cold items at a time.
 
 :func:`content_report` gives the quality figures, including the precision and recall of the pairs on warm
 items held out for the purpose: their train interactions are hidden, they are synthesised like cold items and
@@ -77,6 +84,31 @@ def neighbour_weights(
     return matrix
 
 
+def ridge_map(x: sp.csr_matrix, vectors: np.ndarray, warm: np.ndarray, lam: float) -> np.ndarray:
+    """The ridge regression from a warm item's embedding to its users: dim x users, ``(V'V + lam I)^-1 V'X'``."""
+    v = vectors[warm].astype(np.float64)
+    gram = v.T @ v + float(lam) * np.eye(v.shape[1])
+    targets = np.asarray(x[:, warm] @ v).T  # dim x users, V'X' without densifying X
+    return np.linalg.solve(gram, targets).astype(np.float32)
+
+
+def ridge_scores(
+    x: sp.csr_matrix, vectors: np.ndarray, cold: np.ndarray, warm: np.ndarray, lam: float, threshold: float, cap: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`ridge_map`'s scores of the cold items, clipped to 0..1, filtered as :func:`top_per_column`.
+
+    Returns ``(users, cold positions, confidences)``.
+    """
+    weights = ridge_map(x, vectors, warm, lam)
+    block = max(1, _BLOCK_CELLS // max(x.shape[0], 1))
+    parts = []
+    for start in range(0, len(cold), block):
+        scores = np.clip(vectors[cold[start:start + block]] @ weights, 0.0, 1.0)  # block x users
+        users, columns, values = top_per_column(sp.coo_matrix(scores.T), max(threshold, 1e-12), cap)
+        parts.append((users, columns + start, values))
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
+
+
 def top_per_column(scores: sp.coo_matrix, threshold: float, cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The entries of each column scored at least ``threshold``, at most ``cap`` per column, highest first.
 
@@ -107,8 +139,8 @@ def content_positives(
         vectors: items x dim L2-normalised text embeddings (rows of items without one are ignored).
         has: bool per item, whether it has an embedding.
         targets: the item indexes to synthesise interactions for; targets without an embedding get none.
-        config: the ``content`` config section (``neighbours``, ``sharpness``, ``per_item_cap``,
-            ``confidence_threshold``).
+        config: the ``content`` config section (``method``, ``ridge_lambda``, ``neighbours``, ``sharpness``,
+            ``per_item_cap``, ``confidence_threshold``).
 
     Returns:
         ``user_idx`` (int32), ``item_idx`` (int32), ``confidence`` (float32 in 0..1), sorted by user then
@@ -129,9 +161,13 @@ def content_positives(
     warm = warm_items(x, has, targets)
     if vectors.shape[1] == 0 or len(cold) == 0 or len(warm) == 0 or cap == 0:
         return empty
-    weights = neighbour_weights(vectors, cold, warm, int(config["neighbours"]), float(config.get("sharpness", 1.0)))
-    scores = (x[:, warm] @ weights).tocoo()  # users x cold
-    users, columns, values = top_per_column(scores, float(config["confidence_threshold"]), cap)
+    threshold = float(config["confidence_threshold"])
+    if config["method"] == "ridge":
+        users, columns, values = ridge_scores(x, vectors, cold, warm, float(config["ridge_lambda"]), threshold, cap)
+    else:
+        weights = neighbour_weights(vectors, cold, warm, int(config["neighbours"]), float(config["sharpness"]))
+        scores = (x[:, warm] @ weights).tocoo()  # users x cold
+        users, columns, values = top_per_column(scores, threshold, cap)
     items = cold[columns]
     seen = np.asarray(x[users, items]).ravel() > 0 if len(users) else np.zeros(0, bool)
     users, items, values = users[~seen], items[~seen], values[~seen]
@@ -202,7 +238,7 @@ def content_report(
     has = np.asarray(has, bool)
     targets = np.unique(np.asarray(targets, np.int64))
     report: dict[str, Any] = {
-        "method": "neighbours", "dim": int(np.asarray(vectors).shape[1]),
+        "method": str(config["method"]), "dim": int(np.asarray(vectors).shape[1]),
         "targets": len(targets), "targets_with_embedding": int(has[targets].sum()) if len(targets) else 0,
         "items_with_rows": int(positives[ITEM_IDX].nunique()), "users_with_rows": int(positives[USER_IDX].nunique()),
         "rows": len(positives), "confidence": _distribution(positives[CONFIDENCE].to_numpy(np.float64)),

@@ -220,6 +220,8 @@ class Content(_Section):
 
     enabled: bool
     max_interactions: NonNegInt
+    method: Literal["ridge", "neighbours"]
+    ridge_lambda: PositiveFloat
     neighbours: PositiveInt
     sharpness: NonNegFloat
     per_item_cap: NonNegInt

@@ -37,9 +37,13 @@ def planted() -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
     return sp.csr_matrix(dense), vectors, has
 
 
+METHODS = ("ridge", "neighbours")
+
+
 def config(**changes: Any) -> dict[str, Any]:
     section = dict(load_config()["content"])
-    section.update(neighbours=4, per_item_cap=100, confidence_threshold=0.0, sharpness=1.0)
+    section.update(method="neighbours", neighbours=4, per_item_cap=100, confidence_threshold=0.0, sharpness=1.0,
+                   ridge_lambda=1.0)
     section.update(changes)
     return section
 
@@ -51,9 +55,10 @@ def users_of(frame: pd.DataFrame, item: int) -> set[int]:
     return set(frame.loc[frame[ITEM_IDX] == item, USER_IDX].tolist())
 
 
-def test_a_cold_item_gets_the_users_of_its_content_group() -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_a_cold_item_gets_the_users_of_its_content_group(method: str) -> None:
     train, vectors, has = planted()
-    got = content.content_positives(train, vectors, has, TARGETS, config())
+    got = content.content_positives(train, vectors, has, TARGETS, config(method=method, confidence_threshold=0.05))
     assert list(got.columns) == [USER_IDX, ITEM_IDX, CONFIDENCE]
     assert [str(t) for t in got.dtypes] == ["int32", "int32", "float32"]
     assert users_of(got, COLD_A) and users_of(got, COLD_A) <= set(range(USERS))
@@ -63,11 +68,13 @@ def test_a_cold_item_gets_the_users_of_its_content_group() -> None:
     assert got.equals(got.sort_values([USER_IDX, ITEM_IDX]).reset_index(drop=True))
 
 
-def test_it_fails_when_content_is_ignored() -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_it_fails_when_content_is_ignored(method: str) -> None:
     # the same data with the cold items' vectors swapped: content decides, so the users swap too
     train, vectors, has = planted()
     vectors[[COLD_A, COLD_B]] = vectors[[COLD_B, COLD_A]]
-    got = content.content_positives(train, vectors, has, TARGETS, config())
+    got = content.content_positives(train, vectors, has, TARGETS, config(method=method, confidence_threshold=0.05))
+    assert users_of(got, COLD_A) and users_of(got, COLD_B)
     assert users_of(got, COLD_A) <= set(range(USERS, 2 * USERS))
     assert users_of(got, COLD_B) <= set(range(USERS))
 
@@ -84,6 +91,19 @@ def test_confidence_is_the_weighted_share_of_neighbours_a_user_has() -> None:
     np.testing.assert_allclose(sharp[CONFIDENCE], [1.0, 1.0 / 1.36, 0.36 / 1.36], rtol=1e-6)
 
 
+def test_ridge_confidence_by_hand() -> None:
+    # 1-dim embeddings: warm items 0 and 1 at [1], the cold item 2 at [1] too; user 0 has 0 and 1, user 1 has 0.
+    # V'V + lambda = 2 + 1, V'X' = [2, 1, 0] per user: W = [2/3, 1/3, 0]; the cold item scores v W
+    train = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [0, 0, 0]], np.float32))
+    vectors = np.ones((3, 1), np.float32)
+    got = content.content_positives(train, vectors, np.ones(3, bool), np.array([2]), config(method="ridge"))
+    assert got[USER_IDX].tolist() == [0, 1] and got[ITEM_IDX].tolist() == [2, 2]  # user 2's 0.0 is no pair
+    np.testing.assert_allclose(got[CONFIDENCE], [2 / 3, 1 / 3], rtol=1e-6)
+    # a cold item pointing the other way predicts below 0: clipped, so nobody
+    vectors[2] = -1.0
+    assert content.content_positives(train, vectors, np.ones(3, bool), np.array([2]), config(method="ridge")).empty
+
+
 def test_threshold_and_cap() -> None:
     train = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0]], np.float32))
     vectors = np.array([[1.0, 0.0], [0.6, 0.8], [1.0, 0.0]], np.float32)
@@ -95,23 +115,25 @@ def test_threshold_and_cap() -> None:
     assert content.content_positives(*args, config(per_item_cap=0)).empty
 
 
-def test_nothing_without_embeddings_and_never_a_train_pair() -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_nothing_without_embeddings_and_never_a_train_pair(method: str) -> None:
     train, vectors, has = planted()
     none = content.content_positives(train, np.zeros((N_ITEMS, 0), np.float32), np.zeros(N_ITEMS, bool), TARGETS,
-                                     config())
+                                     config(method=method))
     assert none.empty and [str(t) for t in none.dtypes] == ["int32", "int32", "float32"]
     # a target with train interactions of its own (few, but some): its users are not synthesised again
     train = train.tolil()
     train[0, COLD_A] = 1.0
-    got = content.content_positives(train.tocsr(), vectors, has, TARGETS, config())
+    got = content.content_positives(train.tocsr(), vectors, has, TARGETS, config(method=method))
     assert 0 not in users_of(got, COLD_A) and users_of(got, COLD_A)
 
 
-def test_blocks_give_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_blocks_give_the_same_rows(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
     train, vectors, has = planted()
-    whole = content.content_positives(train, vectors, has, TARGETS, config())
+    whole = content.content_positives(train, vectors, has, TARGETS, config(method=method))
     monkeypatch.setattr(content, "_BLOCK_CELLS", 1)  # one cold item per block
-    pd.testing.assert_frame_equal(content.content_positives(train, vectors, has, TARGETS, config()), whole)
+    pd.testing.assert_frame_equal(content.content_positives(train, vectors, has, TARGETS, config(method=method)), whole)
 
 
 def test_pair_precision_by_hand() -> None:
@@ -122,10 +144,12 @@ def test_pair_precision_by_hand() -> None:
     assert got == {"pairs": 4, "hits": 2, "real_interactions": 3, "precision": 0.5, "recall": 2 / 3}
 
 
-def test_report_on_planted_data_beats_the_active_user_baseline() -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_report_on_planted_data_beats_the_active_user_baseline(method: str) -> None:
     train, vectors, has = planted()
-    got = content.content_positives(train, vectors, has, TARGETS, config())
-    report = content.content_report(train, vectors, has, TARGETS, got, config(validation_share=0.25), seed=1)
+    got = content.content_positives(train, vectors, has, TARGETS, config(method=method, confidence_threshold=0.05))
+    report = content.content_report(train, vectors, has, TARGETS, got,
+                                    config(method=method, confidence_threshold=0.05, validation_share=0.25), seed=1)
     assert report["targets"] == 3 and report["targets_with_embedding"] == 2 and report["items_with_rows"] == 2
     assert report["rows"] == len(got) and 0 < report["confidence"]["min"] <= report["confidence"]["max"] <= 1
     validation = report["validation"]
@@ -133,5 +157,25 @@ def test_report_on_planted_data_beats_the_active_user_baseline() -> None:
     # every pair goes to a user of the held-out item's group, who has 5 of its 8 items
     assert validation["precision"] > validation["baseline_active_users"]["precision"]
     assert validation["precision"] > 0.5
-    again = content.content_report(train, vectors, has, TARGETS, got, config(validation_share=0.25), seed=1)
+    assert report["method"] == method
+    again = content.content_report(train, vectors, has, TARGETS, got,
+                                   config(method=method, confidence_threshold=0.05, validation_share=0.25), seed=1)
     assert again == report
+
+
+def test_generate_content_targets_the_cold_items_and_reports() -> None:
+    train, vectors, has = planted()
+    # item 15 has a single train interaction left: with max_interactions 2 it is a target too
+    dense = train.toarray()
+    dense[:, 15] = 0.0
+    dense[USERS, 15] = 1.0
+    positives, report = content.generate_content(sp.csr_matrix(dense), vectors, has,
+                                                 config(max_interactions=2, validation_share=0.25), seed=0)
+    assert set(positives[ITEM_IDX]) <= {15, COLD_A, COLD_B} and report["targets"] == 3
+    assert users_of(positives, 15) <= set(range(USERS, 2 * USERS))
+    assert report["enabled"] is True and report["items_with_rows"] == positives[ITEM_IDX].nunique()
+    off, report = content.generate_content(train, vectors, has, config(enabled=False), seed=0)
+    assert off.empty and report == {"enabled": False}
+    none, report = content.generate_content(train, np.zeros((N_ITEMS, 0), np.float32), np.zeros(N_ITEMS, bool),
+                                            config(), seed=0)
+    assert none.empty and report["reason"] == "no item embeddings"
