@@ -43,11 +43,11 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed  ## create .venv and install the pinned requirements (uv when present, else pip)
 
-# Pools of recsys_nightly: `gpu` (1 slot, the GAN) and `spark` (SPARK_POOL_SLOTS concurrent Spark jobs).
+# Pools of recsys_nightly: `gpu` (1 slot, the text encoder and the GAN) and `spark` (SPARK_POOL_SLOTS concurrent Spark jobs).
 SPARK_POOL_SLOTS ?= 2
 define POOLS_JSON
-{"gpu": {"slots": 1, "description": "one GAN training at a time on the accelerator", "include_deferred": false},
- "spark": {"slots": $(SPARK_POOL_SLOTS), "description": "concurrent Spark jobs (clean, tables)", "include_deferred": false}}
+{"gpu": {"slots": 1, "description": "one GPU task at a time (embed, augment) on the accelerator", "include_deferred": false},
+ "spark": {"slots": $(SPARK_POOL_SLOTS), "description": "concurrent Spark jobs (clean, catalogue, tables)", "include_deferred": false}}
 endef
 export POOLS_JSON
 

@@ -1,9 +1,11 @@
 """
 ### recsys_nightly
 
-Retrains the recommender every night with GAN-based data augmentation and sample expansion.
+Retrains the recommender every night with GAN-based and content-based data augmentation and sample expansion.
 
-clean → tables → augment → expand → train → evaluate → register → publish → report
+clean → tables → embed → augment → expand → train → evaluate → register → publish → report
+
+`catalogue` (the item catalogue) runs beside `clean`; `tables` waits for both.
 
 Each task launches one program of `jobs/` in its own process for the run's date (the Spark jobs with
 `spark-submit` to the master of the `spark_default` connection, `local[*]` without one), reads its inputs from
@@ -44,7 +46,7 @@ RECS = Asset(name="recsys_recs", uri="recsys://lake/recs", group="recsys")
 RETRIES = {"retries": 2, "retry_delay": dt.timedelta(minutes=2), "retry_exponential_backoff": 2.0,
            "max_retry_delay": dt.timedelta(minutes=30)}
 SPARK = {"pool": "spark"}
-GPU = {"pool": "gpu", "queue": "gpu"}  # one slot: the GAN gets the accelerator to itself
+GPU = {"pool": "gpu", "queue": "gpu"}  # one slot: the text encoder or the GAN gets the accelerator to itself
 
 
 def _run(module: str, spark: bool = False) -> dict:
@@ -58,9 +60,21 @@ def clean() -> dict:
 
 
 @task(**SPARK, execution_timeout=dt.timedelta(hours=1),
+      doc_md="Clean the item catalogue with Spark: one row per item with its text to `catalogue/`, the rest quarantined.")
+def catalogue() -> dict:
+    return _run("catalogue", spark=True)
+
+
+@task(**SPARK, execution_timeout=dt.timedelta(hours=1),
       doc_md="Build stable indexes, the windowed interaction tables, the split and the CSR export (Spark).")
 def tables() -> dict:
     return _run("tables", spark=True)
+
+
+@task(**GPU, execution_timeout=dt.timedelta(hours=2),
+      doc_md="Encode the catalogue's new or changed item texts with the pretrained text model (cached by text hash).")
+def embed() -> dict:
+    return _run("embed")
 
 
 @task(**GPU, execution_timeout=dt.timedelta(hours=2),
@@ -108,14 +122,14 @@ def report() -> dict:
     return _run("report")
 
 
-@task_group(prefix_group_id=False, tooltip="Spark: raw logs to clean events to windowed tables")
+@task_group(prefix_group_id=False, tooltip="Spark: raw logs and the catalogue to clean data to windowed tables")
 def prepare() -> None:
-    clean() >> tables()
+    [clean(), catalogue()] >> tables()
 
 
-@task_group(prefix_group_id=False, tooltip="GAN augmentation and sample expansion")
+@task_group(prefix_group_id=False, tooltip="Text embeddings, GAN and content augmentation, sample expansion")
 def augmentation() -> None:
-    augment() >> expand()
+    embed() >> augment() >> expand()
 
 
 @task_group(prefix_group_id=False, tooltip="Recommender training and offline evaluation")

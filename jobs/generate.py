@@ -1,18 +1,22 @@
-"""Generate synthetic raw interaction logs into the raw zone: the pipeline's built-in default source.
+"""Generate synthetic raw interaction logs and their item catalogue: the pipeline's built-in default source.
 
 What is drawn, and how, is :mod:`recsys.data.synthetic`; this program takes the ``generate`` config
-section (flags win), draws the rows and lands them with :func:`recsys.data.rawzone.write_raw`.
+section (flags win), draws the rows and lands them with :func:`recsys.data.rawzone.write_raw`, and the
+catalogue with :func:`recsys.data.catalogue.write_raw_catalogue` on the first day, so every date of the
+world has it (items that arrive later are in the catalogue before their first event).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
 from recsys.core.cli import JobContext, iso_date, job_parser, run_job
+from recsys.data.catalogue import write_raw_catalogue
 from recsys.data.rawzone import write_raw
-from recsys.data.synthetic import SOURCE, SyntheticSpec, synthesize
+from recsys.data.synthetic import SOURCE, SyntheticSpec, synthesize, synthetic_catalogue
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +40,10 @@ def body(ctx: JobContext) -> dict[str, Any]:
         end_date=args.end_date, days=args.days, users=args.users, items=args.items, events=args.events,
     )
     table, day = synthesize(spec)
-    return write_raw(ctx.lake, table, day, source=SOURCE, src=None, has_timestamp=True, replace=args.replace)
+    result = write_raw(ctx.lake, table, day, source=SOURCE, src=None, has_timestamp=True, replace=args.replace)
+    first_day = (dt.date.fromisoformat(spec.end_date) - dt.timedelta(days=spec.days - 1)).isoformat()
+    result["catalogue_rows"] = write_raw_catalogue(ctx.lake, synthetic_catalogue(spec), first_day)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

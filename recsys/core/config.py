@@ -110,6 +110,7 @@ class Generate(_Section):
     variant_share: Share
     duplicate_share: Share
     bot_events_per_day: NonNegInt
+    catalogue_only_share: Share
 
 
 class EventRule(_Section):

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys.core.columns import RAW_COLUMNS
+from recsys.core.columns import RAW_CATALOGUE_COLUMNS, RAW_COLUMNS
 from recsys.data.rawzone import SECONDS_PER_DAY, day_number, day_text, iso_utc
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class SyntheticSpec:
     variant_share: float
     duplicate_share: float
     bot_events_per_day: int
+    catalogue_only_share: float
     seed: int
 
     def __post_init__(self) -> None:
@@ -75,7 +76,7 @@ class SyntheticSpec:
         for name in ("new_user_share", "new_item_share"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"generate.{name} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("taste_strength", "dirt_share", "variant_share", "duplicate_share"):
+        for name in ("taste_strength", "dirt_share", "variant_share", "duplicate_share", "catalogue_only_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"generate.{name} must be in [0, 1], got {getattr(self, name)}")
         unknown = set(self.event_mix) - set(EVENT_KINDS)
@@ -270,6 +271,46 @@ def _duplicated_rows(rng: np.random.Generator, spec: SyntheticSpec, source: np.n
     n_dup = min(round(spec.duplicate_share * n_rows), n_rows)
     rows = np.concatenate([np.arange(n_rows), rng.choice(n_rows, size=n_dup, replace=False)])
     return rows[np.argsort(source[rows], kind="stable")]
+
+
+# one theme per taste group (cycled beyond twelve): an item's text names its group's theme and words, so
+# content predicts taste as it does in real catalogues (genres, tags), and a text model can learn it
+THEMES = (
+    ("Jazz", "saxophone, trumpet, swing, bebop, improvisation"),
+    ("Space adventure", "starship, aliens, robots, galaxy, astronauts"),
+    ("Cooking", "recipes, kitchen, baking, spices, desserts"),
+    ("Football", "goals, league, stadium, striker, penalties"),
+    ("Gardening", "flowers, soil, seeds, roses, greenhouse"),
+    ("Horror", "ghosts, haunted house, vampires, nightmares, fear"),
+    ("Travel", "beaches, islands, passports, hotels, road trips"),
+    ("Programming", "python, compilers, databases, algorithms, code"),
+    ("Romance", "love story, wedding, first kiss, hearts, letters"),
+    ("History", "empires, kings, medieval castles, battles, chronicles"),
+    ("Fitness", "running, gym, yoga, muscles, training plans"),
+    ("Fairy tales", "princesses, dragons, enchanted forests, wizards, castles"),
+)
+
+
+def synthetic_catalogue(spec: SyntheticSpec) -> pa.Table:
+    """The item catalogue of ``spec``'s world: ``item_id, title, text`` (``RAW_CATALOGUE_COLUMNS``).
+
+    Every item of the events has a row whose text carries its taste group's theme and a seeded draw of
+    three of its words; ``catalogue_only_share`` more items (a share of the items) exist only in the
+    catalogue, with no event at all: the cold start of a brand-new item.
+    """
+    world = _world(np.random.default_rng(spec.seed), spec)  # the same world synthesize draws first
+    rng = np.random.default_rng([spec.seed, 1])
+    extra = round(len(world.item_arrival) * spec.catalogue_only_share)
+    groups = np.concatenate([world.item_group, rng.integers(spec.tastes, size=extra)])
+    titles, texts = [], []
+    for item, group in enumerate(groups):
+        theme, words = THEMES[group % len(THEMES)]
+        picked = rng.choice(words.split(", "), size=3, replace=False)
+        edition = f" {group // len(THEMES) + 1}" if group >= len(THEMES) else ""
+        titles.append(f"{theme}{edition} no. {item}")
+        texts.append(f"{theme}{edition} no. {item}. {theme}{edition}: {', '.join(picked)}.")
+    return pa.table(dict(zip(RAW_CATALOGUE_COLUMNS, (_ids("i", len(groups)), pa.array(titles), pa.array(texts)),
+                             strict=True)))
 
 
 def synthesize(spec: SyntheticSpec) -> tuple[pa.Table, np.ndarray]:

@@ -11,7 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILE = REPO / "dags" / "recsys_nightly.py"
-STAGES = ["clean", "tables", "augment", "expand", "train", "evaluate", "register", "publish", "report"]
+STAGES = ["clean", "tables", "embed", "augment", "expand", "train", "evaluate", "register", "publish", "report"]
+BESIDE = {"catalogue": "tables"}  # tasks off the chain -> the stage that waits for them
 HEAVY = ("pyspark", "tensorflow", "keras", "mlflow", "pandas", "numpy", "scipy", "jobs")
 
 # Runs in a fresh interpreter: loads the DAG file with an audit hook that refuses any network or
@@ -89,10 +90,12 @@ def dag():  # noqa: ANN201 - an Airflow DAG
 
 
 def test_stages_are_a_chain_in_order(dag) -> None:  # noqa: ANN001
-    assert sorted(dag.task_ids) == sorted(STAGES)
+    assert sorted(dag.task_ids) == sorted([*STAGES, *BESIDE])
     for upstream, downstream in zip(STAGES, STAGES[1:], strict=False):
-        assert dag.get_task(downstream).upstream_task_ids == {upstream}
-    assert dag.get_task("clean").upstream_task_ids == set()
+        beside = {task for task, waiting in BESIDE.items() if waiting == downstream}
+        assert dag.get_task(downstream).upstream_task_ids == {upstream, *beside}
+    for task in ("clean", *BESIDE):
+        assert dag.get_task(task).upstream_task_ids == set()
 
 
 def test_schedule_and_concurrency(dag) -> None:  # noqa: ANN001
@@ -125,17 +128,17 @@ def _restriction(earliest):  # noqa: ANN001, ANN202 - a TimeRestriction
 
 def test_task_groups_mirror_the_stages_without_renaming_tasks(dag) -> None:  # noqa: ANN001
     groups = {group_id: sorted(group.children) for group_id, group in dag.task_group.children.items()}
-    assert groups == {"prepare": ["clean", "tables"], "augmentation": ["augment", "expand"],
+    assert groups == {"prepare": ["catalogue", "clean", "tables"], "augmentation": ["augment", "embed", "expand"],
                       "modelling": ["evaluate", "train"], "release": ["publish", "register", "report"]}
 
 
 def test_pools_retries_timeouts_and_alerts(dag) -> None:  # noqa: ANN001
     import datetime as dt
 
-    tasks = {task_id: dag.get_task(task_id) for task_id in STAGES}
+    tasks = {task_id: dag.get_task(task_id) for task_id in [*STAGES, *BESIDE]}
     assert {t: task.pool for t, task in tasks.items() if task.pool != "default_pool"} == {
-        "clean": "spark", "tables": "spark", "augment": "gpu"}
-    assert tasks["augment"].queue == "gpu"
+        "clean": "spark", "catalogue": "spark", "tables": "spark", "embed": "gpu", "augment": "gpu"}
+    assert tasks["augment"].queue == tasks["embed"].queue == "gpu"
     for task in tasks.values():
         assert task.retries == 2 and task.retry_exponential_backoff == 2.0, task.task_id
         assert task.max_retry_delay == dt.timedelta(minutes=30), task.task_id

@@ -18,7 +18,7 @@ from recsys.core.columns import RAW_COLUMNS
 from recsys.core.config import load_config
 from recsys.core.lake import Lake, read_json, write_json
 from recsys.data.rawzone import day_number, day_text
-from recsys.data.synthetic import SyntheticSpec, synthesize
+from recsys.data.synthetic import THEMES, SyntheticSpec, synthesize, synthetic_catalogue
 
 KINDS = {"view", "click", "cart", "purchase", "rating"}
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -188,7 +188,8 @@ def test_main_lands_partitions_and_source(lake: Lake) -> None:
             "--seed", "3", "--set", "generate.bot_events_per_day=5"]
     facts = generate.main(argv)
     assert facts == {"first_date": "2026-02-28", "last_date": "2026-03-02", "days": 3, "window_days": 3,
-                     "rows": _raw_rows(lake)}
+                     "rows": _raw_rows(lake), "catalogue_rows": 46}  # 40 + 4 later items, + 5% catalogue-only
+    assert lake.dates("raw_catalogue") == ["2026-02-28"]  # the first day: every date has the catalogue
     assert lake.dates("raw") == ["2026-02-28", "2026-03-01", "2026-03-02"]
     source = read_json(lake.path("raw") / "_source.json")
     assert source == {"source": "synthetic", "src": None, "user_id_type": "string", "item_id_type": "string",
@@ -211,3 +212,26 @@ def test_main_refuses_a_raw_zone_of_another_source(lake: Lake) -> None:
     assert read_json(lake.path("raw") / "_source.json")["source"] == "synthetic"
     assert lake.dates("raw") == [(dt.date(2026, 1, 30) + dt.timedelta(days=k)).isoformat() for k in range(2)]
     assert facts["rows"] == _raw_rows(lake)
+
+
+def test_the_catalogue_names_each_items_taste_and_adds_items_without_events() -> None:
+    spec = _spec(catalogue_only_share=0.1)
+    catalogue = synthetic_catalogue(spec).to_pandas()
+    events = _frame(spec)
+    items = {i for i in _trim(events["item_id"].dropna()) if not _bad_id(i)}
+    # 80 items at the start, 9 arriving later (new_item_share 0.1), and 10% of those 89 in the catalogue only
+    assert catalogue["item_id"].tolist() == [f"i{i}" for i in range(98)]
+    assert items <= set(catalogue["item_id"]) and not items & {f"i{i}" for i in range(89, 98)}
+    # items of one taste share a theme: a user's in-taste items (ratings >= 4 dominate) name one theme most
+    theme = catalogue.set_index("item_id")["text"].str.split(".").str[0].str.replace(r" no$", "", regex=True)
+    assert set(theme.str.replace(r" no \d+$", "", regex=True)) <= {t for t, _ in THEMES}
+    themed = theme.str.replace(r" no \d+$", "", regex=True)
+    clean = events[events["item_id"].notna() & events["user_id"].notna()]
+    clean = clean.assign(item=_trim(clean["item_id"]), user=_trim(clean["user_id"]))
+    clean = clean[clean["item"].isin(themed.index)].assign(theme=lambda f: f["item"].map(themed))
+    # each user's taste as the theme most of their events name; their ratings follow it
+    taste = clean.groupby("user")["theme"].agg(lambda t: t.value_counts().index[0])
+    rated = clean[clean["event"] == "rating"].assign(stars=lambda f: pd.to_numeric(f["value"], errors="coerce"))
+    in_taste = rated["theme"].to_numpy() == rated["user"].map(taste).to_numpy()
+    assert rated["stars"][in_taste].mean() > rated["stars"][~in_taste].mean() + 1.0  # the text predicts taste
+    assert synthetic_catalogue(spec).equals(synthetic_catalogue(spec))  # seeded
