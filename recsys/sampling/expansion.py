@@ -1,13 +1,14 @@
 """Sample expansion: weighted positives and negatives for the recommender, each tagged with its source.
 
 Built from the train split of ``tables/ds=D`` (never valid or test) and ``augment/ds=D`` (GAN
-positives, synthetic users, hard-negative candidates); written by ``jobs.expand`` as
+positives, synthetic users, hard-negative candidates, content positives); written by ``jobs.expand`` as
 ``examples/ds=D/examples.parquet``:
 
 =========  =======  =============================================================================
 column     type     meaning
 =========  =======  =============================================================================
-user_idx   int32    a real user's index, or ``n_users + syn_user`` for a synthetic user
+user_idx   int32    a real user's index, ``n_users + syn_user`` for a synthetic user, or
+                    ``n_users + n_syn + copy`` for a transform_pos pseudo-user
 item_idx   int32    the item
 label      int8     1 positive, 0 negative
 weight     float32  1.0 for real examples; ``synthetic_weight x confidence`` for synthetic positives
@@ -19,15 +20,19 @@ source     string   one of ``recsys.core.columns.SOURCES``
 
 ``n_users`` is the number of rows of the date's train matrix, so every example's user has a
 history: a real user's train row, or, for ``user_idx >= n_users``, the synthetic user's own
-``syn_user`` positives. Rows are ordered by user; within a user, positives first.
+``syn_user`` positives (a pseudo-user's: its own ``transform_pos`` rows). Rows are ordered by user; within a
+user, positives first.
 
 Positives: ``real_pos`` every train entry; ``gan_pos`` the GAN's positives for sparse users (minus
 any already in train); ``cooc_pos`` co-occurrence positives of users with fewer than
-``expand.cooc_min_history`` train items; ``syn_user`` the synthetic users' items. Negatives:
+``expand.cooc_min_history`` train items; ``syn_user`` the synthetic users' items; ``content_pos`` the
+content generator's positives of cold items (``synthetic_weight x confidence``, minus any already in train);
+``transform_pos`` pseudo-users, perturbed copies of real histories (:mod:`recsys.sampling.transform`), after
+every synthetic user whether ``syn_user`` is on or not, with no negatives. Negatives:
 ``negatives_per_positive`` per train entry of a real user and per item of a synthetic user, allotted
 to ``neg_uniform``/``neg_pop``/``neg_hard`` by ``expand.negative_mix`` (synthetic users have no
 candidates, so their share of ``neg_hard`` is spread over the other two). No negative is ever an item
-in the user's history, nor one of the user's GAN or co-occurrence positives (those are computed even
+in the user's history, nor one of the user's GAN, co-occurrence or content positives (those are computed even
 when switched off, so the negatives do not depend on the switches). Every switch in
 ``expand.sources`` removes exactly the rows of its source (``syn_user`` also removes the synthetic
 users' negatives: without it those users do not exist); the other rows stay identical, so ablations

@@ -6,12 +6,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
+from jobs import augment as augment_job
+from jobs import expand as expand_job
 from recsys.augmentation import content
-from recsys.core.columns import CONFIDENCE, ITEM_IDX, USER_IDX
-from recsys.core.config import load_config
+from recsys.augmentation.schemas import CONTENT_POS_SCHEMA
+from recsys.core.columns import CONFIDENCE, CONTENT_HASH, EMBEDDING, ITEM_ID, ITEM_IDX, USER_IDX
+from recsys.core.config import config_hash, load_config
+from recsys.core.lake import CONTENT_POS_FILE, EMBEDDINGS_FILE, EXAMPLES_FILE, QUALITY_FILE, Lake, read_json
+from tests.support import write_tables
 
 # two groups of 8 warm items each, users 0-9 like group A (items 0-7), users 10-19 group B (items 8-15);
 # item 16 is cold with a group-A embedding, item 17 cold with a group-B one, item 18 cold without one
@@ -179,3 +186,52 @@ def test_generate_content_targets_the_cold_items_and_reports() -> None:
     none, report = content.generate_content(train, np.zeros((N_ITEMS, 0), np.float32), np.zeros(N_ITEMS, bool),
                                             config(), seed=0)
     assert none.empty and report["reason"] == "no item embeddings"
+
+
+DS = "2026-01-31"
+
+
+def write_embeddings(lake: Lake, vectors: np.ndarray, has: np.ndarray) -> None:
+    items = np.flatnonzero(has)
+    out = lake.path("embed", DS)
+    out.mkdir(parents=True)
+    pq.write_table(pa.table({ITEM_ID: [f"i{i}" for i in items], CONTENT_HASH: [f"h{i}" for i in items],
+                             EMBEDDING: pa.array(list(vectors[items]), pa.list_(pa.float32()))}), out / EMBEDDINGS_FILE)
+
+
+def test_augment_job_writes_content_positives_even_with_the_gan_off(lake: Lake) -> None:
+    train, vectors, has = planted()
+    write_tables(lake, DS, train)
+    write_embeddings(lake, vectors, has)
+    facts = augment_job.main(["--ds", DS, "--set", "augment.enabled=false", "--set", "content.max_interactions=1"])
+    out = lake.path("augment", DS)
+    table = pq.read_table(out / CONTENT_POS_FILE)
+    assert table.schema.remove_metadata() == CONTENT_POS_SCHEMA and facts["content_pos_rows"] == table.num_rows > 0
+    got = table.to_pandas()
+    assert users_of(got, COLD_A) <= set(range(USERS)) and users_of(got, COLD_B) <= set(range(USERS, 2 * USERS))
+    quality = read_json(out / QUALITY_FILE)["content"]
+    config = load_config(["content.max_interactions=1"])
+    assert quality["lineage"] == {"ds": DS, "config_hash": config_hash(config["content"]), "seed": config["seed"],
+                                  "embeddings": str(lake.path("embed", DS) / EMBEDDINGS_FILE)}
+    assert quality["targets"] == 2 and quality["rows"] == table.num_rows  # the cold items with an embedding
+
+    # expand: content_pos rows, weighted synthetic_weight x confidence, gone with the switch and nothing else
+    expand_job.main(["--ds", DS])
+    examples = pd.read_parquet(lake.path("examples", DS) / EXAMPLES_FILE)
+    rows = examples[examples["source"] == "content_pos"]
+    merged = rows.merge(got, on=[USER_IDX, ITEM_IDX])
+    assert len(merged) == len(rows) == len(got)
+    np.testing.assert_allclose(merged["weight"], config["expand"]["synthetic_weight"] * merged[CONFIDENCE], rtol=1e-6)
+    expand_job.main(["--ds", DS, "--set", "expand.sources.content_pos=false"])
+    without = pd.read_parquet(lake.path("examples", DS) / EXAMPLES_FILE)
+    pd.testing.assert_frame_equal(examples[examples["source"] != "content_pos"].reset_index(drop=True), without)
+
+
+def test_augment_job_without_embeddings_writes_no_content_rows(lake: Lake) -> None:
+    train, _, _ = planted()
+    write_tables(lake, DS, train)
+    augment_job.main(["--ds", DS, "--set", "augment.enabled=false"])
+    out = lake.path("augment", DS)
+    assert pq.read_table(out / CONTENT_POS_FILE).num_rows == 0
+    quality = read_json(out / QUALITY_FILE)["content"]
+    assert quality["reason"] == "no item embeddings" and quality["lineage"]["embeddings"] is None
