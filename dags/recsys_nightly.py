@@ -38,7 +38,7 @@ import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task, task_group
 
 from recsys_airflow.alerts import RecsysAlertNotifier
-from recsys_airflow.launch import launch_job, run_date
+from recsys_airflow.launch import embedding_endpoint_env, launch_job, run_date
 from recsys_airflow.params import dag_params
 
 NIGHTLY_CRON = os.environ.get("RECSYS_NIGHTLY_CRON", "0 3 * * *")  # UTC; see the DAG docs above
@@ -74,7 +74,8 @@ def tables() -> dict:
 @task(**GPU, execution_timeout=dt.timedelta(hours=2),
       doc_md="Encode the catalogue's new or changed item texts with the pretrained text model (cached by text hash).")
 def embed() -> dict:
-    return _run("embed")
+    # the endpoint backend's URL and key from the connection recsys_embeddings, when it exists
+    return launch_job("embed", get_current_context(), env=embedding_endpoint_env())
 
 
 @task(**GPU, execution_timeout=dt.timedelta(hours=2),
