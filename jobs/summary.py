@@ -14,8 +14,10 @@ SHOWN = HEADLINE[:4]  # the report's headline metrics that fit on a terminal lin
 
 
 def render_summary(ds: str, lake_root: str, registration: dict[str, Any], metrics: dict[str, Any],
-                   paths: dict[str, str], recs: dict[str, Any] | None = None) -> str:
-    """The summary text of one date (pure, for tests); ``recs`` is publish's ``_summary.json``, if any."""
+                   paths: dict[str, str], recs: dict[str, Any] | None = None,
+                   recs_new: dict[str, Any] | None = None) -> str:
+    """The summary text of one date (pure, for tests); ``recs`` and ``recs_new`` are publish's
+    ``_summary.json`` files, if any."""
     lines = [f"recsys-augment: run of {ds}", "", f"lake: {lake_root}"]
     lines += [f"  {zone:<11} {path}" for zone, path in paths.items()]
     gate = registration.get("gate", {})
@@ -36,8 +38,13 @@ def render_summary(ds: str, lake_root: str, registration: dict[str, Any], metric
     verdict = metrics.get("augmentation", {}).get("verdict")
     if verdict:
         lines += ["", f"augmentation: {verdict}"]
+    cold = metrics.get("cold_start") or {}
+    if cold:
+        lines += ["", f"cold start: {cold.get('verdict') or 'skipped: ' + str(cold.get('skipped'))}"]
     if recs:
         lines += ["", f"recommendations: {served_text(recs)}"]
+    if recs_new:
+        lines += [f"new items ({recs_new.get('items')} of them): {served_text(recs_new)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -45,12 +52,12 @@ def body(ctx: JobContext) -> dict[str, Any]:
     ds, lake = ctx.ds, ctx.lake
     registration = read_json(lake.require("registry", ds) / REGISTRATION_FILE)
     metrics = read_json(lake.require("eval", ds) / METRICS_FILE)
-    paths = {zone: str(lake.path(zone, ds)) for zone in ("raw", "clean", "quarantine", "tables", "augment",
-                                                         "examples", "models", "eval", "recs")}
+    paths = {zone: str(lake.path(zone, ds)) for zone in ("raw", "clean", "quarantine", "catalogue", "tables", "embed", "augment",
+                                                         "examples", "models", "eval", "recs", "recs_new")}
     paths["report"] = str(lake.path("reports", ds) / REPORT_FILE)
-    recs_summary = lake.path("recs", ds) / RECS_SUMMARY_FILE
-    recs = read_json(recs_summary) if recs_summary.is_file() else None
-    sys.stdout.write(render_summary(ds, str(lake.root), registration, metrics, paths, recs))
+    recs, recs_new = (read_json(path) if path.is_file() else None
+                      for path in (lake.path(zone, ds) / RECS_SUMMARY_FILE for zone in ("recs", "recs_new")))
+    sys.stdout.write(render_summary(ds, str(lake.root), registration, metrics, paths, recs, recs_new))
     return {"recs": paths["recs"], "run_id": registration.get("run_id"), "version": registration.get("version")}
 
 
