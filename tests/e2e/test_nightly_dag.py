@@ -99,7 +99,9 @@ def test_recs_follow_the_output_contract(world: dict) -> None:
     seen = set(zip(clean["user_id"], clean["item_id"], strict=True)) | set(zip(bots["user_id"], bots["item_id"],
                                                                               strict=True))
     assert not seen & set(zip(recs["user_id"], recs["item_id"], strict=True)), "a recommended item was already seen"
-    assert set(recs["item_id"]) <= set(clean["item_id"]) | set(bots["item_id"])
+    # items come from the events or the catalogue: the model also ranks catalogue items nobody has touched yet
+    catalogue = pd.read_parquet(lake.path("catalogue", DS) / "catalogue.parquet", columns=["item_id"])
+    assert set(recs["item_id"]) <= set(clean["item_id"]) | set(bots["item_id"]) | set(catalogue["item_id"])
 
 
 def test_catalogue_items_without_events_are_indexed_encoded_augmented_and_served_as_new(world: dict) -> None:
