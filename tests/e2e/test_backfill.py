@@ -35,6 +35,7 @@ DATES = ["2026-01-08", "2026-01-09", "2026-01-10"]
 RERUN_DATE = DATES[1]
 MODEL = "recsys-augment-backfill"
 ZONES = ["clean", "quarantine", "tables", "augment", "examples", "models", "eval", "registry", "reports", "recs"]
+LOCKED_TRIES = 12  # tries of POST /backfills while SQLite is locked, 5 s apart
 RERUN_TASKS = {"train", "evaluate", "register", "publish", "report"}  # `train` and everything downstream of it
 TINY = {  # smaller and shorter than the nightly e2e test: this one runs the pipeline four times
     "RECSYS__GENERATE__USERS": "200", "RECSYS__GENERATE__ITEMS": "150", "RECSYS__GENERATE__EVENTS": "8000",
@@ -180,11 +181,24 @@ def _outputs(lake: Lake, ds: str) -> tuple[pd.DataFrame, dict]:
     return pd.read_parquet(lake.path("recs", ds)), metrics["models"]
 
 
+def _create_backfill(api: Api, body: dict) -> Any:
+    """POST /backfills, asked again while the scheduler or the DAG processor holds SQLite's write lock: Airflow
+    then answers 503 "Database is locked" (SQLite takes one writer at a time), and a later try goes through."""
+    for attempt in range(LOCKED_TRIES):
+        try:
+            return api.call("POST", "/backfills", body)
+        except AssertionError as err:
+            if "Database is locked" not in str(err) or attempt == LOCKED_TRIES - 1:
+                raise
+            time.sleep(5)
+    return None
+
+
 @pytest.fixture(scope="module")
 def backfilled(airflow: dict) -> dict:
     api: Api = airflow["api"]
     started = time.monotonic()
-    backfill = api.call("POST", "/backfills", {
+    backfill = _create_backfill(api, {
         "dag_id": DAG_ID, "from_date": f"{DATES[0]}T00:00:00Z", "to_date": f"{DATES[-1]}T12:00:00Z",
         "max_active_runs": 1, "reprocess_behavior": "none", "run_backwards": False,
     })
