@@ -33,19 +33,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.core.columns import CONFIDENCE, ITEM_IDX, USER_IDX
+from recsys.core.matrices import binary
 
 log = logging.getLogger(__name__)
 
 # similarities held at once: a block of cold items x the warm items (float32), about 128 MB
 _BLOCK_CELLS = 1 << 25
-
-
-def _binary(train: sp.csr_matrix) -> sp.csr_matrix:
-    """Users x items, 1.0 where the train weight is positive."""
-    x = sp.csr_matrix(train, dtype=np.float32, copy=True)
-    x.data = (x.data > 0).astype(np.float32)
-    x.eliminate_zeros()
-    return x
 
 
 def warm_items(train: sp.csr_matrix, has: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -157,7 +150,7 @@ def content_positives(
     targets = np.unique(np.asarray(targets, np.int64))
     cold = targets[has[targets]] if len(targets) else targets
     cap = int(config["per_item_cap"])
-    x = _binary(train)
+    x = binary(train)
     warm = warm_items(x, has, targets)
     if vectors.shape[1] == 0 or len(cold) == 0 or len(warm) == 0 or cap == 0:
         return empty
@@ -180,7 +173,7 @@ def content_positives(
 
 def held_out_items(train: sp.csr_matrix, has: np.ndarray, targets: np.ndarray, share: float, seed: int) -> np.ndarray:
     """A seeded ``share`` of the warm items (:func:`warm_items`), sorted: the validation's simulated cold items."""
-    warm = warm_items(_binary(train), has, targets)
+    warm = warm_items(binary(train), has, targets)
     n = int(round(share * len(warm)))
     return np.sort(np.random.default_rng(seed).choice(warm, size=n, replace=False)) if n else warm[:0]
 
@@ -191,7 +184,7 @@ def pair_precision(train: sp.csr_matrix, positives: pd.DataFrame, items: np.ndar
     Precision: the share of the pairs that are train interactions; recall: the share of the items' train
     interactions that are pairs. 0.0 when there is nothing to divide by.
     """
-    x = _binary(train)
+    x = binary(train)
     real = int(x[:, items].nnz)
     hits = int((np.asarray(x[positives[USER_IDX].to_numpy(), positives[ITEM_IDX].to_numpy()]).ravel() > 0).sum()) \
         if len(positives) else 0
@@ -270,7 +263,7 @@ def active_user_pairs(train: sp.csr_matrix, pairs: pd.DataFrame) -> pd.DataFrame
 def cold_items(train: sp.csr_matrix, has: np.ndarray, max_interactions: int) -> np.ndarray:
     """The content generator's targets: items with fewer than ``max_interactions`` train interactions (none
     included) that have an embedding."""
-    counts = np.bincount(_binary(train).indices, minlength=train.shape[1])
+    counts = np.bincount(binary(train).indices, minlength=train.shape[1])
     return np.flatnonzero((counts < int(max_interactions)) & np.asarray(has, bool))
 
 
