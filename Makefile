@@ -32,16 +32,16 @@ PYTEST_ARGS ?=
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v java >/dev/null || { echo "Java 17 is required (Spark needs it): apt-get install openjdk-17-jre-headless"; exit 1; }
 	@if command -v uv >/dev/null; then \
-		uv venv -q --allow-existing --python 3.11 $(VENV) && VIRTUAL_ENV=$(VENV) uv pip install -q -r requirements.txt; \
+		uv venv -q --allow-existing --python 3.11 $(VENV) && VIRTUAL_ENV=$(VENV) uv pip install -q -r requirements.txt -r requirements-dev.txt; \
 	else \
-		python3.11 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -r requirements.txt; \
+		python3.11 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt; \
 	fi
 	@touch $@
 
-venv: $(VENV)/.installed  ## create .venv and install the pinned requirements (uv when present, else pip)
+venv: $(VENV)/.installed  ## create .venv with the pinned runtime and development requirements (uv when present, else pip)
 
 # Pools of recsys_nightly: `gpu` (1 slot, the text encoder and the GAN) and `spark` (SPARK_POOL_SLOTS concurrent Spark jobs).
 SPARK_POOL_SLOTS ?= 2
@@ -85,8 +85,9 @@ test-slow: airflow-db  ## run the slow tests: the multi-date backfill through Ai
 lint:  ## ruff, including Airflow's AIR rules
 	$(BIN)/ruff check .
 
-lock:  ## recompile requirements.txt from requirements.in
+lock:  ## recompile requirements.txt (runtime) and requirements-dev.txt (tests, lint, benchmarks) from their .in files
 	uv pip compile requirements.in -o requirements.txt --python-version 3.11
+	uv pip compile requirements-dev.in -o requirements-dev.txt --python-version 3.11
 
 clean-state:  ## remove all local state under $(RECSYS_HOME)
 	rm -rf $(RECSYS_HOME)
