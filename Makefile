@@ -77,7 +77,7 @@ run-on: airflow-db  ## import FORMAT= SRC= [MAPPING= SEP= ENCODING= ITEMS= ITEM_
 		$(call run_on_arg,--name,NAME) $(if $(filter 1,$(value REPLACE)),--replace)
 
 test: airflow-db  ## run the test suite but the multi-date backfill (gpu tests only where a GPU is present)
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow and not cluster" $(PYTEST_ARGS)
 
 test-slow: airflow-db  ## run the slow tests: the multi-date backfill through Airflow (about 20 min)
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
