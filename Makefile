@@ -27,7 +27,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 DEMO_DATE ?= 2026-01-31
 PYTEST_ARGS ?=
 
-.PHONY: help venv airflow-db demo test test-slow run-on lint lock clean-state
+.PHONY: help venv airflow-db demo test test-slow test-cluster run-on lint lock clean-state
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -81,6 +81,9 @@ test: airflow-db  ## run the test suite but the multi-date backfill (gpu tests o
 
 test-slow: airflow-db  ## run the slow tests: the multi-date backfill through Airflow (about 20 min)
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+test-cluster: venv  ## run the loopback scale-out cluster test (PostgreSQL, Redis, MLflow server, Spark standalone, Celery)
+	$(BIN)/pytest -m cluster $(PYTEST_ARGS)
 
 lint:  ## ruff, including Airflow's AIR rules
 	$(BIN)/ruff check .
