@@ -1,9 +1,11 @@
 """Register the night's model in MLflow as `challenger`; move `champion` only when the gate passes.
 
 One MLflow run per DAG run: tags (dag, run, date, git commit, window, dataset fingerprint), the whole
-effective config as params, every evaluation figure as metrics, reports and plots as artifacts, and
-the model as a pyfunc (recsys.serving.pyfunc.RecsysModel) registered as a new version
-(:mod:`recsys.serving.registry`). Re-registering the same training (same date, data and config) reuses
+effective config as params, every evaluation figure as metrics, each trained model's per-epoch loss and
+validation curves as stepped metrics, the lake partitions the night read as datasets (with content
+digests), reports and plots as artifacts, and the model as a pyfunc (recsys.serving.pyfunc.RecsysModel)
+registered as a new version (:mod:`recsys.serving.registry`) whose description carries the night's
+headline and the gate's reason. Re-registering the same training (same date, data and config) reuses
 its version unless ``register.force`` is set.
 
 The gate (:mod:`recsys.evaluation.gate`) re-evaluates the current champion on today's test split through
@@ -40,6 +42,7 @@ from recsys.core.lake import (
     REGISTRATION_FILE,
     STATS_FILE,
     TRAIN_FACTS_FILE,
+    Lake,
     read_json,
     window_start,
     write_json,
@@ -52,6 +55,7 @@ from recsys.serving import registry
 from recsys.serving.new_items import read_new_items
 
 log = logging.getLogger(__name__)
+TABLES_SPLITS = "train: fit; valid: early stopping and blend; test: evaluation and gate"
 
 
 def _git_commit() -> str:
@@ -73,6 +77,17 @@ def cold_start_tags(metrics: dict[str, Any]) -> dict[str, str]:
     verdict = cold.get("verdict") or f"skipped: {cold.get('skipped', 'not evaluated')}"
     met = cold.get("targets", {}).get("met")
     return {"cold_start": verdict[:5000], "cold_start_targets_met": "n/a" if met is None else str(bool(met)).lower()}
+
+
+def read_partitions(lake: Lake, ds: str) -> dict[str, list[Path]]:
+    """The date's lake partitions the night's models were trained from, those that exist, by MLflow context.
+
+    The tables (train, valid and test matrices), the augment outputs, the expanded examples, and the
+    catalogue and its embeddings of the content path. The test split the evaluation scores lives in the
+    tables partition, logged once (MLflow keeps one input per dataset and run), tagged with its splits.
+    """
+    zones = ("tables", "augment", "examples", "catalogue", "embed")
+    return {"training": [p for p in (lake.path(zone, ds) for zone in zones) if p.is_dir()]}
 
 
 def body(ctx: JobContext) -> dict[str, Any]:
@@ -128,7 +143,9 @@ def body(ctx: JobContext) -> dict[str, Any]:
             run_id, version = registry.log_version(
                 name, run_name=f"recsys-{ds}", tags=tags, params=registry.flatten(ctx.config),
                 metrics=registry.run_metrics(metrics, train_facts), artifacts=artifacts, model_dir=models_dir,
-                profile=registry.build_profile(m, lake.source(), read_new_items(lake, ds, m, ctx.config)))
+                profile=registry.build_profile(m, lake.source(), read_new_items(lake, ds, m, ctx.config)),
+                curves=registry.epoch_metrics(train_facts), partitions=read_partitions(lake, ds),
+                partition_tags={f"tables/ds={ds}": {"splits": TABLES_SPLITS}})
             log.info("registered %s version %s from run %s", name, version, run_id)
         gate = registry.apply_gate(client, name, version, existing=existing, champion=before,
                                    champion_value=champion_value, metrics=metrics, settings=cfg, ds=ds)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -24,12 +25,14 @@ import pandas as pd
 
 from recsys.core.lake import FINAL_MODEL_FILE, MODEL_FILE
 from recsys.core.matrices import Matrices
+from recsys.core.tracking import log_partitions
 from recsys.evaluation.gate import gate_decision
 from recsys.serving.pyfunc import Profile, RecsysModel
 from recsys.serving.recs import DEFAULT_K
 
 if TYPE_CHECKING:
     import keras
+    from mlflow.entities import Metric
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -58,6 +61,32 @@ def run_metrics(evaluation: Mapping[str, Any], train_facts: Mapping[str, Any]) -
     tree = {**evaluation, "train": training, "examples": train_facts.get("examples_by_source", {})}
     return {k: float(v) for k, v in flatten(tree).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def epoch_metrics(train_facts: Mapping[str, Any], timestamp: int | None = None) -> list[Metric]:
+    """Each trained model's per-epoch curves from ``train.json``, as MLflow metrics with ``step`` = epoch - 1.
+
+    Every list of numbers a model's facts hold (``loss`` and ``valid_ndcg@10``: one value per epoch run) is
+    a curve named as :func:`run_metrics` names that model's facts, ``train.<model>.<name>``
+    (``train.model.valid_ndcg_at_10``); a fixed-epoch fit has no validation curve. Non-finite values are
+    left out, as in :func:`run_metrics`.
+
+    Args:
+        train_facts: the date's ``train.json``.
+        timestamp: milliseconds since the epoch recorded with every point; now by default.
+    """
+    from mlflow.entities import Metric
+
+    when = int(time.time() * 1000) if timestamp is None else timestamp
+    out = []
+    for model, facts in train_facts.get("models", {}).items():
+        for key, values in facts.items():
+            if not isinstance(values, list):
+                continue
+            name = next(iter(flatten({"train": {model: {key: None}}})))
+            out += [Metric(name, float(v), when, step) for step, v in enumerate(values)
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    return out
 
 
 def served_model(model_dir: Path) -> tuple[Path, bool]:
@@ -114,8 +143,11 @@ def current_champion(client: Any, name: str) -> tuple[Any | None, keras.Model | 
 
 def log_version(name: str, *, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any],
                 metrics: Mapping[str, float], artifacts: Sequence[Path], model_dir: Path,
-                profile: Profile) -> tuple[str, str]:
-    """Log one MLflow run (params, metrics, report artifacts, the pyfunc model) and register it as a version.
+                profile: Profile, curves: Sequence[Metric] = (),
+                partitions: Mapping[str, Sequence[Path]] | None = None,
+                partition_tags: Mapping[str, Mapping[str, str]] | None = None) -> tuple[str, str]:
+    """Log one MLflow run (params, metrics, curves, input partitions, report artifacts, the pyfunc model) and
+    register it as a version.
 
     Args:
         name: the registered model's name.
@@ -123,6 +155,10 @@ def log_version(name: str, *, run_name: str, tags: Mapping[str, str], params: Ma
         artifacts: files logged under ``reports/`` (those that exist).
         model_dir: the date's ``models/`` partition; its :func:`served_model` is registered.
         profile: what the model serves from.
+        curves: metrics with steps (:func:`epoch_metrics`), logged in batches.
+        partitions: the lake partitions the night read, by context, logged as the run's datasets
+            (:func:`recsys.core.tracking.log_partitions`).
+        partition_tags: extra input tags by dataset name.
 
     Returns:
         The run id and the new version.
@@ -134,6 +170,9 @@ def log_version(name: str, *, run_name: str, tags: Mapping[str, str], params: Ma
     with mlflow.start_run(run_name=run_name, tags=dict(tags)) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         mlflow.log_metrics(dict(metrics))
+        if curves:
+            mlflow.MlflowClient().log_batch(run.info.run_id, metrics=list(curves))
+        log_partitions(partitions or {}, partition_tags)
         for path in artifacts:
             if path.exists():
                 mlflow.log_artifact(str(path), artifact_path="reports")
@@ -156,6 +195,54 @@ def log_version(name: str, *, run_name: str, tags: Mapping[str, str], params: Ma
         return run.info.run_id, str(version.version)
 
 
+def _figure(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
+
+
+def _ratio(value: Any, other: Any) -> str:
+    finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (value, other))
+    return f" (model {value / other:.3f}x)" if finite and other > 0 else ""
+
+
+def _lift(augmentation: Mapping[str, Any], segment: str) -> str:
+    lift, low, high = (augmentation.get(f"lift_{segment}{end}") for end in ("", "_low", "_high"))
+    text = f"{lift:.3f}x" if isinstance(lift, (int, float)) else "n/a"
+    interval = isinstance(low, (int, float)) and isinstance(high, (int, float))
+    return f"{text} (95% interval {low:.3f}-{high:.3f}x)" if interval else text
+
+
+def version_description(ds: str, metrics: Mapping[str, Any], gate: Mapping[str, Any]) -> str:
+    """The registered version's description (Markdown): the night's headline and the gate's decision.
+
+    The model's gate metric on the held-out test split beside EASE's and the champion's (re-scored on the
+    same split by the gate), the augmentation lift with its bootstrap interval, and the gate's reason.
+
+    Args:
+        ds: the night's date.
+        metrics: the night's ``metrics.json``.
+        gate: the decision :func:`apply_gate` returns.
+    """
+    metric = gate["metric"]
+    model = gate["challenger"]
+    ease = metrics["models"].get("ease", {}).get("all", {}).get(metric)
+    champion = gate["champion_before"]
+    before = gate["champion_version_before"]
+    versus_champion = ("no champion before" if before is None
+                       else f"champion (version {before}) {_figure(champion)}{_ratio(model, champion)}")
+    augmentation = metrics.get("augmentation") or {}
+    verdict = "promoted to champion" if gate["promoted"] else "not promoted, stays challenger"
+    lines = [
+        f"Nightly retrain of {ds}.",
+        "",
+        f"- Held-out test {metric}: model {_figure(model)}; EASE {_figure(ease)}{_ratio(model, ease)}; "
+        f"{versus_champion}.",
+        f"- Augmentation lift ({augmentation.get('metric', metric)}, with / without): all users "
+        f"{_lift(augmentation, 'all')}, sparse segment {_lift(augmentation, 'sparse')}.",
+        f"- Gate ({metric}): {verdict}. {gate['reason']}",
+    ]
+    return "\n".join(lines)
+
+
 def apply_gate(client: Any, name: str, version: str, *, existing: Any | None, champion: Any | None,
                champion_value: float | None, metrics: Mapping[str, Any], settings: Mapping[str, Any],
                ds: str) -> dict[str, Any]:
@@ -174,7 +261,8 @@ def apply_gate(client: Any, name: str, version: str, *, existing: Any | None, ch
         ds: the night's date.
 
     Returns:
-        The gate decision as registration.json records it.
+        The gate decision as registration.json records it; the version's description is set to
+        :func:`version_description` of it.
     """
     metric = settings["gate_metric"]
     challenger_value = metrics["models"]["model"]["all"].get(metric)
@@ -195,5 +283,7 @@ def apply_gate(client: Any, name: str, version: str, *, existing: Any | None, ch
         client.set_model_version_tag(name, version, key, str(value))
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
-    return {"promoted": promoted, "reason": reason, "metric": metric, "challenger": challenger_value,
-            "champion_before": champion_value, "champion_version_before": champion_version}
+    decision = {"promoted": promoted, "reason": reason, "metric": metric, "challenger": challenger_value,
+                "champion_before": champion_value, "champion_version_before": champion_version}
+    client.update_model_version(name, version, description=version_description(ds, metrics, decision))
+    return decision

@@ -1,13 +1,17 @@
-"""The promotion gate and the MLflow-safe flattening, as pure functions."""
+"""The promotion gate, the MLflow-safe flattening, the epoch curves, the version description and the
+partition digests, as pure functions."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+from pathlib import Path
 
 from jobs.summary import render_summary
+from recsys.core.tracking import partition_digest
 from recsys.evaluation.gate import gate_decision
 from recsys.report.html import render_report
-from recsys.serving.registry import flatten
+from recsys.serving.registry import epoch_metrics, flatten, version_description
 
 
 def test_gate_refuses_a_worse_challenger_and_accepts_a_better_one() -> None:
@@ -69,3 +73,50 @@ def test_report_shows_lifts_examples_quality_figures_plots_and_the_final_fit() -
     assert "<th>filters.memorisation.after</th><td>5</td>" in page
     assert 'src="data:image/png;base64,iVBORw=="' in page  # base64 of the four PNG bytes
     assert "refit on the whole window" in page
+
+
+def test_epoch_metrics_are_one_stepped_point_per_epoch_under_mlflow_safe_names() -> None:
+    facts = {"models": {
+        "model": {"loss": [0.9, 0.7, 0.6], "valid_ndcg@10": [0.1, 0.3, 0.2], "epochs": 3,
+                  "valid_ndcg@10_by_alpha": {"0.0": 0.3}},
+        "model_final": {"loss": [0.8, float("nan")], "valid_ndcg@10": [], "epochs": 2},
+    }}
+    points = {(m.key, m.step, m.value, m.timestamp) for m in epoch_metrics(facts, timestamp=7)}
+    assert points == {
+        ("train.model.loss", 0, 0.9, 7), ("train.model.loss", 1, 0.7, 7), ("train.model.loss", 2, 0.6, 7),
+        ("train.model.valid_ndcg_at_10", 0, 0.1, 7), ("train.model.valid_ndcg_at_10", 1, 0.3, 7),
+        ("train.model.valid_ndcg_at_10", 2, 0.2, 7),
+        ("train.model_final.loss", 0, 0.8, 7),  # the NaN of step 1 is left out; no validation curve
+    }
+
+
+def test_version_description_gives_the_headline_and_the_gates_reason() -> None:
+    metrics = {"models": {"model": {"all": {"ndcg@10": 0.3}}, "ease": {"all": {"ndcg@10": 0.25}}},
+               "augmentation": {"metric": "ndcg@10", "lift_all": 1.02, "lift_all_low": 0.97, "lift_all_high": 1.08,
+                                "lift_sparse": 1.15}}
+    gate = {"promoted": False, "reason": "challenger 0.3000 < champion 0.4000", "metric": "ndcg@10",
+            "challenger": 0.3, "champion_before": 0.4, "champion_version_before": "4"}
+    text = version_description("2026-01-31", metrics, gate)
+    assert "2026-01-31" in text
+    assert "model 0.3000; EASE 0.2500 (model 1.200x); champion (version 4) 0.4000 (model 0.750x)" in text
+    assert "all users 1.020x (95% interval 0.970-1.080x), sparse segment 1.150x." in text
+    assert "not promoted, stays challenger. challenger 0.3000 < champion 0.4000" in text
+    first = version_description("2026-01-31", {"models": {}}, {**gate, "promoted": True, "champion_before": None,
+                                                               "champion_version_before": None, "challenger": None})
+    assert "model n/a; EASE n/a; no champion before." in first and "promoted to champion." in first
+
+
+def test_partition_digest_follows_the_bytes_of_every_file(tmp_path: Path) -> None:
+    part = tmp_path / "tables" / "ds=2026-01-31"
+    (part / "interactions").mkdir(parents=True)
+    (part / "matrices.npz").write_bytes(b"abc")
+    (part / "interactions" / "part-0.parquet").write_bytes(b"defg")
+    # independently: sha256 over "path NUL size NUL sha256(bytes)" lines of the files in path order
+    lines = "".join(f"{name}\0{len(data)}\0{hashlib.sha256(data).hexdigest()}\n"
+                    for name, data in (("interactions/part-0.parquet", b"defg"), ("matrices.npz", b"abc")))
+    first = partition_digest(part)
+    assert first == hashlib.sha256(lines.encode()).hexdigest()[:16]
+    (part / "matrices.npz").write_bytes(b"abc")
+    assert partition_digest(part) == first  # rewritten with the same bytes: the same digest
+    (part / "matrices.npz").write_bytes(b"abd")
+    assert partition_digest(part) != first

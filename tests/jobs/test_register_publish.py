@@ -155,6 +155,81 @@ def test_register_serves_the_final_fit_and_records_the_held_outevaluation(lake: 
     assert held_out_value == pytest.approx(expected)
 
 
+def _night_of_curves(lake: Lake) -> dict:
+    """A registrable lake with per-epoch curves in train.json (drawn at random), EASE and the augmentation lift
+    in metrics.json, and a catalogue with its embeddings; returns the train.json written."""
+    registrable_lake(lake, DS, ndcg=0.5, final_fit=True)
+    rng = np.random.default_rng(11)
+    runs = {name: {"loss": rng.uniform(0.1, 1.0, size=epochs).tolist(),
+                   "valid_ndcg@10": rng.uniform(0.0, 0.5, size=epochs).tolist() if valid else [],
+                   "epochs": epochs, "best_epoch": epochs}
+            for name, epochs, valid in (("model", 4, True), ("model_noaug", 3, True), ("model_final", 2, False))}
+    facts = {"models": runs, "examples_by_source": {"real_pos": 9}}
+    write_json(lake.path("models", DS) / "train.json", facts)
+    metrics = evaluation(0.5)
+    metrics["models"]["ease"] = {"all": {"ndcg@10": 0.4}}
+    metrics["augmentation"] = {"metric": "ndcg@10", "lift_all": 1.02, "lift_all_low": 0.8712, "lift_all_high": 1.4138,
+                               "lift_sparse": 1.15, "lift_sparse_low": 0.9, "lift_sparse_high": 1.3}
+    write_json(lake.path("eval", DS) / "metrics.json", metrics)
+    for zone, name in (("catalogue", "catalogue.parquet"), ("embed", "embeddings.parquet")):
+        lake.path(zone, DS).mkdir(parents=True)
+        pd.DataFrame({"item_id": ["100", "200"], "text": ["a", "b"]}).to_parquet(lake.path(zone, DS) / name)
+    return facts
+
+
+def _digest(folder: Path) -> str:
+    """sha256 over each file's relative path, size and sha256, computed here without the code under test."""
+    import hashlib
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    lines = "".join(f"{p.relative_to(folder).as_posix()}\0{p.stat().st_size}\0{hashlib.sha256(p.read_bytes()).hexdigest()}\n"
+                    for p in files)
+    return hashlib.sha256(lines.encode()).hexdigest()[:16]
+
+
+def test_the_run_draws_each_models_epoch_curves_lists_its_partitions_and_the_version_tells_the_headline(
+        lake: Lake, mlflow_home: Path) -> None:
+    from mlflow import MlflowClient
+
+    facts = _night_of_curves(lake)
+    first = _register(lake)
+    client = MlflowClient()
+    for model, run in facts["models"].items():
+        for key, curve in (("loss", run["loss"]), ("valid_ndcg_at_10", run["valid_ndcg@10"])):
+            history = sorted(client.get_metric_history(first["run_id"], f"train.{model}.{key}"), key=lambda m: m.step)
+            assert [m.step for m in history] == list(range(len(curve)))
+            np.testing.assert_allclose([m.value for m in history], curve)
+    assert client.get_metric_history(first["run_id"], "train.model_final.valid_ndcg_at_10") == []  # no validation
+
+    inputs = {i.dataset.name: i for i in client.get_run(first["run_id"]).inputs.dataset_inputs}
+    read = {f"{zone}/ds={DS}" for zone in ("tables", "examples", "catalogue", "embed")}  # no augment partition here
+    assert set(inputs) == read
+    for name, given in inputs.items():
+        assert given.dataset.digest == _digest(lake.root / name)
+        tags = {t.key: t.value for t in given.tags}
+        assert tags["mlflow.data.context"] == "training"
+        assert int(tags["files"]) == sum(1 for p in (lake.root / name).rglob("*") if p.is_file())
+    assert "test" in {t.key: t.value for t in inputs[f"tables/ds={DS}"].tags}["splits"]
+
+    gate = read_json(lake.path("registry", DS) / "registration.json")["gate"]
+    text = client.get_model_version(NAME, first["version"]).description
+    assert gate["reason"] in text and "no champion before" in text and "promoted to champion" in text
+    assert f"model 0.5000; EASE 0.4000 (model {0.5 / 0.4:.3f}x)" in text
+    assert "all users 1.020x (95% interval 0.871-1.414x)" in text and "sparse segment 1.150x (95% interval" in text
+
+    # the catalogue changes: a new run lists a new catalogue digest, the same tables digest
+    catalogue = lake.path("catalogue", DS) / "catalogue.parquet"
+    pd.DataFrame({"item_id": ["100", "200", "300"], "text": ["a", "b", "c"]}).to_parquet(catalogue)
+    second = _register(lake, "--set", "register.force=true")
+    again = {i.dataset.name: i.dataset.digest for i in client.get_run(second["run_id"]).inputs.dataset_inputs}
+    assert again[f"catalogue/ds={DS}"] == _digest(lake.path("catalogue", DS)) != inputs[f"catalogue/ds={DS}"].dataset.digest
+    assert again[f"tables/ds={DS}"] == inputs[f"tables/ds={DS}"].dataset.digest
+    gate = read_json(lake.path("registry", DS) / "registration.json")["gate"]
+    text = client.get_model_version(NAME, second["version"]).description
+    assert gate["reason"] in text and gate["champion_version_before"] == first["version"]
+    assert f"champion (version {first['version']}) {gate['champion_before']:.4f}" in text
+
+
 NEW_BELOW = 2  # publish.new_item_max_interactions of the recs_new check
 
 
