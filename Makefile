@@ -58,19 +58,22 @@ airflow-db: venv  ## set up the embedded Airflow metadata DB under $(AIRFLOW_HOM
 	@$(BIN)/airflow pools import $(AIRFLOW_HOME)/pools.json >>$(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
 
 demo: airflow-db  ## generate synthetic data, run the nightly DAG once, print where everything is
-	$(PY) -m jobs.generate --end-date $(DEMO_DATE)
-	$(BIN)/airflow dags test recsys_nightly $(DEMO_DATE)
-	$(PY) -m jobs.summary --ds $(DEMO_DATE)
+	bin/recsys demo --date $(DEMO_DATE)
 
-# make run-on's values reach bin/run-on verbatim, each as one single-quoted word: $(value) keeps make from
-# expanding them in the recipe, unexport from expanding them into the environment, and a quote inside one
-# is written '\''; so neither make nor the shell evaluates a backtick, $(...) or ; in a file name or mapping
+# make run-on's values reach bin/recsys run-on verbatim, each as one single-quoted word --flag='value' (so a
+# value may start with -): $(value) keeps make from expanding them in the recipe, unexport from expanding them
+# into the environment, and a quote inside one is written '\''; so neither make nor the shell evaluates a
+# backtick, $(...) or ; in a file name or mapping
 RUN_ON_VARS := FORMAT SRC MAPPING SEP ENCODING ITEMS ITEM_MAPPING WINDOW_DAYS NAME REPLACE
 unexport $(RUN_ON_VARS)
-run_on_arg = $(if $(value $2),$1 '$(subst ','\'',$(value $2))')
+RUN_ON_USAGE := usage: make run-on FORMAT=<movielens-100k|movielens-1m|movielens-latest|csv> SRC=<file> \
+	[MAPPING=user=..,item=..] [SEP=..] [ENCODING=..] [ITEMS=<file>] [ITEM_MAPPING=item=..,text=..+..] [WINDOW_DAYS=N] \
+	[NAME=..] [REPLACE=1] (bin/recsys run-on --help)
+run_on_arg = $(if $(value $2),$1='$(subst ','\'',$(value $2))')
 
 run-on: airflow-db  ## import FORMAT= SRC= [MAPPING= SEP= ENCODING= ITEMS= ITEM_MAPPING= WINDOW_DAYS= NAME= REPLACE=1] and run the DAG for the last date in it
-	$(if $(filter-out 0 1,$(value REPLACE)),$(error REPLACE= takes 1 or 0))bin/run-on $(call run_on_arg,--format,FORMAT) \
+	$(if $(filter-out 0 1,$(value REPLACE)),$(error REPLACE= takes 1 or 0))$(if $(and $(value FORMAT),$(value SRC)),,$(error \
+		$(RUN_ON_USAGE)))bin/recsys run-on $(call run_on_arg,--format,FORMAT) \
 		$(call run_on_arg,--src,SRC) $(call run_on_arg,--mapping,MAPPING) $(call run_on_arg,--sep,SEP) \
 		$(call run_on_arg,--encoding,ENCODING) $(call run_on_arg,--items,ITEMS) \
 		$(call run_on_arg,--item-mapping,ITEM_MAPPING) $(call run_on_arg,--window-days,WINDOW_DAYS) \

@@ -1,6 +1,6 @@
-"""`make run-on` and bin/run-on: values arrive verbatim and are never evaluated; a failed run fails make.
+"""`make run-on` and `bin/recsys run-on`: values arrive verbatim and are never evaluated; a failed run fails make.
 
-Python and Airflow are stubs (bin/run-on honours ``PYTHON`` and ``AIRFLOW_BIN``) that record their argv and
+Python and Airflow are stubs (the front door runs its programs with ``PYTHON`` and ``AIRFLOW_BIN``) that record their argv and
 environment, so no data is imported and no DAG runs; ``-o airflow-db`` keeps make from setting up Airflow.
 """
 
@@ -27,7 +27,7 @@ if sys.argv[1:3] == ["-m", "jobs.ingest"]:
     if os.environ.get("STUB_INGEST_FAILS"):
         sys.exit("ingest: refused")
     print("RECSYS_RESULT " + json.dumps({{"last_date": "{LAST_DATE}", "window_days": 31, "rows": 3, "ts_unit": "seconds", "value_kind": "rating", "future_rows": 0}}))
-elif sys.argv[1] == "-c" or sys.argv[1:3] == ["-m", "recsys.data.replace"]:
+elif sys.argv[1:3] == ["-m", "recsys.data.replace"]:
     os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
 """
 AIRFLOW_STUB = f"""#!{sys.executable}
