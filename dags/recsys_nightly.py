@@ -22,8 +22,10 @@ this run only: window days, augmentation on/off and sample sources, GAN epochs, 
 negative sampler mix, promote, force re-registration, plus free-form `overrides` (`{"section.key": v}`).
 
 **Failures.** Transient failures are retried with exponential backoff; a failed data-quality gate
-(exit 65) or a refused config (exit 78) fails at once. Every failed try writes a `RECSYS ALERT` line and posts to the `recsys_alerts`
-webhook connection when it exists.
+(exit 65) or a refused config (exit 78) fails at once. Every failed try alerts: a try that will be retried
+writes a `RECSYS ALERT task_retry` line (with its `try_number`), the last one a `RECSYS ALERT task_failed`
+line; each is posted to the `recsys_alerts` webhook connection when it exists, then handed to the notifiers
+listed in `RECSYS_NOTIFIERS` (JSON, e.g. Airflow's SMTP or Slack notifiers; a bad list fails this DAG's import).
 
 **Output.** `publish` updates the asset `recsys://lake/recs` (extra: `ds`), for DAGs scheduled on it;
 `report` then renders the run at a glance to `reports/ds=D/report.html` and logs it to the date's MLflow run.
@@ -37,7 +39,7 @@ import os
 import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task, task_group
 
-from recsys_airflow.alerts import RecsysAlertNotifier
+from recsys_airflow.alerts import TASK_FAILED, TASK_RETRY, alert_callbacks
 from recsys_airflow.launch import embedding_endpoint_env, launch_job, run_date
 from recsys_airflow.params import dag_params
 
@@ -153,7 +155,8 @@ def release() -> None:
     max_active_runs=1,  # runs share the model registry and the champion alias
     doc_md=__doc__,
     tags=["recsys"],
-    default_args={**RETRIES, "on_failure_callback": RecsysAlertNotifier()},
+    default_args={**RETRIES, "on_failure_callback": alert_callbacks(TASK_FAILED),
+                  "on_retry_callback": alert_callbacks(TASK_RETRY)},
     params=dag_params(),
 )
 def recsys_nightly() -> None:

@@ -1,21 +1,17 @@
-"""Airflow-side helpers: exit codes of launched jobs, failure alerts with a webhook, the MLflow run link."""
+"""Airflow-side helpers: exit codes of launched jobs and the MLflow run link (alerts: test_alerts.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from recsys_airflow.alerts import RecsysAlertNotifier, alert_facts
 from recsys_airflow.launch import launch_job, spark_master
 from recsys_airflow.links import mlflow_run_url
 
@@ -108,60 +104,6 @@ def _interrupt_on(text: str):  # noqa: ANN202 - a log.info stand-in
         if text in (message % args if args else message):
             raise KeyboardInterrupt  # what a timeout or kill signal raises inside the task
     return info
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict]]]:
-    received: list[dict] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/recsys", received
-    server.shutdown()
-
-
-def _failure_context() -> dict:
-    return {"ti": SimpleNamespace(task_id="train", try_number=2), "exception": RuntimeError("job train failed"),
-            "dag_run": SimpleNamespace(run_id="scheduled__2026-03-01", dag_id="recsys_nightly")}
-
-
-def test_failure_alert_writes_a_line_and_posts_to_the_webhook(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, webhook: tuple[str, list[dict]]) -> None:
-    url, received = webhook
-    monkeypatch.setenv("RECSYS_ALERT_LOG", str(tmp_path / "alerts.log"))
-    monkeypatch.setenv("AIRFLOW_CONN_RECSYS_ALERTS", url)
-    RecsysAlertNotifier().notify(_failure_context())
-    line = (tmp_path / "alerts.log").read_text()
-    assert line.startswith("RECSYS ALERT task_failed ") and line.endswith("\n")
-    assert "dag_id=recsys_nightly run_id=scheduled__2026-03-01 task_id=train try_number=2" in line
-    assert "error=job train failed" in line
-    assert len(received) == 1
-    assert {k: received[0][k] for k in ("kind", "task_id", "run_id", "error")} == {
-        "kind": "task_failed", "task_id": "train", "run_id": "scheduled__2026-03-01", "error": "job train failed"}
-
-
-def test_without_a_webhook_connection_only_the_line_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RECSYS_ALERT_LOG", str(tmp_path / "alerts.log"))
-    monkeypatch.delenv("AIRFLOW_CONN_RECSYS_ALERTS", raising=False)
-    RecsysAlertNotifier().notify(_failure_context())
-    assert len((tmp_path / "alerts.log").read_text().splitlines()) == 1
-
-
-def test_deadline_context_is_json() -> None:
-    facts = alert_facts({"dag_run": {"dag_id": "recsys_nightly", "run_id": "r1"},
-                         "deadline": {"id": "d", "deadline_time": "2026-03-02T09:00:00Z"}}, "deadline_missed")
-    assert (facts["dag_id"], facts["run_id"], facts["deadline"], facts["task_id"]) == (
-        "recsys_nightly", "r1", "2026-03-02T09:00:00Z", None)
 
 
 def test_mlflow_run_url() -> None:
