@@ -6,11 +6,14 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from recsys.core.config import ConfigError, load_config
+from recsys.core.gauges import HOST_VAR, send_configured
 from recsys.core.lake import Lake
 
 # Shared with the Airflow launcher (plugins/recsys_airflow/launch.py keeps its own copies, so Airflow never
@@ -66,7 +69,10 @@ def run_job(
     The last stdout line, ``RECSYS_RESULT {json}``, is what the Airflow launcher passes on as XCom. A
     failed data-quality check exits with ``DATA_QUALITY_EXIT`` and an invalid config (checked before
     ``body`` starts) with ``CONFIG_EXIT``, each after one error line; the launcher does not retry either.
+    With ``RECSYS_STATSD_HOST`` set, the job's wall time, failed or not, is sent as the StatsD gauge
+    ``<prefix>.stage.<job>.seconds`` (:func:`job_name`); a failed send is a warning, never the job's failure.
     """
+    start = time.monotonic()
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -80,5 +86,19 @@ def run_job(
     except DataQualityError as err:
         log.error("data quality check failed: %s", err)
         sys.exit(DATA_QUALITY_EXIT)
+    finally:
+        if os.environ.get(HOST_VAR, "").strip():
+            send_configured({f"stage.{job_name(body)}.seconds": time.monotonic() - start})
     print(RESULT_MARKER + json.dumps(result, sort_keys=True, default=str), flush=True)
     return result
+
+
+def job_name(body: Callable[..., Any]) -> str:
+    """The job a body belongs to: ``clean`` for ``jobs.clean``'s, also when that module runs as ``__main__``.
+
+    ``python -m jobs.clean`` and spark-submit's ``runpy.run_module("jobs.clean", run_name="__main__")`` both
+    leave the module's real name in its ``__spec__``.
+    """
+    spec = getattr(body, "__globals__", {}).get("__spec__")
+    module = spec.name if spec is not None else getattr(body, "__module__", None) or "job"
+    return module.rsplit(".", 1)[-1]
