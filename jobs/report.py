@@ -2,7 +2,9 @@
 
 Reads what the night wrote: ``eval/metrics.json``, ``registry/registration.json`` (the gate decision and
 the run), ``recs/_summary.json``, ``models/train.json``, ``examples/_summary.json``, ``augment/quality.json``
-with its plots and ``tables/_stats.json``; the page itself is :func:`recsys.report.html.render_report`.
+with its plots and ``tables/_stats.json``; for the trend and the data-quality section also the earlier
+nights' partitions, the date's ``clean/_reconciliation.json`` and quarantined rows
+(:mod:`recsys.report.history`). The page itself is :func:`recsys.report.html.render_report`.
 Inputs of optional stages (augmentation, recommendations) may be missing: the page says so.
 """
 
@@ -26,6 +28,7 @@ from recsys.core.lake import (
     read_json,
 )
 from recsys.core.tracking import tracking_uri
+from recsys.report import history
 from recsys.report.html import render_report
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
     assert ds is not None
     registration = read_json(lake.require("registry", ds) / REGISTRATION_FILE)
     augment_dir = lake.path("augment", ds)
+    before_ds, before = history.previous_stats(lake, ds)
     page = render_report(
         ds, read_json(lake.require("eval", ds) / METRICS_FILE), registration["gate"],
         _optional(augment_dir / QUALITY_FILE), _optional(lake.path("tables", ds) / STATS_FILE),
@@ -49,6 +53,10 @@ def body(ctx: JobContext) -> dict[str, Any]:
         examples=_optional(lake.path("examples", ds) / EXAMPLES_SUMMARY_FILE),
         plots={path.name: path.read_bytes() for path in sorted(augment_dir.glob("*.png"))},
         recs=_optional(lake.path("recs", ds) / RECS_SUMMARY_FILE) or None,
+        nights=history.trend(lake, ds, getattr(ctx.args, "nights", history.TREND_NIGHTS)),
+        reconciliation=history.reconciliation(lake, ds),
+        quarantine=history.quarantine_examples(lake, ds),
+        stats_before=before, stats_before_ds=before_ds,
     )
     with lake.writing("reports", ds) as out:
         (out / REPORT_FILE).write_text(page)
@@ -60,6 +68,8 @@ def body(ctx: JobContext) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = job_parser("Render the date's run report (HTML) and log it to the date's MLflow run.")
+    parser.add_argument("--nights", type=int, default=history.TREND_NIGHTS,
+                        help=f"nights the trend shows, tonight included (default {history.TREND_NIGHTS})")
     return run_job(parser, body, argv)
 
 
