@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-from collections.abc import Sequence
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -157,3 +165,81 @@ def registrable_lake(lake: Lake, ds: str, ndcg: float, final_fit: bool = False) 
     write_json(lake.path("eval", ds) / METRICS_FILE, evaluation(ndcg))
 
 
+
+
+# --- Airflow processes for the tests that start them (e2e): an isolated home, loopback only, always stopped ---
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (bound to port 0, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def airflow_env(home: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of an Airflow on its own home under ``home``: SQLite metadata DB, this repository's DAGs and
+    plugins, the API server on 127.0.0.1:``port`` with a fresh JWT secret, the lake at ``home/lake``; ``extra`` wins."""
+    return {
+        **os.environ,
+        "RECSYS_HOME": str(home), "RECSYS_LAKE": str(home / "lake"), "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow/airflow.db",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}", "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'plugins'}",
+        **extra,
+    }
+
+
+def airflow_cli(env: Mapping[str, str], *args: str, timeout: float = 600) -> str:
+    """Run ``airflow <args>`` of this venv to completion; its stdout, or an AssertionError with its output."""
+    done = subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], cwd=REPO_ROOT, env=dict(env),
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def start_airflow(env: Mapping[str, str], commands: Mapping[str, Sequence[str]], log_dir: Path,
+                  ) -> tuple[dict[str, subprocess.Popen], dict[str, Path]]:
+    """Start ``airflow <args>`` per name, each in its own session (so :func:`stop_processes` stops it and its
+    children only), its output in ``log_dir/<name>.log``. Returns the processes and the log files by name."""
+    procs: dict[str, subprocess.Popen] = {}
+    logs: dict[str, Path] = {}
+    try:
+        for name, args in commands.items():
+            logs[name] = log_dir / f"{name}.log"
+            with logs[name].open("w") as log:
+                procs[name] = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), *args], cwd=REPO_ROOT,
+                                               env=dict(env), stdout=log, stderr=subprocess.STDOUT,
+                                               start_new_session=True)
+    except BaseException:
+        stop_processes(procs)
+        raise
+    return procs, logs
+
+
+def stop_processes(procs: Mapping[str, subprocess.Popen], grace: float = 30) -> None:
+    """SIGTERM each process's group (one of ours: started with start_new_session), SIGKILL what outlives ``grace``."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs.values():
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_for(done: Callable[[], bool], seconds: float, what: str, logs: Mapping[str, Path], every: float = 2) -> None:
+    """Poll ``done`` until it is true; after ``seconds``, an AssertionError with the tail of each log."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if done():
+            return
+        time.sleep(every)
+    tails = "\n".join(f"--- {name}\n{path.read_text()[-3000:]}" for name, path in logs.items())
+    raise AssertionError(f"timed out waiting for {what}\n{tails}")

@@ -171,8 +171,10 @@ def better_sentence(metrics: Mapping[str, Any], gate: Mapping[str, Any]) -> str:
     return against
 
 
-def data_sentence(reconciliation: Mapping[str, Any], stats: Mapping[str, Any], before: Mapping[str, Any]) -> str:
-    """Was the data healthy: the clean stage's counts, its quarantine share and reasons, the window's change."""
+def data_sentence(reconciliation: Mapping[str, Any], stats: Mapping[str, Any], before: Mapping[str, Any],
+                  before_ds: str | None = None) -> str:
+    """Was the data healthy: the clean stage's counts, its quarantine share and reasons, the window's change
+    against the tables of ``before_ds``, the latest earlier date that has them."""
     if not reconciliation:
         return "no reconciliation of this date's cleaning was found"
     share = quarantine_share(reconciliation)
@@ -184,7 +186,8 @@ def data_sentence(reconciliation: Mapping[str, Any], stats: Mapping[str, Any], b
             f"quarantined ({'–' if share is None else f'{100 * share:.2f}%'}{': ' + reasons if reasons else ''})")
     total, old = stats.get("interactions", {}).get("total"), before.get("interactions", {}).get("total")
     if isinstance(total, int):
-        text += f"; {total:,} interactions in the window ({_change(total, old)} vs the previous night)"
+        since = f", {html.escape(before_ds)}" if before_ds and old is not None else ""
+        text += f"; {total:,} interactions in the window ({_change(total, old)} vs the previous night{since})"
     return text
 
 
@@ -362,7 +365,7 @@ svg.chart{{display:block;margin:1em 0}} figure{{display:inline-block;margin:0 1e
 <p class="big">Model ndcg@10 on all test users: <b><span id="headline-ndcg10">{"–" if headline is None else f"{headline:.4f}"}</span></b>;
 {better_sentence(metrics, gate)}.</p>
 <p class="big">{html.escape(augmentation_sentence(metrics))}</p>
-<p class="big">Data: {data_sentence(reconciliation or {}, stats, stats_before or {})}.</p>
+<p class="big">Data: {data_sentence(reconciliation or {}, stats, stats_before or {}, stats_before_ds)}.</p>
 <p class="big">Cold start: {cold_verdict}</p>
 <p>{served}</p>
 <p>Augmentation lift ({metric}, with / without): all users <b>{_lift_text(aug, "all")}</b>,

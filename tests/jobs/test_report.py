@@ -213,7 +213,7 @@ def test_page_parses_and_answers_on_its_first_screen() -> None:
     assert ("Augmentation helped on all users (1.029×, 95% interval 1.010–1.040×, above 1) and made no clear "
             "difference on the sparse segment") in first and "did not help" not in page
     assert "100 rows in, 90 clean, 4 duplicates, 6 quarantined (6.00%: out_of_range 4, bad_id 2)" in first
-    assert "1,000 interactions in the window (+25.0% vs the previous night)" in first
+    assert "1,000 interactions in the window (+25.0% vs the previous night, 2026-01-01)" in first
     charts = _charts(page)
     titles = [c.find(f"{SVG}title").text for c in charts]
     assert len(charts) == 11, titles  # models, lift, curves, 5 trend, 2 cold, reconciliation
@@ -257,6 +257,6 @@ def test_report_job_renders_from_the_lake_and_logs_to_mlflow(lake: Lake, tmp_pat
     assert "<td>u1</td>" in page and "<td>u2</td>" in page and "<td>u3</td>" not in page  # two per reason
     assert "<td>u4</td>" in page
     assert "<th>2026-01-01</th><td>0.1000</td>" in page and "<th>2026-01-03</th><td>0.1235</td>" in page
-    assert "+25.0% vs the previous night" in page  # against 2026-01-01's tables, the latest before
+    assert "+25.0% vs the previous night, 2026-01-01)" in page  # 2026-01-01's tables, the latest before
     logged = Path(MlflowClient().download_artifacts(run_id, "reports/report.html", str(tmp_path / "dl")))
     assert logged.read_text() == page
