@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -356,6 +357,39 @@ def test_airflow_processes_share_database_broker_and_keys(deployment: dict[str, 
     assert broker.password == env["REDIS_PASSWORD"]
 
 
+def airflow_package() -> Path:
+    """The installed airflow package's folder, found without importing it (an import costs seconds)."""
+    return Path(importlib.util.find_spec("airflow").submodule_search_locations[0])
+
+
+def airflow_config_template() -> dict[str, Any]:
+    """Airflow's shipped config template: section -> its options, each with its default and description."""
+    return yaml.safe_load((airflow_package() / "config_templates" / "config.yml").read_text())
+
+
+def airflow_options() -> set[tuple[str, str]]:
+    """(section, option) of every setting Airflow 3 and its Celery provider know, from their shipped config
+    templates (read as data, without importing Airflow)."""
+    package = airflow_package()
+    sections = airflow_config_template()
+    spec = importlib.util.spec_from_file_location("celery_provider_info",
+                                                  package / "providers" / "celery" / "get_provider_info.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sections = {**sections, **module.get_provider_info()["config"]}
+    return {(section, option) for section, body in sections.items() for option in body["options"]}
+
+
+def test_every_airflow_setting_of_the_deployment_is_one_airflow_knows(deployment: dict[str, Any]) -> None:
+    known = airflow_options()
+    assert ("api_auth", "jwt_secret") in known and ("celery", "broker_url") in known
+    for name, service in services(deployment).items():
+        for key in environment(service):
+            if key.startswith("AIRFLOW__"):
+                section, option = key.removeprefix("AIRFLOW__").lower().split("__", 1)
+                assert (section, option) in known, f"{name}: {key} is no Airflow setting"
+
+
 def test_execution_api_url_reaches_the_api_server(deployment: dict[str, Any]) -> None:
     api = services(deployment)["api-server"]
     url = urlsplit(environment(api)["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
@@ -398,9 +432,7 @@ def dag_gpu_queue() -> str:
 
 def airflow_default_queue() -> str:
     """[operators] default_queue as Airflow ships it (its config template, read without importing Airflow)."""
-    package = Path(importlib.util.find_spec("airflow").submodule_search_locations[0])
-    config = yaml.safe_load((package / "config_templates" / "config.yml").read_text())
-    return config["operators"]["options"]["default_queue"]["default"]
+    return airflow_config_template()["operators"]["options"]["default_queue"]["default"]
 
 
 def test_celery_workers_take_the_default_queue_and_the_gpu_queue_on_a_gpu(deployment: dict[str, Any]) -> None:
@@ -609,3 +641,30 @@ def test_the_init_script_creates_mlflows_role_and_database(postgres_server: tupl
     unset = subprocess.run(["bash", str(INIT_SCRIPT)], env={**env, "MLFLOW_DB_PASSWORD": ""}, capture_output=True,
                            text=True, timeout=60)
     assert unset.returncode != 0 and "MLFLOW_DB_PASSWORD" in unset.stderr
+
+
+@pytest.mark.cluster
+def test_the_init_service_migrates_airflow_and_imports_the_pools(deployment: dict[str, Any],
+                                                                  postgres_server: tuple[Path, int],
+                                                                  tmp_path: Path) -> None:
+    """The init service's own command, run here against PostgreSQL 15 instead of the postgres service: Airflow's
+    schema is created and the pools Airflow then lists are the Makefile's."""
+    socket_dir, port = postgres_server
+    subprocess.run(["psql", "-h", str(socket_dir), "-p", str(port), "-U", "postgres", "-c", "CREATE DATABASE airflow"],
+                   check=True, capture_output=True, timeout=60)
+    init = services(deployment)["airflow-init"]
+    # the airflow command of this interpreter's environment (the venv), as the image's is on its PATH
+    env = {**environment(init), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "AIRFLOW_HOME": str(tmp_path),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@/airflow?host={socket_dir}&port={port}",
+           "AIRFLOW__CORE__DAGS_FOLDER": str(tmp_path / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(tmp_path / "plugins"),
+           "AIRFLOW__METRICS__STATSD_ON": "False"}
+    # compose runs the command with $$ unescaped to $
+    cmd = [part.replace("$$", "$") for part in command(init)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    listed = subprocess.run(["airflow", "pools", "list", "--output", "json"], env=env, capture_output=True, text=True,
+                            timeout=300, check=True, cwd=tmp_path)
+    pools = {row["pool"]: row for row in json.loads(listed.stdout)}
+    for name, expected in makefile_pools().items():
+        assert int(pools[name]["slots"]) == expected["slots"], pools[name]
+        assert pools[name]["description"] == expected["description"]
