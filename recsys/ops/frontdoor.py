@@ -102,7 +102,8 @@ def environment(base: Mapping[str, str]) -> dict[str, str]:
     """The children's environment: ``base`` with the Makefile's defaults for what it leaves unset.
 
     So ``bin/recsys`` by hand finds the same state as ``make``: ``$RECSYS_HOME`` (default ``.recsys``), its
-    lake, Airflow home and MLflow store, the DAGs and plugins of this checkout, and the checkout on PYTHONPATH.
+    lake, Airflow home and MLflow store, the DAGs and plugins of this checkout, the checkout on PYTHONPATH and
+    this interpreter's scripts first on PATH.
     """
     env = dict(base)
     home = env.setdefault("RECSYS_HOME", str(REPO_ROOT / ".recsys"))
@@ -116,6 +117,9 @@ def environment(base: Mapping[str, str]) -> dict[str, str]:
     env.setdefault("RECSYS_MLFLOW_ARTIFACTS", f"{home}/mlflow/artifacts")
     paths = [str(REPO_ROOT), str(REPO_ROOT / "plugins"), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    # the venv's console scripts first, as make puts them (uvicorn for `mlflow models serve`)
+    scripts = [str(Path(sys.executable).parent), *filter(None, env.get("PATH", "").split(os.pathsep))]
+    env["PATH"] = os.pathsep.join(dict.fromkeys(scripts))
     return env
 
 
