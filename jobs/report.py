@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.core.cli import JobContext, job_parser, run_job
+from recsys.core.gauges import send_night_gauges
 from recsys.core.lake import (
     EXAMPLES_SUMMARY_FILE,
     METRICS_FILE,
@@ -63,7 +64,8 @@ def body(ctx: JobContext) -> dict[str, Any]:
     path = lake.path("reports", ds) / REPORT_FILE
     MlflowClient(tracking_uri=tracking_uri()).log_text(registration["run_id"], page, f"reports/{REPORT_FILE}")
     log.info("report of %s at %s, logged to MLflow run %s", ds, path, registration["run_id"])
-    return {"path": str(path), "run_id": registration["run_id"]}
+    gauges = send_night_gauges(lake, ds)  # the night's figures for dashboards; off unless RECSYS_STATSD_HOST
+    return {"path": str(path), "run_id": registration["run_id"], "gauges": gauges}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -7,12 +7,14 @@ from there and never from one another.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from recsys.core.lake import Lake
+from tests.support import Listener
 
 # TensorFlow reads these once, when it is first imported by a test: few threads on a shared CI machine
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
@@ -55,3 +57,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="no GPU visible to TensorFlow")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture
+def statsd() -> Iterator[Listener]:
+    """A StatsD listener on a free UDP port of 127.0.0.1, closed after the test."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        yield Listener(sock)
+    finally:
+        sock.close()

@@ -243,3 +243,46 @@ def wait_for(done: Callable[[], bool], seconds: float, what: str, logs: Mapping[
         time.sleep(every)
     tails = "\n".join(f"--- {name}\n{path.read_text()[-3000:]}" for name, path in logs.items())
     raise AssertionError(f"timed out waiting for {what}\n{tails}")
+
+
+class Listener:
+    """A StatsD server stand-in: a UDP socket on 127.0.0.1 that collects the lines it receives."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.port = sock.getsockname()[1]
+        self.sizes: list[int] = []  # bytes of each datagram received
+
+    def lines(self, expected: int, timeout: float = 10.0) -> list[str]:
+        """The lines of the datagrams received, waiting until ``expected`` lines came or ``timeout`` passed."""
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        while len(lines) < expected and time.monotonic() < deadline:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                data = self.sock.recv(65535)
+            except TimeoutError:
+                break
+            self.sizes.append(len(data))
+            lines += data.decode().split("\n")
+        return lines
+
+    def quiet(self, seconds: float = 0.3) -> bool:
+        """True when nothing arrives for ``seconds``."""
+        self.sock.settimeout(seconds)
+        try:
+            self.sock.recv(65535)
+        except TimeoutError:
+            return True
+        return False
+
+
+def gauges_of(lines: list[str]) -> dict[str, float]:
+    """Parse ``name:value|g`` lines as a StatsD server does: a signed value changes the gauge, else sets it."""
+    values: dict[str, float] = {}
+    for line in lines:
+        name, rest = line.split(":", 1)
+        text, kind = rest.split("|")
+        assert kind == "g", line
+        values[name] = values.get(name, 0.0) + float(text) if text[0] in "+-" else float(text)
+    return values

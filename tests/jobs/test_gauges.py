@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,62 +14,10 @@ import pytest
 from recsys.core.cli import DataQualityError, JobContext, job_parser, run_job
 from recsys.core.gauges import gauge_lines, night_gauges, send_gauges, send_night_gauges
 from recsys.core.lake import Lake
+from tests.support import Listener, gauges_of
 
 REPO = Path(__file__).resolve().parents[2]
 DS = "2026-03-01"
-
-
-class Listener:
-    """A StatsD server stand-in: a UDP socket on 127.0.0.1 that collects the lines it receives."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.port = sock.getsockname()[1]
-        self.sizes: list[int] = []  # bytes of each datagram received
-
-    def lines(self, expected: int, timeout: float = 10.0) -> list[str]:
-        """The lines of the datagrams received, waiting until ``expected`` lines came or ``timeout`` passed."""
-        lines: list[str] = []
-        deadline = time.monotonic() + timeout
-        while len(lines) < expected and time.monotonic() < deadline:
-            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                data = self.sock.recv(65535)
-            except TimeoutError:
-                break
-            self.sizes.append(len(data))
-            lines += data.decode().split("\n")
-        return lines
-
-    def quiet(self, seconds: float = 0.3) -> bool:
-        """True when nothing arrives for ``seconds``."""
-        self.sock.settimeout(seconds)
-        try:
-            self.sock.recv(65535)
-        except TimeoutError:
-            return True
-        return False
-
-
-@pytest.fixture
-def statsd() -> Iterator[Listener]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind(("127.0.0.1", 0))
-        yield Listener(sock)
-    finally:
-        sock.close()
-
-
-def gauges_of(lines: list[str]) -> dict[str, float]:
-    """Parse ``name:value|g`` lines as a StatsD server does: a signed value changes the gauge, else sets it."""
-    values: dict[str, float] = {}
-    for line in lines:
-        name, rest = line.split(":", 1)
-        text, kind = rest.split("|")
-        assert kind == "g", line
-        values[name] = values.get(name, 0.0) + float(text) if text[0] in "+-" else float(text)
-    return values
 
 
 def _write(lake: Lake, zone: str, name: str, payload: dict) -> None:

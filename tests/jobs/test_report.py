@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys.core.lake import Lake, write_json
+from tests.support import Listener, gauges_of
 
 SVG = "{http://www.w3.org/2000/svg}"
 VOID = {"meta", "br", "img", "hr", "input", "link"}
@@ -227,7 +228,7 @@ def test_page_parses_and_answers_on_its_first_screen() -> None:
     assert "<td>&#x27;&#x27;</td><td>i1</td><td>bad_id</td>" in page  # the empty id shows as such
 
 
-def test_report_job_renders_from_the_lake_and_logs_to_mlflow(lake: Lake, tmp_path: Path,
+def test_report_job_renders_from_the_lake_and_logs_to_mlflow(lake: Lake, tmp_path: Path, statsd: Listener,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
 
@@ -236,6 +237,8 @@ def test_report_job_renders_from_the_lake_and_logs_to_mlflow(lake: Lake, tmp_pat
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("RECSYS_MLFLOW_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("RECSYS_STATSD_HOST", "127.0.0.1")
+    monkeypatch.setenv("RECSYS_STATSD_PORT", str(statsd.port))
     run_id = MlflowClient().create_run(setup_mlflow()).info.run_id
     ds = "2026-01-03"
     _night(lake, "2026-01-01", 0.1, total=800)
@@ -260,3 +263,7 @@ def test_report_job_renders_from_the_lake_and_logs_to_mlflow(lake: Lake, tmp_pat
     assert "+25.0% vs the previous night, 2026-01-01)" in page  # 2026-01-01's tables, the latest before
     logged = Path(MlflowClient().download_artifacts(run_id, "reports/report.html", str(tmp_path / "dl")))
     assert logged.read_text() == page
+    # the night's gauges went out after the page (the report stage's own time comes with them)
+    received = gauges_of(statsd.lines(result["gauges"] + 1))
+    assert received["recsys.eval.model.ndcg_10"] == pytest.approx(0.123456)
+    assert received["recsys.clean.quarantined"] == 6 and "recsys.stage.report.seconds" in received
