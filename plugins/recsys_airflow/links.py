@@ -98,4 +98,4 @@ class RunReportLink(BaseOperatorLink):
         from airflow.configuration import conf
 
         result = task_result(ti_key.dag_id, ti_key.run_id, REPORT_TASK)
-        return run_report_url(result, conf.get("api", "base_url", fallback=""))
+        return run_report_url(result, conf.get("api", "base_url", fallback="") or "")  # unset: a path on this server
