@@ -151,19 +151,28 @@ def dataset_name(fmt: str, src: str, name: str | None = None) -> str:
         UsageError: ``name`` holds other characters or is ``.`` or ``..``.
     """
     if name:
-        if not NAME_RULE.fullmatch(name) or name in (".", ".."):
-            raise UsageError(f"NAME may hold only letters, digits, '_', '.' and '-' (and is not . or ..), got: {name}")
-        return name
+        return checked_name(name)
     real = os.fsencode(Path(src).resolve())
     stem = os.path.basename(real).rsplit(b".", 1)[0]
     safe = re.sub(rb"[^A-Za-z0-9_.-]", b"-", os.fsencode(fmt) + b"-" + stem).decode("ascii")
     return f"{safe}-{hashlib.sha256(real).hexdigest()[:8]}"
 
 
+def checked_name(name: str) -> str:
+    """``name`` if it can name a dataset's folder: letters, digits, ``_``, ``.``, ``-``, not ``.`` or ``..``.
+
+    Raises:
+        UsageError: it cannot.
+    """
+    if not NAME_RULE.fullmatch(name) or name in (".", ".."):
+        raise UsageError(f"NAME may hold only letters, digits, '_', '.' and '-' (and is not . or ..), got: {name}")
+    return name
+
+
 def selected_lake(args: argparse.Namespace, env: dict[str, str]) -> Lake:
     """The lake of ``--lake`` or ``--dataset`` (exported to ``env`` for the children), else ``$RECSYS_LAKE``."""
     if args.dataset:
-        name = dataset_name("", "", args.dataset)
+        name = checked_name(args.dataset)
         root = dataset_lake(name, Path(env["RECSYS_HOME"]))
         if not root.is_dir():
             known = sorted(p.name for p in root.parents[1].iterdir()) if root.parents[1].is_dir() else []
