@@ -92,6 +92,12 @@ class Api:
     def get(self, path: str) -> Any:
         return self._call("GET", f"/api/v2{path}", token=self.token)
 
+    def post(self, path: str, body: Any) -> Any:
+        return self._call("POST", f"/api/v2{path}", body, token=self.token)
+
+    def run_ids(self) -> set[str]:
+        return {run["dag_run_id"] for run in self.get(f"/dags/{DAG_ID}/dagRuns?limit=100")["dag_runs"]}
+
 
 def _healthy(base: str) -> bool:
     try:
@@ -160,7 +166,7 @@ def test_trigger_form_params_reach_the_runs_conf(airflow: dict, browser: Any) ->
     from selenium.webdriver.common.by import By
 
     api: Api = airflow["api"]
-    assert api.get(f"/dags/{DAG_ID}/dagRuns")["total_entries"] == 0
+    before = api.run_ids()
     browser.get(f"{airflow['base']}/dags/{DAG_ID}")
     browser.find_element(By.CSS_SELECTOR, "[data-testid=trigger-dag-button]").click()
     # the number field of a param is the input its increment button controls
@@ -176,11 +182,11 @@ def test_trigger_form_params_reach_the_runs_conf(airflow: dict, browser: Any) ->
     _screenshot(browser, "trigger-form.png")
     browser.find_element(By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]").click()
 
-    wait_for(lambda: api.get(f"/dags/{DAG_ID}/dagRuns")["total_entries"] > 0, WAIT_SECONDS, "the triggered run",
-             airflow["logs"])
-    runs = api.get(f"/dags/{DAG_ID}/dagRuns")["dag_runs"]
-    assert len(runs) == 1 and runs[0]["run_type"] == "manual"
-    conf = runs[0]["conf"]
+    wait_for(lambda: len(api.run_ids() - before) == 1, WAIT_SECONDS, "the triggered run", airflow["logs"])
+    (run_id,) = api.run_ids() - before
+    run = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")
+    assert run["run_type"] == "manual"
+    conf = run["conf"]
     assert conf["window_days"] == WINDOW_DAYS
     assert conf["augment"] is False
 
@@ -233,3 +239,21 @@ def test_a_missing_date_says_so_in_the_browser(airflow: dict, browser: Any) -> N
 
     browser.get(f"{airflow['base']}/recsys/reports/2026-01-30")
     assert "no run report for 2026-01-30" in browser.find_element(By.TAG_NAME, "body").text
+
+
+def test_run_report_link_of_publish_and_report_opens_the_dates_page(airflow: dict, browser: Any) -> None:
+    """The links as the API server computes them from the report task's XCom in the metadata DB."""
+    from selenium.webdriver.common.by import By
+
+    api: Api = airflow["api"]
+    run_id = api.post(f"/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": {}})["dag_run_id"]
+    links = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{{}}/links"
+    assert api.get(links.format("report"))["extra_links"]["Run report"] is None  # report has not returned yet
+    report_path = airflow["lake"].path("reports", DS) / REPORT_FILE
+    api.post(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/report/xcomEntries",  # what the report task returns
+             {"key": "return_value", "value": {"path": str(report_path), "run_id": "0123abcd"}})
+    expected = f"{airflow['base']}/recsys/reports/{DS}"  # [api] base_url + the plugin's page of the date
+    assert {task: api.get(links.format(task))["extra_links"]["Run report"] for task in ("publish", "report", "train")
+            } == {"publish": expected, "report": expected, "train": None}
+    browser.get(expected)
+    assert browser.find_element(By.ID, "headline-ndcg10").text == f"{NDCG['model'][0]:.4f}"
