@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -503,8 +505,9 @@ def test_mlflow_server_runs_on_postgres_with_artifacts_on_a_volume(deployment: d
     for name, service in celery_workers(deployment).items():
         env = environment(service)
         assert env["MLFLOW_TRACKING_URI"] == f"http://{server}", name
+        # no host: the client resolves it against its tracking server (a host-addressed one MLflow 3 refuses)
         artifacts = urlsplit(env["RECSYS_MLFLOW_ARTIFACTS"])
-        assert (artifacts.scheme, artifacts.netloc) == ("mlflow-artifacts", server), name
+        assert (artifacts.scheme, artifacts.netloc) == ("mlflow-artifacts", ""), name
         monkeypatch.setenv("RECSYS_MLFLOW_ARTIFACTS", env["RECSYS_MLFLOW_ARTIFACTS"])
         assert artifact_root() == env["RECSYS_MLFLOW_ARTIFACTS"]  # kept as a URI, never made a worker's path
 
@@ -668,3 +671,61 @@ def test_the_init_service_migrates_airflow_and_imports_the_pools(deployment: dic
     for name, expected in makefile_pools().items():
         assert int(pools[name]["slots"]) == expected["slots"], pools[name]
         assert pools[name]["description"] == expected["description"]
+
+
+@pytest.mark.cluster
+def test_the_mlflow_service_serves_the_workers_host_name_and_keeps_artifacts_on_its_volume(
+        deployment: dict[str, Any], postgres_server: tuple[Path, int], tmp_path: Path) -> None:
+    """The mlflow service's own command against PostgreSQL 15 (its database made by the init script), on a free
+    loopback port with a folder for its volume: it answers the Host header the workers send and refuses
+    another, and an artifact a job logs through recsys.core.tracking lands in that folder."""
+    socket_dir, pg_port = postgres_server
+    postgres = environment(services(deployment)["postgres"])
+    subprocess.run(["bash", str(INIT_SCRIPT)], check=True, capture_output=True, timeout=60, env={
+        "PATH": os.environ["PATH"], "PGHOST": str(socket_dir), "PGPORT": str(pg_port), "POSTGRES_USER": "postgres",
+        "POSTGRES_DB": "postgres", "MLFLOW_DB_PASSWORD": postgres["MLFLOW_DB_PASSWORD"]})
+    mlflow = services(deployment)["mlflow"]
+    port, volume = _free_port(), tmp_path / "mlartifacts"
+    store = environment(mlflow)["MLFLOW_BACKEND_STORE_URI"].replace("@postgres:5432/", f"@127.0.0.1:{pg_port}/")
+    cmd = [part.replace("$$", "$").replace("--host 0.0.0.0", "--host 127.0.0.1")
+           .replace(f"--port {option(mlflow, '--port')}", f"--port {port}")
+           .replace(option(mlflow, "--artifacts-destination"), str(volume)) for part in command(mlflow)]
+    env = {**environment(mlflow), "MLFLOW_BACKEND_STORE_URI": store, "HOME": str(tmp_path),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    server = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not _answers(f"http://127.0.0.1:{port}/health"):
+            assert server.poll() is None and time.monotonic() < deadline, "the mlflow service did not start"
+            time.sleep(1)
+        search = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert _answers(search, host=f"mlflow:{option(mlflow, '--port')}")  # what http://mlflow:5000 sends
+        assert not _answers(search, host="attacker.example")
+        job = ("from recsys.core.tracking import setup_mlflow; import mlflow; setup_mlflow()\n"
+               "with mlflow.start_run():\n    mlflow.log_text('through the proxy', 'probe.txt')\n")
+        artifacts = environment(celery_workers(deployment)["worker"])["RECSYS_MLFLOW_ARTIFACTS"]
+        done = subprocess.run([sys.executable, "-c", job], cwd=REPO, capture_output=True, text=True, timeout=300, env={
+            **os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "RECSYS_MLFLOW_ARTIFACTS": artifacts,
+            "RECSYS_HOME": str(tmp_path / "worker-home")})
+        assert done.returncode == 0, done.stderr[-3000:]
+        logged = list(volume.rglob("probe.txt"))
+        assert [path.read_text() for path in logged] == ["through the proxy"], logged
+        assert not list((tmp_path / "worker-home").rglob("probe.txt")), "the artifact was written on the worker"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(30)
+
+
+def _answers(url: str, host: str | None = None) -> bool:
+    """Whether a GET of ``url`` (with that Host header) gets a 2xx answer."""
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            return True
+    except (urllib.error.URLError, OSError):
+        return False
