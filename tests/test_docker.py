@@ -586,6 +586,16 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
+def _stop_group(proc: subprocess.Popen, sig: int) -> None:
+    """Stop a process started in its own session, and its children: ``sig`` to the group, SIGKILL after 30 s."""
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+
 @pytest.fixture
 def postgres_server() -> Iterator[tuple[Path, int]]:
     """A throwaway PostgreSQL 15 on a free loopback port: local socket logins trusted (as the image's init
@@ -614,12 +624,7 @@ def postgres_server() -> Iterator[tuple[Path, int]]:
     finally:
         if server is not None:
             # the whole group: runuser does not pass a signal on to postgres; SIGINT is its fast shutdown
-            os.killpg(server.pid, signal.SIGINT)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(30)
+            _stop_group(server, signal.SIGINT)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -713,12 +718,7 @@ def test_the_mlflow_service_serves_the_workers_host_name_and_keeps_artifacts_on_
         assert [path.read_text() for path in logged] == ["through the proxy"], logged
         assert not list((tmp_path / "worker-home").rglob("probe.txt")), "the artifact was written on the worker"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(30)
+        _stop_group(server, signal.SIGTERM)
 
 
 def _answers(url: str, host: str | None = None) -> bool:
