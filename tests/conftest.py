@@ -38,6 +38,7 @@ def spark() -> Iterator[object]:
     os.environ.setdefault("SPARK_SHUFFLE_PARTITIONS", "1")
     os.environ.setdefault("SPARK_MASTER", "local[1]")
     os.environ.setdefault("SPARK_DRIVER_MEMORY", "1g")
+    os.environ.setdefault("SPARK_UI_PORT", "0")  # the UI is on: any free port, so parallel runs never clash
     from recsys.core.spark import spark_session
 
     session = spark_session("recsys-tests")

@@ -45,8 +45,9 @@ def test_spark_jobs_go_through_spark_submit_to_the_connections_master(
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": "spark://h", "port": 7077}))
     result = launch_job("tables", CONTEXT, spark=True)
     assert result["master"] == "spark://h:7077"
-    assert result["argv"] == (f"--master spark://h:7077 --name recsys-tables {REPO / 'bin' / 'spark_job.py'} "
-                              "tables --ds 2026-03-01")
+    # the flags between (memory, --py-files, conf) are checked in tests/dags/test_spark_submit.py
+    assert result["argv"].startswith("--master spark://h:7077 --name recsys-tables ")
+    assert result["argv"].endswith(f"{REPO / 'bin' / 'spark_job.py'} tables --ds 2026-03-01")
     monkeypatch.delenv("AIRFLOW_CONN_SPARK_DEFAULT")
     assert spark_master() == "local[*]"  # no connection: Spark in the job's own process
 
