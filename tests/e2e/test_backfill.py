@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +23,7 @@ import pandas as pd
 import pytest
 
 from recsys.core.lake import Lake, read_json
+from tests.support import airflow_cli, airflow_env, free_port, start_airflow, stop_processes, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -45,12 +42,6 @@ TINY = {  # smaller and shorter than the nightly e2e test: this one runs the pip
     "RECSYS__TRAIN__EPOCHS": "3", "RECSYS__TRAIN__HIDDEN": "32", "RECSYS__REGISTER__MODEL_NAME": MODEL,
 }
 RUN_TIMEOUT_SECONDS = 1800
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Api:
@@ -83,64 +74,42 @@ class Api:
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A running Airflow on its own home, metadata DB, lake and MLflow; every process stopped at the end."""
     home = tmp_path_factory.mktemp("recsys-backfill")
-    port = _free_port()
-    env = {
-        **os.environ, **TINY,
-        "RECSYS_HOME": str(home), "RECSYS_LAKE": str(home / "lake"), "AIRFLOW_HOME": str(home / "airflow"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow/airflow.db",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "2",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}", "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
-        "AIRFLOW__CORE__AUTH_MANAGER":
-            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+    port = free_port()
+    env = airflow_env(
+        home, port, **TINY,
+        AIRFLOW__CORE__EXECUTOR="LocalExecutor", AIRFLOW__CORE__PARALLELISM="2",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
         # Only the backfill makes runs: no scheduled run of "yesterday" (2026-11-28 has no data here).
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5", "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow.db", "RECSYS_MLFLOW_ARTIFACTS": str(home / "mlartifacts"),
-        "PYTHONPATH": f"{REPO}:{REPO / 'plugins'}", "SPARK_DRIVER_MEMORY": "1g",
+        AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
+        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5", AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
+        MLFLOW_TRACKING_URI=f"sqlite:///{home}/mlflow.db", RECSYS_MLFLOW_ARTIFACTS=str(home / "mlartifacts"),
+        SPARK_DRIVER_MEMORY="1g",
         # the Spark jobs are submitted to this connection's master
-        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
-        "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "2",
+        AIRFLOW_CONN_SPARK_DEFAULT=json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        TF_NUM_INTEROP_THREADS="1", TF_NUM_INTRAOP_THREADS="2",
         # nothing listens beyond loopback: the API server binds 127.0.0.1, the scheduler serves no logs
         # (--skip-serve-logs: Airflow binds its log server to every interface; the logs are local files
         # here) and no health check; Spark drivers bind 127.0.0.1 (recsys.core.spark)
-        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
-    }
-    bin_dir = Path(sys.executable).parent
+        AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
+        AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST="127.0.0.1",
+    )
     (home / "airflow").mkdir()
-    for cmd in ([sys.executable, "-m", "jobs.generate", "--end-date", DATES[-1]], [str(bin_dir / "airflow"), "db", "migrate"]):
-        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, f"{cmd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    procs: dict[str, subprocess.Popen] = {}
-    logs = {}
+    done = subprocess.run([sys.executable, "-m", "jobs.generate", "--end-date", DATES[-1]], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"jobs.generate failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    airflow_cli(env, "db", "migrate")
+    procs, logs = start_airflow(env, {
+        "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        "scheduler": ["scheduler", "--skip-serve-logs"], "dag-processor": ["dag-processor"]}, home)
     try:
-        for name, args in {"api-server": ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                           "scheduler": ["scheduler", "--skip-serve-logs"], "dag-processor": ["dag-processor"]}.items():
-            logs[name] = home / f"{name}.log"
-            procs[name] = subprocess.Popen([str(bin_dir / "airflow"), *args], cwd=REPO, env=env,
-                                           stdout=logs[name].open("w"), stderr=subprocess.STDOUT,
-                                           start_new_session=True)
         api = Api(f"http://127.0.0.1:{port}")
-        _wait(lambda: _dag_ready(api), 300, "the DAG to be parsed and served", logs)
+        wait_for(lambda: _dag_ready(api), 300, "the DAG to be parsed and served", logs, every=5)
         for pool, slots in (("gpu", 1), ("spark", 2)):
             api.call("POST", "/pools", {"name": pool, "slots": slots})
         api.call("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
         yield {"home": home, "env": env, "api": api, "lake": Lake(home / "lake"), "logs": logs, "procs": procs}
     finally:
-        for proc in procs.values():  # each process group is one of ours (start_new_session)
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_processes(procs)
 
 
 def _dag_ready(api: Api) -> bool:
@@ -149,16 +118,6 @@ def _dag_ready(api: Api) -> bool:
         return True
     except (AssertionError, OSError):
         return False
-
-
-def _wait(done: Any, seconds: float, what: str, logs: dict[str, Path]) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if done():
-            return
-        time.sleep(5)
-    tails = "\n".join(f"--- {name}\n{path.read_text()[-3000:]}" for name, path in logs.items())
-    raise AssertionError(f"timed out waiting for {what}\n{tails}")
 
 
 def _finished(api: Api, dates: list[str]) -> bool:
@@ -202,7 +161,7 @@ def backfilled(airflow: dict) -> dict:
         "dag_id": DAG_ID, "from_date": f"{DATES[0]}T00:00:00Z", "to_date": f"{DATES[-1]}T12:00:00Z",
         "max_active_runs": 1, "reprocess_behavior": "none", "run_backwards": False,
     })
-    _wait(lambda: _finished(api, DATES), RUN_TIMEOUT_SECONDS, "the backfill", airflow["logs"])
+    wait_for(lambda: _finished(api, DATES), RUN_TIMEOUT_SECONDS, "the backfill", airflow["logs"], every=5)
     logging.getLogger(__name__).info("backfill of %d dates: %.0f s", len(DATES), time.monotonic() - started)
     return {**airflow, "backfill": backfill, "runs": api.runs()}
 
@@ -263,9 +222,10 @@ def test_clearing_train_reruns_it_and_downstream_with_the_same_outputs(backfille
         "include_upstream": False, "only_failed": False, "reset_dag_runs": True,
     })
     expected_tries = {t: n + 1 if t in RERUN_TASKS else n for t, n in tries_before.items()}
-    _wait(lambda: api.tries(run_id) == expected_tries, RUN_TIMEOUT_SECONDS, "the cleared tasks to rerun",
-          backfilled["logs"])
-    _wait(lambda: api.runs()[RERUN_DATE]["state"] in ("success", "failed"), 120, "the rerun", backfilled["logs"])
+    wait_for(lambda: api.tries(run_id) == expected_tries, RUN_TIMEOUT_SECONDS, "the cleared tasks to rerun",
+             backfilled["logs"], every=5)
+    wait_for(lambda: api.runs()[RERUN_DATE]["state"] in ("success", "failed"), 120, "the rerun", backfilled["logs"],
+             every=5)
     assert api.runs()[RERUN_DATE]["state"] == "success"
 
     recs_after, metrics_after = _outputs(lake, RERUN_DATE)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from recsys.core.lake import Lake
-from tests.support import registrable_lake
+from tests.support import free_port, registrable_lake
 
 pytestmark = [pytest.mark.tf, pytest.mark.e2e]
 NAME = "recsys-serving-test"
@@ -76,12 +75,6 @@ def test_pyfunc_round_trip_in_a_fresh_process(champion: dict[str, str], tmp_path
     _check_recommendations(rows, k=2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _post(url: str, payload: dict) -> dict:
     request = urllib.request.Request(url, data=json.dumps(payload).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
@@ -92,7 +85,7 @@ def _post(url: str, payload: dict) -> dict:
 def test_mlflow_models_serve_answers_invocations_over_http(
     champion: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    port = _free_port()
+    port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
