@@ -40,7 +40,6 @@ AIRFLOW_DIRS = ("dags", "plugins")
 # Variables the code reads without a default that a deployment may leave unset: the feature is off without them
 OPTIONAL = {
     "RECSYS_CONFIG": "a site YAML over conf/recsys.yaml; none by default",
-    "RECSYS_ALERT_LOG": "the alert log; $RECSYS_HOME/alerts.log without it",
     "RECSYS_EMBED_KEY": "the embeddings endpoint's key, set by the launcher from the connection recsys_embeddings",
     "SPARK_EVENT_LOG_DIR": "the Spark event log for a history server; none without it",
 }
