@@ -5,7 +5,7 @@ A ``champion`` or ``challenger`` of the old source would then be judged, kept an
 source's ids, so both aliases are removed, before the import: a retry after a crash still finds the
 old source claimed and removes them again.
 
-Command line (bin/run-on): ``python -m recsys.data.replace --lake DIR --source FORMAT --src FILE --model NAME``;
+Command line (bin/recsys run-on): ``python -m recsys.data.replace --lake DIR --source FORMAT --src FILE --model NAME``;
 it does nothing when the lake holds no other source or the model is not registered.
 """
 

@@ -145,7 +145,7 @@ def dataset_name(fmt: str, src: str, name: str | None = None) -> str:
     """``name`` when given (checked), else ``<format>-<file stem>-<8 hex of sha256(resolved path)>``.
 
     The hash keeps two files of the same name in different folders apart; the stem is the file name without
-    its last suffix, every byte outside ``A-Za-z0-9_.-`` replaced by ``-`` (as bin/run-on named datasets).
+    its last suffix, every byte outside ``A-Za-z0-9_.-`` replaced by ``-`` (as bin/run-on named datasets before it was folded in here).
 
     Raises:
         UsageError: ``name`` holds other characters or is ``.`` or ``..``.
