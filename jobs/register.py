@@ -39,6 +39,7 @@ from recsys.core.lake import (
     EXAMPLES_SUMMARY_FILE,
     MATRICES_FILE,
     METRICS_FILE,
+    QUALITY_FILE,
     REGISTRATION_FILE,
     STATS_FILE,
     TRAIN_FACTS_FILE,
@@ -56,6 +57,12 @@ from recsys.serving.new_items import read_new_items
 
 log = logging.getLogger(__name__)
 TABLES_SPLITS = "train: fit; valid: early stopping and blend; test: evaluation and gate"
+
+
+def _gan_training(augment_dir: Path) -> dict[str, Any] | None:
+    """The GAN fit's facts (per-epoch losses) from the date's quality.json; None when augmentation did not run."""
+    path = augment_dir / QUALITY_FILE
+    return read_json(path).get("training") if path.is_file() else None
 
 
 def _git_commit() -> str:
@@ -144,7 +151,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
                 name, run_name=f"recsys-{ds}", tags=tags, params=registry.flatten(ctx.config),
                 metrics=registry.run_metrics(metrics, train_facts), artifacts=artifacts, model_dir=models_dir,
                 profile=registry.build_profile(m, lake.source(), read_new_items(lake, ds, m, ctx.config)),
-                curves=registry.epoch_metrics(train_facts), partitions=read_partitions(lake, ds),
+                curves=registry.epoch_metrics(train_facts, _gan_training(augment_dir)), partitions=read_partitions(lake, ds),
                 partition_tags={f"tables/ds={ds}": {"splits": TABLES_SPLITS}})
             log.info("registered %s version %s from run %s", name, version, run_id)
         gate = registry.apply_gate(client, name, version, existing=existing, champion=before,

@@ -120,6 +120,7 @@ def train_gan(
     training = {
         "epochs": epochs, "steps": epochs * -(-len(segments.active) // batch_size), "users": len(segments.active),
         "final_losses": losses,
+        "losses": {name: [float(v) for v in values] for name, values in history.history.items()},  # per epoch
         "seconds": round(fit_seconds, 2),  # fit only (first epoch includes tracing)
         "setup_seconds": round(fit_started - started, 2),  # binarize, k-means, model build
     }

@@ -63,30 +63,31 @@ def run_metrics(evaluation: Mapping[str, Any], train_facts: Mapping[str, Any]) -
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
-def epoch_metrics(train_facts: Mapping[str, Any], timestamp: int | None = None) -> list[Metric]:
-    """Each trained model's per-epoch curves from ``train.json``, as MLflow metrics with ``step`` = epoch - 1.
+def epoch_metrics(train_facts: Mapping[str, Any], gan_training: Mapping[str, Any] | None = None,
+                  timestamp: int | None = None) -> list[Metric]:
+    """Each trained model's per-epoch curves from ``train.json``, and the GAN's, as MLflow metrics with ``step`` = epoch - 1.
 
     Every list of numbers a model's facts hold (``loss`` and ``valid_ndcg@10``: one value per epoch run) is
     a curve named as :func:`run_metrics` names that model's facts, ``train.<model>.<name>``
-    (``train.model.valid_ndcg_at_10``); a fixed-epoch fit has no validation curve. Non-finite values are
-    left out, as in :func:`run_metrics`.
+    (``train.model.valid_ndcg_at_10``); a fixed-epoch fit has no validation curve. The GAN's per-epoch losses
+    (``quality.json``'s ``training.losses``) are ``augment.gan.<loss>``. Non-finite values are left out, as in
+    :func:`run_metrics`.
 
     Args:
         train_facts: the date's ``train.json``.
+        gan_training: the ``training`` facts of the date's ``augment/quality.json``, when augmentation ran.
         timestamp: milliseconds since the epoch recorded with every point; now by default.
     """
     from mlflow.entities import Metric
 
     when = int(time.time() * 1000) if timestamp is None else timestamp
-    out = []
-    for model, facts in train_facts.get("models", {}).items():
-        for key, values in facts.items():
-            if not isinstance(values, list):
-                continue
-            name = next(iter(flatten({"train": {model: {key: None}}})))
-            out += [Metric(name, float(v), when, step) for step, v in enumerate(values)
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
-    return out
+    curves = [(next(iter(flatten({"train": {model: {key: None}}}))), values)
+              for model, facts in train_facts.get("models", {}).items() for key, values in facts.items()]
+    curves += [(next(iter(flatten({"augment": {"gan": {key: None}}}))), values)
+               for key, values in (gan_training or {}).get("losses", {}).items()]
+    return [Metric(name, float(v), when, step) for name, values in curves if isinstance(values, list)
+            for step, v in enumerate(values)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
 
 
 def served_model(model_dir: Path) -> tuple[Path, bool]:

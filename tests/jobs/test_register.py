@@ -81,8 +81,10 @@ def test_epoch_metrics_are_one_stepped_point_per_epoch_under_mlflow_safe_names()
                   "valid_ndcg@10_by_alpha": {"0.0": 0.3}},
         "model_final": {"loss": [0.8, float("nan")], "valid_ndcg@10": [], "epochs": 2},
     }}
-    points = {(m.key, m.step, m.value, m.timestamp) for m in epoch_metrics(facts, timestamp=7)}
+    gan = {"epochs": 2, "final_losses": {"d_loss": 0.5}, "losses": {"d_loss": [0.7, 0.5], "g_loss": [1.2, math.inf]}}
+    points = {(m.key, m.step, m.value, m.timestamp) for m in epoch_metrics(facts, gan, timestamp=7)}
     assert points == {
+        ("augment.gan.d_loss", 0, 0.7, 7), ("augment.gan.d_loss", 1, 0.5, 7), ("augment.gan.g_loss", 0, 1.2, 7),
         ("train.model.loss", 0, 0.9, 7), ("train.model.loss", 1, 0.7, 7), ("train.model.loss", 2, 0.6, 7),
         ("train.model.valid_ndcg_at_10", 0, 0.1, 7), ("train.model.valid_ndcg_at_10", 1, 0.3, 7),
         ("train.model.valid_ndcg_at_10", 2, 0.2, 7),
