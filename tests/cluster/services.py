@@ -265,7 +265,7 @@ def start_mlflow(stack: ExitStack, cluster: Cluster, backend: str) -> str:
         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ], {**os.environ, "PYTHONPATH": str(REPO)})
     url = f"http://127.0.0.1:{port}"
-    wait_for(answers(f"{url}/health"), 300, "the MLflow server", [server])
+    wait_for(answers(f"{url}/health"), 600, "the MLflow server", [server])
     cluster.urls["mlflow"] = url
     cluster.urls["mlflow_artifacts"] = str(artifacts)
     return url
@@ -394,6 +394,6 @@ def start_airflow(stack: ExitStack, cluster: Cluster, env: dict[str, str],
             "2" if queue == "default" else "1", "--skip-serve-logs", "--without-gossip", "--without-mingle"],
             {**env, "RECSYS_WORKER_HOSTNAME": hostname}))
     url = f"http://127.0.0.1:{port}"
-    wait_for(answers(f"{url}/api/v2/monitor/health"), 300, "the Airflow API server", started, every=3)
+    wait_for(answers(f"{url}/api/v2/monitor/health"), 600, "the Airflow API server", started, every=3)
     cluster.urls["airflow"] = url
     return url

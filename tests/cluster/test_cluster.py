@@ -16,6 +16,7 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -79,6 +80,9 @@ def cluster(phases: Phases) -> Iterator[dict]:
         assert done.returncode == 0, f"jobs.generate failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         shutil.copytree(lake, root / "embedded" / "lake")
         t = phases("generate", t)
+        # the in-process run goes beside the cluster (both wait on much): the stack waits for it at the end
+        embedded = stack.enter_context(ThreadPoolExecutor(1)).submit(_run_embedded, root / "embedded", base_env,
+                                                                      phases)
         db = start_postgres(stack, c, ["airflow", "mlflow"])
         t = phases("postgres", t)
         broker = start_redis(stack, c)
@@ -89,10 +93,11 @@ def cluster(phases: Phases) -> Iterator[dict]:
         t = phases("spark standalone", t)
         env = airflow_env(c, root / "airflow", f"{db}/airflow", broker, f"db+{db}/airflow",
                           master, mlflow, extra={**base_env, **TINY, "RECSYS_MLFLOW_ARTIFACTS":
-                                                 f"mlflow-artifacts://127.0.0.1:{mlflow.rsplit(':', 1)[1]}/recsys"})
+                                                 "mlflow-artifacts:///recsys"})
         api = start_airflow(stack, c, env)
         phases("airflow", t)
-        yield {"cluster": c, "env": env, "api": api, "lake": lake, "root": root, "base_env": base_env}
+        yield {"cluster": c, "env": env, "api": api, "lake": lake, "root": root,
+               "embedded": embedded}
 
 
 def _api(cluster: dict, method: str, path: str, body: object = None) -> dict:
@@ -124,21 +129,25 @@ def _dag_served(cluster: dict) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def embedded(cluster: dict, phases: Phases) -> Path:
-    """The same date's jobs one after another in-process on the untouched copy of the input (local Spark,
-    SQLite MLflow); the lake root."""
+def _run_embedded(root: Path, base_env: dict[str, str], phases: Phases) -> Path:
+    """The same date's jobs one after another in-process on the untouched copy of the input under ``root``
+    (local Spark, SQLite MLflow); the lake root."""
     started = time.monotonic()
-    root: Path = cluster["root"] / "embedded"
-    env = {**cluster["base_env"], "RECSYS_HOME": str(root), "RECSYS_LAKE": str(root / "lake"),
+    env = {**base_env, "RECSYS_HOME": str(root), "RECSYS_LAKE": str(root / "lake"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "RECSYS_MLFLOW_ARTIFACTS": str(root / "mlartifacts"),
            "SPARK_MASTER": "local[1]"}
     for job in JOB_ORDER:
         done = subprocess.run([sys.executable, "-m", f"jobs.{job}", "--ds", DS], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, f"jobs.{job} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    phases("embedded run (in-process)", started)
+    phases("embedded run (in-process, beside the cluster)", started)
     return root / "lake"
+
+
+@pytest.fixture(scope="module")
+def embedded(cluster: dict) -> Path:
+    """The lake of the in-process run, which ran beside the cluster's start and run."""
+    return cluster["embedded"].result()
 
 
 def _logs(cluster: dict) -> str:
