@@ -27,7 +27,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 DEMO_DATE ?= 2026-01-31
 PYTEST_ARGS ?=
 
-.PHONY: help venv airflow-db demo test test-slow test-cluster run-on lint lock clean-state
+.PHONY: help venv airflow-db demo ui test test-slow test-cluster run-on lint lock clean-state
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -59,6 +59,11 @@ airflow-db: venv  ## set up the embedded Airflow metadata DB under $(AIRFLOW_HOM
 
 demo: airflow-db  ## generate synthetic data, run the nightly DAG once, print where everything is
 	bin/recsys demo --date $(DEMO_DATE)
+
+UI_PORT ?= 8080
+ui: airflow-db  ## start the Airflow UI on 127.0.0.1:$(UI_PORT) (Browse -> Run reports); user admin, password printed below
+	@echo "Airflow UI: http://127.0.0.1:$(UI_PORT)  user admin, password: $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated (made at the first start)"
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin $(BIN)/airflow api-server --host 127.0.0.1 --port $(UI_PORT)
 
 # make run-on's values reach bin/recsys run-on verbatim, each as one single-quoted word --flag='value' (so a
 # value may start with -): $(value) keeps make from expanding them in the recipe, unexport from expanding them
