@@ -18,6 +18,14 @@ import tensorflow as tf
 from recsys.core.columns import ITEM_IDX, LABEL, SOURCE, USER_IDX, WEIGHT, require_columns
 from recsys.core.matrices import Matrices
 from recsys.evaluation.metrics import user_metrics
+from recsys.models.sampled import (
+    DEFAULT_POPULARITY_ALPHA,
+    Loss,
+    choose_objective,
+    in_batch_softmax,
+    popularity_log_q,
+    sampled_softmax,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +36,6 @@ OWN_HISTORY_SOURCES = (SYNTHETIC_USER_SOURCE, "transform_pos")
 VALID_K = 10  # early stopping watches validation NDCG at this cut-off
 VALID_METRIC = f"ndcg@{VALID_K}"
 
-# loss(labels, weights, logits) -> scalar; labels and weights are dense users x items batches, and a
-# weight of 0 marks a position that is not an example.
-Loss = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
 
 
 def weighted_bce(labels: tf.Tensor, weights: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -68,6 +73,19 @@ def resolve_loss(name: str) -> Loss:
         return LOSSES[name]
     except KeyError:
         raise ValueError(f"train.loss: unknown loss {name!r}; known: {', '.join(LOSSES)}") from None
+
+
+def objective_loss(objective: str, train: sp.csr_matrix, config: Mapping[str, Any]) -> Loss:
+    """The loss of an objective: ``full`` is ``train.loss``; ``sampled`` the log-Q corrected sampled
+    softmax against the popularity sampler of ``popularity_alpha``; ``in_batch`` its ablation without
+    the sampled negatives (:mod:`recsys.models.sampled`)."""
+    if objective == "full":
+        return resolve_loss(str(config["loss"]))
+    if objective == "sampled":
+        return sampled_softmax(popularity_log_q(train, float(config.get("popularity_alpha", DEFAULT_POPULARITY_ALPHA))))
+    if objective == "in_batch":
+        return in_batch_softmax
+    raise ValueError(f"unknown objective {objective!r}; known: full, sampled, in_batch")
 
 
 def build_recommender(n_items: int, config: Mapping[str, Any]) -> keras.Model:
@@ -261,6 +279,7 @@ def fit_recommender(
     loss: Loss | None = None,
     *,
     fixed_epochs: int | None = None,
+    objective: str | None = None,
 ) -> tuple[keras.Model, dict[str, Any]]:
     """Train the recommender on examples, early-stopping on validation NDCG@10.
 
@@ -274,18 +293,26 @@ def fit_recommender(
         matrices: the date's tables; ``train`` gives real users' histories, ``valid`` the targets of
             early stopping.
         config: the ``train`` section plus ``seed``.
-        loss: ``loss(labels, weights, logits)``; default the one named by ``config["loss"]``.
+        loss: ``loss(labels, weights, logits)``; default the objective's (:func:`objective_loss`).
         fixed_epochs: train exactly this many epochs and keep the last weights, without looking at
             ``valid`` (the final fit on the whole window, whose epoch count early stopping chose).
+        objective: ``full``, ``sampled`` or ``in_batch``; default by the catalogue size
+            (:func:`recsys.models.sampled.choose_objective`). Ignored when ``loss`` is given.
 
     Returns:
         The model with its best weights, and ``{"epochs": run, "best_epoch", "best_valid_ndcg@10",
-        "valid_ndcg@10": per epoch, "loss": per epoch, "users_trained", "seconds"}``.
+        "valid_ndcg@10": per epoch, "loss": per epoch, "objective", "users_trained", "seconds"}``
+        (``objective`` is ``given`` for an injected loss).
     """
     started = time.perf_counter()
     seed = int(config.get("seed", 0))
     keras.utils.set_random_seed(seed)
-    loss = loss or resolve_loss(str(config["loss"]))
+    if loss is None:
+        objective = objective or choose_objective(matrices.n_items, config)
+        loss = objective_loss(objective, matrices.train, config)
+    else:
+        objective = "given"
+    log.info("objective %s over %d items (train.loss %s)", objective, matrices.n_items, config.get("loss"))
     data = training_set(examples_df, matrices.train)
     if len(data.rows) == 0:
         raise ValueError("examples: no user has both a history and a positive example to train on")
@@ -298,7 +325,7 @@ def fit_recommender(
         history = _fit_early_stopping(model, epochs, matrices, int(config["epochs"]), int(config["patience"]))
     else:
         history = _fit_fixed(epochs, fixed_epochs)
-    history.update({"users_trained": int(len(data.rows)), "seconds": round(time.perf_counter() - started, 2)})
+    history.update({"objective": objective, "users_trained": int(len(data.rows)), "seconds": round(time.perf_counter() - started, 2)})
     return model, history
 
 
@@ -313,31 +340,63 @@ class ItemItemBlend(keras.layers.Layer):
 
     Each row's two score vectors are standardised (zero mean, unit deviation over the items) so
     ``alpha`` weighs rankings rather than scales: ``(1 - alpha) z(logits) + alpha z(history @ B)``.
+    With ``n_bound``, ``B`` is only ``n_bound x n_bound`` over the item indices ``items`` (the most
+    interacted ones): the path reads and scores those items, every other item's linear score is 0, so
+    the saved weights stay bounded however large the catalogue grows and items outside the bound are
+    ranked by the autoencoder's logits alone.
     """
 
-    def __init__(self, n_items: int, alpha: float, **kwargs: Any) -> None:
+    def __init__(self, n_items: int, alpha: float, n_bound: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.n_items, self.alpha = int(n_items), float(alpha)
-        self.item_item = self.add_weight(shape=(self.n_items, self.n_items), initializer="zeros",
-                                         trainable=False, name="item_item")
+        self.n_bound = None if n_bound is None else int(n_bound)
+        size = self.n_items if self.n_bound is None else self.n_bound
+        self.item_item = self.add_weight(shape=(size, size), initializer="zeros", trainable=False, name="item_item")
+        if self.n_bound is not None:
+            self.items = self.add_weight(shape=(size,), initializer="zeros", dtype="int32", trainable=False,
+                                         name="items")
 
     def call(self, history: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-        linear = keras.ops.matmul(history, self.item_item)
+        if self.n_bound is None:
+            linear = keras.ops.matmul(history, self.item_item)
+        else:
+            items = tf.convert_to_tensor(self.items)
+            bounded = tf.matmul(tf.gather(history, items, axis=1), tf.convert_to_tensor(self.item_item))
+            # scatter the bounded columns into a full row: items x batch, then back
+            linear = tf.transpose(tf.scatter_nd(items[:, None], tf.transpose(bounded),
+                                                tf.stack([self.n_items, tf.shape(history)[0]])))
         return (1.0 - self.alpha) * _standardise(logits) + self.alpha * _standardise(linear)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "n_items": self.n_items, "alpha": self.alpha}
+        return {**super().get_config(), "n_items": self.n_items, "alpha": self.alpha, "n_bound": self.n_bound}
 
 
-def with_item_item(model: keras.Model, item_item: np.ndarray, alpha: float) -> keras.Model:
-    """``model`` with an :class:`ItemItemBlend` on top, holding the items x items weights ``item_item``."""
+def with_item_item(model: keras.Model, item_item: np.ndarray, alpha: float, items: np.ndarray | None = None) -> keras.Model:
+    """``model`` with an :class:`ItemItemBlend` on top, holding the item-item weights ``item_item``.
+
+    Args:
+        model: the autoencoder.
+        item_item: items x items weights, or with ``items`` the ``len(items) x len(items)`` weights
+            among those item indices (EASE's ``weights`` over its ``active`` items).
+        alpha: the blend weight of the item-item path.
+        items: sorted item indices the weights are over; None for the whole catalogue.
+
+    The blend computes in float32 whatever the global precision policy: the standardisation and the
+    sums over thousands of items need the range (see :mod:`recsys.models.runtime`).
+    """
     n_items = int(model.input_shape[-1])
-    if item_item.shape != (n_items, n_items):
-        raise ValueError(f"item-item weights have shape {item_item.shape}, the model scores {n_items} items")
+    size = n_items if items is None else len(items)
+    if item_item.shape != (size, size):
+        raise ValueError(f"item-item weights have shape {item_item.shape}, the model scores {n_items} items"
+                         + ("" if items is None else f" and the path covers {size}"))
+    if items is not None and len(items) and (np.min(items) < 0 or np.max(items) >= n_items):
+        raise ValueError(f"item-item path: item indices must lie in [0, {n_items})")
     history = keras.Input(shape=(n_items,), name="history")
-    blend = ItemItemBlend(n_items, alpha, name="item_item_blend")
+    blend = ItemItemBlend(n_items, alpha, None if items is None else size, dtype="float32", name="item_item_blend")
     out = blend(history, model(history))
     blend.item_item.assign(np.asarray(item_item, dtype=np.float32))
+    if items is not None:
+        blend.items.assign(np.asarray(items, dtype=np.int32))
     return keras.Model(history, out, name="history_autoencoder_item_item")
 
 

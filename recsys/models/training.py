@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from recsys.core.columns import CONFIDENCE, ITEM_IDX, LABEL, SOURCE, SOURCES, USER_IDX, WEIGHT, require_columns
 from recsys.core.matrices import Matrices
 from recsys.evaluation.cold import without_items
-from recsys.models.ease import EASE, choose_ease
+from recsys.models.ease import DEFAULT_MAX_ITEMS, EASE, choose_ease
 from recsys.models.recommender import fit_recommender, validation_ndcg, validation_users, with_item_item
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,23 @@ def whole_window(examples: pd.DataFrame, matrices: Matrices) -> tuple[pd.DataFra
     return pd.concat([examples, added], ignore_index=True), window
 
 
-def choose_alpha(model: keras.Model, item_item: np.ndarray, matrices: Matrices,
+def ease_max_items(config: Mapping[str, Any]) -> int:
+    """``train.ease_max_items``: how many of the most interacted items the EASE path covers."""
+    return int(config.get("ease_max_items", DEFAULT_MAX_ITEMS))
+
+
+def with_ease(model: keras.Model, ease: EASE, alpha: float) -> keras.Model:
+    """``model`` blended with ``ease``'s item-item path over the items it covers."""
+    return with_item_item(model, ease.weights, alpha, items=ease.active)
+
+
+def choose_alpha(model: keras.Model, ease: EASE, matrices: Matrices,
                  alphas: Sequence[float]) -> tuple[float, dict[float, float]]:
     """The item-item blend weight with the best validation NDCG@10 (ties keep the first; 0 = no blend)."""
     users = validation_users(matrices.valid)
     tried = {}
     for alpha in alphas:
-        blended = with_item_item(model, item_item, float(alpha)) if alpha > 0 else model
+        blended = with_ease(model, ease, float(alpha)) if alpha > 0 else model
         tried[float(alpha)] = validation_ndcg(blended, matrices.train, matrices.valid, users)
     best = max(tried, key=lambda a: (tried[a], -list(tried).index(a)))
     return best, tried
@@ -79,22 +89,35 @@ def choose_alpha(model: keras.Model, item_item: np.ndarray, matrices: Matrices,
 
 def fit_held_out(trained: Trained, frames: Mapping[str, pd.DataFrame], matrices: Matrices,
                  config: Mapping[str, Any]) -> None:
-    """Fit one model per named frame on train, early-stopped on valid, into ``trained``."""
+    """Fit one model per named frame on train, early-stopped on valid, into ``trained``.
+
+    With the sampled objective, each model is fitted a second time without its sampled negatives
+    (each positive against the batch's other positives) and that fit's best validation NDCG@10 is
+    recorded as ``negatives_ablation_valid_ndcg@10``: what the negatives contributed. None otherwise.
+    """
     for name, frame in frames.items():
         model, history = fit_recommender(frame, matrices, config)
+        ablation = None
+        if history["objective"] == "sampled":
+            ablation = fit_recommender(frame, matrices, config, objective="in_batch")[1]["best_valid_ndcg@10"]
+            log.info("%s: without the sampled negatives (in-batch softmax) best validation ndcg@10 %.4f",
+                     name, ablation)
         trained.models[name] = model
-        trained.facts["models"][name] = {**history, "examples": int(len(frame))}
-        log.info("%s: %d epochs, best validation ndcg@10 %.4f at epoch %d",
-                 name, history["epochs"], history["best_valid_ndcg@10"], history["best_epoch"])
+        trained.facts["models"][name] = {**history, "examples": int(len(frame)),
+                                         "negatives_ablation_valid_ndcg@10": ablation}
+        log.info("%s: objective %s, %d epochs, best validation ndcg@10 %.4f at epoch %d", name,
+                 history["objective"], history["epochs"], history["best_valid_ndcg@10"], history["best_epoch"])
 
 
-def choose_ease_lambda(trained: Trained, matrices: Matrices, lambdas: Sequence[float]) -> EASE:
+def choose_ease_lambda(trained: Trained, matrices: Matrices, lambdas: Sequence[float], max_items: int) -> EASE:
     """EASE fitted on train with the lambda of the best validation NDCG, recorded in ``trained``'s facts.
 
-    Chosen here once a night; evaluate's EASE baseline reads it from train.json.
+    Chosen here once a night; evaluate's EASE baseline reads it from train.json. EASE covers at most
+    ``max_items`` of the most interacted items (``ease_items`` in the facts).
     """
-    ease, by_lambda = choose_ease(matrices.train, matrices.valid, lambdas)
-    trained.facts.update({"ease_lambda": ease.lam, "ease_validation": {str(k): v for k, v in by_lambda.items()}})
+    ease, by_lambda = choose_ease(matrices.train, matrices.valid, lambdas, max_items=max_items)
+    trained.facts.update({"ease_lambda": ease.lam, "ease_validation": {str(k): v for k, v in by_lambda.items()},
+                          "ease_items": int(len(ease.active)), "ease_max_items": int(max_items)})
     return ease
 
 
@@ -105,14 +128,13 @@ def blend_item_item(trained: Trained, ease: EASE, matrices: Matrices, alphas: Se
     """
     if not any(a > 0 for a in alphas):
         return
-    item_item = ease.full_weights()
     for name in HELD_OUT_MODELS:
-        alpha, tried = choose_alpha(trained.models[name], item_item, matrices, alphas)
+        alpha, tried = choose_alpha(trained.models[name], ease, matrices, alphas)
         trained.facts["models"][name].update({"item_item_alpha": alpha, "item_item_lambda": ease.lam,
                                               "valid_ndcg@10_by_alpha": {str(a): v for a, v in tried.items()}})
         log.info("%s: item-item blend alpha %s (validation ndcg@10 by alpha: %s)", name, alpha, tried)
         if alpha > 0:
-            trained.models[name] = with_item_item(trained.models[name], item_item, alpha)
+            trained.models[name] = with_ease(trained.models[name], ease, alpha)
 
 
 def refit_whole_window(trained: Trained, examples: pd.DataFrame, matrices: Matrices, config: Mapping[str, Any],
@@ -123,7 +145,7 @@ def refit_whole_window(trained: Trained, examples: pd.DataFrame, matrices: Matri
     model, history = fit_recommender(final_examples, window, config, fixed_epochs=epochs)
     alpha = trained.facts["models"]["model"].get("item_item_alpha", 0.0)
     if alpha > 0:
-        model = with_item_item(model, EASE(window.train, lam).full_weights(), alpha)
+        model = with_ease(model, EASE(window.train, lam, max_items=ease_max_items(config)), alpha)
     trained.models[FINAL_MODEL] = model
     trained.facts["models"][FINAL_MODEL] = {**history, "examples": int(len(final_examples)), "item_item_alpha": alpha}
     log.info("%s: refit on the whole window, %d examples, %d epochs", FINAL_MODEL, len(final_examples), epochs)
@@ -152,7 +174,7 @@ def train_models(examples: pd.DataFrame, matrices: Matrices, config: Mapping[str
     trained = Trained()
     trained.facts["examples_by_source"] = counts_by_source(examples)
     fit_held_out(trained, frames, matrices, config)
-    ease = choose_ease_lambda(trained, matrices, config["ease_lambdas"])
+    ease = choose_ease_lambda(trained, matrices, config["ease_lambdas"], ease_max_items(config))
     blend_item_item(trained, ease, matrices, [float(a) for a in config["item_item_alphas"]])
     if config["final_fit"]:
         refit_whole_window(trained, examples, matrices, config, ease.lam)
@@ -208,11 +230,12 @@ def fit_cold_start(trained: Trained, examples: pd.DataFrame, matrices: Matrices,
     cold_matrices = without_items(matrices, cold)
     without = without_item_rows(examples, cold)
     frames = {COLD_MODEL: pd.concat([without, content], ignore_index=True), COLD_NOCONTENT_MODEL: without}
-    item_item = EASE(cold_matrices.train, float(trained.facts["ease_lambda"])).full_weights() if alpha > 0 else None
+    ease = (EASE(cold_matrices.train, float(trained.facts["ease_lambda"]), max_items=ease_max_items(config))
+            if alpha > 0 else None)
     for name, frame in frames.items():
         model, history = fit_recommender(frame, cold_matrices, config, fixed_epochs=epochs)
-        if item_item is not None:
-            model = with_item_item(model, item_item, alpha)
+        if ease is not None:
+            model = with_ease(model, ease, alpha)
         trained.models[name] = model
         trained.facts["models"][name] = {**history, "examples": int(len(frame)), "item_item_alpha": alpha}
         log.info("%s: %d examples without the %d cold items (%d content_pos), %d epochs", name, len(frame),

@@ -66,6 +66,8 @@ def test_train_writes_both_models_and_facts(lake_with_inputs: tuple[Lake, pd.Dat
         assert run["best_valid_ndcg@10"] == max(run["valid_ndcg@10"])
         model = load_recommender(out / f"{name}.keras")
         assert model.input_shape == (None, 40) and model.output_shape == (None, 40)
+        # 40 items is far below train.large_catalogue_items: the full softmax ran, so no negatives ablation
+        assert run["objective"] == "full" and run["negatives_ablation_valid_ndcg@10"] is None
     assert facts["models"]["model"]["examples"] == len(examples)
     for name in ("model", "model_noaug"):  # the item-item blend weight is the best of those tried on valid
         by_alpha = facts["models"][name]["valid_ndcg@10_by_alpha"]
@@ -76,6 +78,7 @@ def test_train_writes_both_models_and_facts(lake_with_inputs: tuple[Lake, pd.Dat
     assert facts["ease_validation"][str(facts["ease_lambda"])] == max(facts["ease_validation"].values())
     assert set(facts["ease_validation"]) == {"50.0", "200.0", "500.0", "1000.0"}
     assert facts["models"]["model"]["item_item_lambda"] == facts["ease_lambda"]
+    assert facts["ease_items"] == 40  # every planted item has train interactions, under train.ease_max_items
     # the final fit: as many epochs as the held-out fit's best, on examples plus the valid and test positives
     final = facts["models"]["model_final"]
     assert final["epochs"] == final["best_epoch"] == facts["models"]["model"]["best_epoch"]

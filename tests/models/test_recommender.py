@@ -100,6 +100,7 @@ def test_recommender_beats_popularity_on_planted_blocks(trained) -> None:
     assert ours["hitrate@5"] > 0.95
     assert history["best_valid_ndcg@10"] == max(history["valid_ndcg@10"])
     assert history["epochs"] == len(history["loss"])
+    assert history["objective"] == "full"  # 40 items, far below train.large_catalogue_items
 
 
 def test_fit_is_reproducible(trained) -> None:
@@ -170,3 +171,98 @@ def test_item_item_blend_standardises_and_weighs_both_paths(tmp_path: Path) -> N
                                np.asarray(blended(history)), atol=1e-6)
     with pytest.raises(ValueError, match="shape"):
         with_item_item(model, item_item[:3, :3], 0.5)
+
+
+def z_rows(x: np.ndarray) -> np.ndarray:
+    """Row-standardised scores as the blend computes them, in NumPy."""
+    return (x - x.mean(axis=1, keepdims=True)) / (x.std(axis=1, keepdims=True) + 1e-6)
+
+
+def random_train(n_users: int, n_items: int, seed: int = 0) -> sp.csr_matrix:
+    """Binary interactions with a skewed item popularity, every item interacted at least once."""
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((n_users, n_items)) < np.linspace(0.6, 0.02, n_items)).astype(np.float32)
+    dense[rng.integers(0, n_users, n_items), np.arange(n_items)] = 1.0
+    return sp.csr_matrix(dense)
+
+
+@pytest.mark.tf
+def test_bounded_ease_covers_the_most_interacted_items_and_the_rest_keep_autoencoder_scores(tmp_path: Path) -> None:
+    from recsys.models.ease import EASE
+    from recsys.models.recommender import (
+        build_recommender,
+        load_recommender,
+        save_recommender,
+        score_histories,
+        with_item_item,
+    )
+
+    train = random_train(60, 30)
+    ease = EASE(train, lam=10.0, max_items=12)
+    counts = np.asarray(train.sum(axis=0)).ravel()
+    top = np.sort(np.argsort(-counts, kind="stable")[:12])
+    np.testing.assert_array_equal(ease.active, top)
+    assert ease.weights.shape == (12, 12)
+    # the bounded EASE is the EASE of the train matrix restricted to those columns
+    np.testing.assert_allclose(ease.weights, EASE(sp.csr_matrix(train[:, top]), lam=10.0).weights, atol=1e-5)
+
+    model = build_recommender(30, {"hidden": 4, "dropout": 0.0, "seed": 1})
+    history = train[:5].toarray()
+    linear = np.zeros((5, 30), np.float32)
+    linear[:, top] = history[:, top] @ ease.weights
+    blended = with_item_item(model, ease.weights, 0.4, items=ease.active)
+    expected = 0.6 * z_rows(np.asarray(model(history))) + 0.4 * z_rows(linear)
+    got = np.asarray(blended(history))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    # outside the bound the linear path is 0: those items are ordered by the autoencoder's logits alone
+    outside = np.setdiff1d(np.arange(30), top)
+    logits = np.asarray(model(history))
+    for row in range(5):
+        np.testing.assert_array_equal(np.argsort(got[row, outside]), np.argsort(logits[row, outside]))
+    assert np.isfinite(got).all()
+    save_recommender(blended, tmp_path / "bounded.keras")
+    np.testing.assert_allclose(score_histories(load_recommender(tmp_path / "bounded.keras"), train[:5]), got,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="covers 12"):
+        with_item_item(model, ease.weights[:11, :11], 0.4, items=ease.active)
+
+
+@pytest.mark.tf
+def test_bounded_model_file_grows_linearly_with_the_catalogue(tmp_path: Path) -> None:
+    from recsys.models.ease import EASE
+    from recsys.models.recommender import build_recommender, save_recommender, with_item_item
+
+    hidden, bound = 8, 100
+    sizes = {}
+    for n_items in (500, 1000):
+        ease = EASE(random_train(150, n_items, seed=n_items), lam=50.0, max_items=bound)
+        assert ease.weights.shape == (bound, bound)
+        model = with_item_item(build_recommender(n_items, {"hidden": hidden, "dropout": 0.0}), ease.weights, 0.5,
+                               items=ease.active)
+        save_recommender(model, tmp_path / f"{n_items}.keras")
+        sizes[n_items] = (tmp_path / f"{n_items}.keras").stat().st_size
+    # per added item: an encoder row, a logits column and bias (2 x hidden + 1 float32); the bounded
+    # path adds nothing. A dense items x items path would add 4 x (1000^2 - 500^2) bytes = 3 MB.
+    per_item = 4 * (2 * hidden + 1)
+    growth = sizes[1000] - sizes[500]
+    assert growth == pytest.approx(per_item * 500, rel=0.1)
+
+
+@pytest.mark.tf
+def test_item_item_blend_stays_float32_under_mixed_precision() -> None:
+    import keras
+
+    from recsys.models.recommender import build_recommender, with_item_item
+
+    before = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_recommender(6, {"hidden": 4, "dropout": 0.0, "seed": 1})
+        blended = with_item_item(model, np.eye(3, dtype=np.float32), 0.5, items=np.array([0, 2, 4]))
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+    blend = blended.get_layer("item_item_blend")
+    assert model.get_layer("encoder").compute_dtype == "bfloat16"  # the policy did apply
+    assert blend.compute_dtype == "float32" and blend.item_item.dtype == "float32"
+    out = blended(np.ones((2, 6), np.float32))
+    assert out.dtype == "float32"
