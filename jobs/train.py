@@ -74,7 +74,9 @@ def body(ctx: JobContext) -> dict[str, Any]:
     """
     assert ctx.ds is not None
     started = time.perf_counter()
-    config = {**ctx.config["train"], "seed": int(ctx.config["seed"])}
+    # the sampled objective's log-Q correction needs the popularity sampler the negatives came from
+    config = {**ctx.config["train"], "seed": int(ctx.config["seed"]),
+              "popularity_alpha": float(ctx.config["expand"]["popularity_alpha"])}
     matrices = load_matrices(ctx.lake, ctx.ds)
     examples = read_examples(ctx.lake, ctx.ds)
 

@@ -299,6 +299,9 @@ class Train(_Section):
     final_fit: bool
     ease_lambdas: Annotated[list[PositiveFloat], Field(min_length=1)]
     item_item_alphas: Annotated[list[Share], Field(min_length=1)]
+    objective: Literal["auto", "full", "sampled"]
+    large_catalogue_items: PositiveInt
+    ease_max_items: PositiveInt
 
 
 class Evaluate(_Section):
