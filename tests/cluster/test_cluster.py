@@ -140,7 +140,7 @@ def _run_embedded(root: Path, base_env: dict[str, str], phases: Phases) -> Path:
         done = subprocess.run([sys.executable, "-m", f"jobs.{job}", "--ds", DS], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, f"jobs.{job} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    phases("embedded run (in-process, beside the cluster)", started)
+    phases("embedded run (beside)", started)
     return root / "lake"
 
 
