@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from recsys.core.lake import recsys_home
 
@@ -28,10 +29,17 @@ def tracking_uri() -> str:
     return f"sqlite:///{path}"
 
 
-def artifact_root() -> str:
-    """Where new experiments keep artifacts: ``$RECSYS_MLFLOW_ARTIFACTS`` or ``$RECSYS_HOME/mlflow/artifacts``."""
-    root = os.environ.get("RECSYS_MLFLOW_ARTIFACTS") or str(recsys_home() / "mlflow" / "artifacts")
-    return root if "://" in root else Path(root).resolve().as_uri()
+def artifact_root() -> str | None:
+    """Where new experiments keep artifacts: ``$RECSYS_MLFLOW_ARTIFACTS`` (a URI such as ``mlflow-artifacts:/x``
+    or ``s3://b/x`` kept as it is, a path made absolute); unset, ``$RECSYS_HOME/mlflow/artifacts`` with a local
+    store and None with a tracking server (``http(s)://``), whose own default (its proxied artifact store) applies.
+    """
+    root = os.environ.get("RECSYS_MLFLOW_ARTIFACTS")
+    if not root:
+        if urlsplit(tracking_uri()).scheme in ("http", "https"):
+            return None
+        root = str(recsys_home() / "mlflow" / "artifacts")
+    return root if len(urlsplit(root).scheme) > 1 else Path(root).resolve().as_uri()  # 1 letter: a Windows drive
 
 
 def setup_mlflow() -> str:

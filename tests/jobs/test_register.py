@@ -7,8 +7,10 @@ import hashlib
 import math
 from pathlib import Path
 
+import pytest
+
 from jobs.summary import render_summary
-from recsys.core.tracking import partition_digest
+from recsys.core.tracking import artifact_root, partition_digest
 from recsys.evaluation.gate import gate_decision
 from recsys.report.html import render_report
 from recsys.serving.registry import epoch_metrics, flatten, version_description
@@ -122,3 +124,22 @@ def test_partition_digest_follows_the_bytes_of_every_file(tmp_path: Path) -> Non
     assert partition_digest(part) == first  # rewritten with the same bytes: the same digest
     (part / "matrices.npz").write_bytes(b"abd")
     assert partition_digest(part) != first
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, "file://{home}/mlflow/artifacts"),  # embedded: a folder under $RECSYS_HOME
+    ({"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}, None),  # a server: its own proxied artifact store
+    ({"RECSYS_MLFLOW_ARTIFACTS": "mlflow-artifacts:/recsys"}, "mlflow-artifacts:/recsys"),  # a URI stays a URI
+    ({"RECSYS_MLFLOW_ARTIFACTS": "s3://bucket/recsys", "MLFLOW_TRACKING_URI": "http://h:5000"}, "s3://bucket/recsys"),
+    ({"RECSYS_MLFLOW_ARTIFACTS": "rel/arts"}, "file://{cwd}/rel/arts"),  # a path is made absolute
+])
+def test_artifact_root_by_store(env: dict, expected: str | None, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    for name in ("MLFLOW_TRACKING_URI", "RECSYS_MLFLOW_ARTIFACTS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    want = None if expected is None else expected.format(home=tmp_path, cwd=tmp_path)
+    assert artifact_root() == want
