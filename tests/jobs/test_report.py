@@ -239,7 +239,8 @@ def test_report_job_renders_from_the_lake_and_logs_to_mlflow(lake: Lake, tmp_pat
     monkeypatch.setenv("RECSYS_MLFLOW_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setenv("RECSYS_STATSD_HOST", "127.0.0.1")
     monkeypatch.setenv("RECSYS_STATSD_PORT", str(statsd.port))
-    run_id = MlflowClient().create_run(setup_mlflow()).info.run_id
+    experiment_id = setup_mlflow()  # before the client, which reads the tracking URI when made
+    run_id = MlflowClient().create_run(experiment_id).info.run_id
     ds = "2026-01-03"
     _night(lake, "2026-01-01", 0.1, total=800)
     write_json(lake.path("eval", ds) / "metrics.json", METRICS)
