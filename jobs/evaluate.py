@@ -99,9 +99,9 @@ def body(ctx: JobContext) -> dict[str, Any]:
     log.info("evaluating %d test users (%d in the sparse segment), %d items", len(held.users), len(sparse),
              matrices.n_items)
 
-    # EASE with the lambda train chose on valid this night (one choice, recorded in train.json)
+    # EASE with the lambda train chose on valid this night and over the items its path covers (train.json)
     trained = read_json(models_dir / TRAIN_FACTS_FILE)
-    ease = EASE(matrices.train, float(trained["ease_lambda"]))
+    ease = EASE(matrices.train, float(trained["ease_lambda"]), max_items=trained.get("ease_max_items"))
     scorers = {
         "model": recommender_scorer(load_recommender(models_dir / MODEL_FILE), matrices.n_items),
         "model_noaug": recommender_scorer(load_recommender(models_dir / NOAUG_MODEL_FILE), matrices.n_items),
@@ -120,6 +120,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
         "ds": ctx.ds,
         "models": results,
         "ease_lambda": ease.lam,
+        "ease_items": int(len(ease.active)),
         "ease_validation": trained["ease_validation"],
         "augmentation": augmentation,
         "cold_start": cold,

@@ -54,16 +54,20 @@ class Segments:
     lengths: list[np.ndarray]  # per segment, the history lengths of its active users
 
 
-def training_epochs(n_users: int, config: dict[str, Any]) -> int:
-    """``augment.epochs``, raised so that training takes at least ``augment.min_steps`` batches.
+def training_schedule(n_users: int, config: dict[str, Any]) -> tuple[int, int]:
+    """``(epochs, batches per epoch)`` of the GAN fit.
 
-    A few hundred users make a few batches per epoch: without a floor the GAN stops after too few
-    steps to move away from its initial scores.
+    ``augment.epochs``, raised so that training takes at least ``augment.min_steps`` batches: a few hundred
+    users make a few batches per epoch, and without a floor the GAN stops after too few steps to move away
+    from its initial scores. ``augment.max_steps`` (0 = none) then caps the batches: whole epochs while one
+    fits, else one epoch of that many batches (a benchmark's capped run on a large catalogue).
     """
     batches = -(-n_users // int(config["batch_size"]))
-    return max(int(config["epochs"]), -(-int(config["min_steps"]) // batches))
-
-
+    epochs = max(int(config["epochs"]), -(-int(config["min_steps"]) // batches))
+    cap = int(config.get("max_steps", 0))
+    if cap and epochs * batches > cap:
+        return (cap // batches, batches) if cap >= batches else (1, cap)
+    return epochs, batches
 
 
 def segment_users(train: sp.csr_matrix, k: int, seed: int) -> Segments:
@@ -107,8 +111,8 @@ def train_gan(
         untrained = build_generator(n_items, n_segments, int(config["hidden"]), int(config["noise_dim"]))
     untrained.set_weights(gan.generator.get_weights())
     batch_size = int(config["batch_size"])
-    dataset = training_dataset(train, np.maximum(segments.labels, 0), segments.active, batch_size, seed)
-    epochs = training_epochs(len(segments.active), config)
+    epochs, batches = training_schedule(len(segments.active), config)
+    dataset = training_dataset(train, np.maximum(segments.labels, 0), segments.active, batch_size, seed, batches)
     fit_started = time.perf_counter()
     progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: log.info(
         "augment: epoch %d/%d: %s", epoch + 1, epochs, ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))))
@@ -118,7 +122,7 @@ def train_gan(
     fit_seconds = time.perf_counter() - fit_started
     log.info("augment: GAN trained in %.1fs, final losses %s", fit_seconds, losses)
     training = {
-        "epochs": epochs, "steps": epochs * -(-len(segments.active) // batch_size), "users": len(segments.active),
+        "epochs": epochs, "steps": epochs * batches, "users": len(segments.active),
         "final_losses": losses,
         "losses": {name: [float(v) for v in values] for name, values in history.history.items()},  # per epoch
         "seconds": round(fit_seconds, 2),  # fit only (first epoch includes tracing)

@@ -182,6 +182,7 @@ class Augment(_Section):
     d_learning_rate_ratio: PositiveFloat
     label_smoothing: Share
     min_steps: NonNegInt
+    max_steps: NonNegInt
     zr_ratio: Share
     pm_ratio: Share
     zr_weight: NonNegFloat
@@ -290,6 +291,7 @@ class Train(_Section):
 
     epochs: PositiveInt
     patience: NonNegInt
+    max_steps: NonNegInt
     batch_size: PositiveInt
     hidden: PositiveInt
     dropout: ShareBelowOne

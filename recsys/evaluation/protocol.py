@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.core.matrices import Matrices
-from recsys.evaluation.metrics import UserMetrics, user_metrics
+from recsys.evaluation.metrics import UserMetrics, scored_metrics
 
 if TYPE_CHECKING:
     import keras
@@ -57,7 +57,7 @@ class HeldOut:
 
     def score(self, scorer: Scorer, ks: Sequence[int]) -> UserMetrics:
         """Per-user metrics at ``ks`` of the model behind ``scorer``, ranked over the whole catalogue."""
-        return user_metrics(scorer(self.history), self.exclude, self.test, ks)
+        return scored_metrics(scorer, self.history, self.exclude, self.test, ks)
 
 
 def recommender_scorer(model: keras.Model, n_items: int) -> Scorer:

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from recsys.core.matrices import check_items
-from recsys.evaluation.metrics import user_metrics
+from recsys.evaluation.metrics import scored_metrics
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def choose_ease(
     tried: dict[float, float] = {}
     for lam in lambdas:
         model = EASE(lam=lam, gram=g)
-        ndcg = float(user_metrics(model.scores(train), train, valid, [k]).summary()[f"ndcg@{k}"])
+        ndcg = float(scored_metrics(model.scores, train, train, valid, [k]).summary()[f"ndcg@{k}"])
         tried[float(lam)] = ndcg
         log.info("EASE lambda %s: validation ndcg@%d %.4f", lam, k, ndcg)
         if best is None or ndcg > tried[best.lam]:

@@ -279,7 +279,8 @@ def dense_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
 
 
 def training_dataset(
-    matrix: sp.csr_matrix, segments: np.ndarray, users: np.ndarray, batch_size: int, seed: int
+    matrix: sp.csr_matrix, segments: np.ndarray, users: np.ndarray, batch_size: int, seed: int,
+    max_batches: int | None = None,
 ) -> tf.data.Dataset:
     """Batches ``{"real", "segment"}`` built from CSR rows per batch, users reshuffled every epoch.
 
@@ -289,13 +290,18 @@ def training_dataset(
         users: the rows to train on.
         batch_size: users per batch.
         seed: seeds the shuffling; each pass over the data draws a new, reproducible order.
+        max_batches: an epoch ends after this many batches (default: when every user was seen).
     """
     rng = np.random.default_rng(seed)
     n_items = matrix.shape[1]
 
+    n_batches = -(-len(users) // batch_size)
+    if max_batches is not None:
+        n_batches = min(n_batches, max_batches)
+
     def batches() -> Iterator[dict[str, np.ndarray]]:
         order = rng.permutation(users)
-        for start in range(0, len(order), batch_size):
+        for start in range(0, n_batches * batch_size, batch_size):
             rows = order[start:start + batch_size]
             yield {REAL: dense_rows(matrix, rows), SEGMENT: segments[rows].astype(np.int32)}
 
@@ -305,7 +311,6 @@ def training_dataset(
     }
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
     # a known length lets Keras end each epoch cleanly instead of running out of data
-    n_batches = -(-len(users) // batch_size)
     return dataset.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ import tensorflow as tf
 
 from recsys.core.columns import ITEM_IDX, LABEL, SOURCE, USER_IDX, WEIGHT, require_columns
 from recsys.core.matrices import Matrices
-from recsys.evaluation.metrics import user_metrics
+from recsys.evaluation.metrics import scored_metrics
 from recsys.models.sampled import (
     DEFAULT_POPULARITY_ALPHA,
     Loss,
@@ -218,27 +219,43 @@ def validation_users(valid: sp.csr_matrix) -> np.ndarray:
 
 def validation_ndcg(model: keras.Model, train: sp.csr_matrix, valid: sp.csr_matrix, users: np.ndarray) -> float:
     """NDCG@10 of ``valid`` given ``train`` as history (train items removed from the ranking)."""
-    scores = score_histories(model, train[users])
-    return float(user_metrics(scores, train[users], valid[users], [VALID_K]).summary()[VALID_METRIC])
+    history = train[users]
+    scorer = functools.partial(score_histories, model)
+    return float(scored_metrics(scorer, history, history, valid[users], [VALID_K]).summary()[VALID_METRIC])
 
 
 class _Epochs:
-    """One pass over the trained rows per call: shuffled by a seeded generator, in batches of users."""
+    """One pass over the trained rows per call: shuffled by a seeded generator, in batches of users.
 
-    def __init__(self, step: Callable, data: TrainingSet, batch_size: int, seed: int) -> None:
-        self.step, self.data, self.batch_size = step, data, batch_size
+    With ``max_steps`` (``train.max_steps``; 0 = none) the fit ends at that many batches in all: the epoch
+    that reaches it is cut short, and :attr:`exhausted` tells the fit loops to stop.
+    """
+
+    def __init__(self, step: Callable, data: TrainingSet, batch_size: int, seed: int, max_steps: int = 0) -> None:
+        self.step, self.data, self.batch_size, self.max_steps = step, data, batch_size, max_steps
         self.rng = np.random.default_rng(seed)
+        self.steps = 0
+        self.step_seconds = 0.0  # in the training steps alone (batch building included, validation not)
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(self.max_steps) and self.steps >= self.max_steps
 
     def run(self) -> float:
-        """Train one epoch; the mean of its batches' losses."""
+        """Train one epoch (or what is left of ``max_steps``); the mean of its batches' losses."""
         data = self.data
         order = data.rows[self.rng.permutation(len(data.rows))]
         losses = []
+        started = time.perf_counter()
         for start in range(0, len(order), self.batch_size):
+            if self.exhausted:
+                break
             batch = np.sort(order[start:start + self.batch_size])
             losses.append(float(self.step(
                 data.histories[batch].toarray(), data.labels[batch].toarray(), data.weights[batch].toarray()
             )))
+            self.steps += 1
+        self.step_seconds += time.perf_counter() - started
         return float(np.mean(losses))
 
 
@@ -257,18 +274,26 @@ def _fit_early_stopping(model: keras.Model, epochs: _Epochs, matrices: Matrices,
             best, best_epoch, best_weights = ndcg, epoch, model.get_weights()
         elif epoch - best_epoch >= patience:
             break
+        if epochs.exhausted:
+            log.info("train.max_steps: stopped after %d steps", epochs.steps)
+            break
     model.set_weights(best_weights)
     history.update({"epochs": len(history["loss"]), "best_epoch": best_epoch, f"best_valid_{VALID_METRIC}": best})
     return history
 
 
 def _fit_fixed(epochs: _Epochs, n_epochs: int) -> dict[str, Any]:
-    """Exactly ``n_epochs`` epochs, the last weights kept, ``valid`` never looked at."""
+    """``n_epochs`` epochs (fewer when ``train.max_steps`` ends the fit), the last weights kept, ``valid`` never
+    looked at."""
     history: dict[str, Any] = {"loss": [], f"valid_{VALID_METRIC}": []}
     for epoch in range(1, n_epochs + 1):
         history["loss"].append(epochs.run())
         log.info("epoch %d/%d: loss %.4f", epoch, n_epochs, history["loss"][-1])
-    history.update({"epochs": n_epochs, "best_epoch": n_epochs, f"best_valid_{VALID_METRIC}": None})
+        if epochs.exhausted:
+            log.info("train.max_steps: stopped after %d steps", epochs.steps)
+            break
+    n_run = len(history["loss"])
+    history.update({"epochs": n_run, "best_epoch": n_run, f"best_valid_{VALID_METRIC}": None})
     return history
 
 
@@ -301,7 +326,8 @@ def fit_recommender(
 
     Returns:
         The model with its best weights, and ``{"epochs": run, "best_epoch", "best_valid_ndcg@10",
-        "valid_ndcg@10": per epoch, "loss": per epoch, "objective", "users_trained", "seconds"}``
+        "valid_ndcg@10": per epoch, "loss": per epoch, "objective", "users_trained", "steps",
+        "steps_per_epoch", "step_seconds" (in the steps alone), "seconds"}``
         (``objective`` is ``given`` for an injected loss).
     """
     started = time.perf_counter()
@@ -320,12 +346,16 @@ def fit_recommender(
         raise ValueError(f"fixed_epochs must be at least 1, got {fixed_epochs}")
     model = build_recommender(matrices.n_items, {**config, "seed": seed})
     optimizer = keras.optimizers.Adam(learning_rate=float(config["learning_rate"]))
-    epochs = _Epochs(_train_step(model, optimizer, loss, matrices.n_items), data, int(config["batch_size"]), seed)
+    epochs = _Epochs(_train_step(model, optimizer, loss, matrices.n_items), data, int(config["batch_size"]), seed,
+                     int(config.get("max_steps", 0)))
     if fixed_epochs is None:
         history = _fit_early_stopping(model, epochs, matrices, int(config["epochs"]), int(config["patience"]))
     else:
         history = _fit_fixed(epochs, fixed_epochs)
-    history.update({"objective": objective, "users_trained": int(len(data.rows)), "seconds": round(time.perf_counter() - started, 2)})
+    history.update({"objective": objective, "users_trained": int(len(data.rows)), "steps": epochs.steps,
+                    "steps_per_epoch": -(-len(data.rows) // int(config["batch_size"])),
+                    "step_seconds": round(epochs.step_seconds, 2),
+                    "seconds": round(time.perf_counter() - started, 2)})
     return model, history
 
 

@@ -63,12 +63,15 @@ def test_evaluate_scores_all_models_on_test_users(lake: Lake) -> None:
         for name, model in models.items():
             model.save(staged / f"{name}.keras")
         # train chooses EASE's lambda once a night; evaluate's baseline takes it from train.json
-        (staged / TRAIN_FACTS_FILE).write_text(json.dumps({"ease_lambda": 200.0, "ease_validation": {"200.0": 0.5}}))
+        # ... and the items its path covers
+        (staged / TRAIN_FACTS_FILE).write_text(json.dumps({"ease_lambda": 200.0, "ease_validation": {"200.0": 0.5},
+                                                           "ease_max_items": 39}))
 
     result = main(["--ds", DS, "--lake", str(lake.root), "--set", "evaluate.sparse_share=0.1176471"])
     metrics = json.loads((lake.path("eval", DS) / "metrics.json").read_text())
     assert set(metrics["models"]) == {"model", "model_noaug", "popularity", "itemknn", "ease"}
     assert metrics["ease_lambda"] == 200.0 and metrics["ease_validation"] == {"200.0": 0.5}
+    assert metrics["ease_items"] == 39  # of the 40 items with a train interaction
 
     users = list(range(170))
     history = (m.train + m.valid).toarray()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.evaluation.metrics import top_k, user_metrics
+from recsys.evaluation.metrics import scored_metrics, top_k, user_metrics
 
 # user 0: item 0 seen, ranking of the rest 1,2,3,4,5, targets {2, 5}
 # user 1: nothing seen, ranking 5,4,3,2,1,0, target {5}
@@ -82,3 +82,34 @@ def test_shape_mismatch_is_an_error() -> None:
 def test_top_k_orders_best_first_and_breaks_ties_by_index() -> None:
     scores = np.array([[0.5, 0.9, 0.5, 0.1, 0.5]], dtype=np.float32)
     assert top_k(scores, 3).tolist() == [[1, 0, 2]]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 2048])
+def test_scored_in_batches_equals_scored_at_once(batch_size: int) -> None:
+    rng = np.random.default_rng(3)
+    history = sp.random(9, 6, density=0.4, random_state=4, format="csr", dtype=np.float32)
+    weights = rng.normal(size=(6, 6)).astype(np.float32)
+    targets = sp.random(9, 6, density=0.3, random_state=5, format="csr", dtype=np.float32)
+    targets[4] = 0  # a row without a target is never scored
+    targets.eliminate_zeros()
+    calls = []
+
+    def scorer(rows: sp.csr_matrix) -> np.ndarray:
+        calls.append(rows.shape[0])
+        return np.asarray(rows @ weights)
+
+    at_once = user_metrics(np.asarray(history @ weights), history, targets, [2, 3])
+    got = scored_metrics(scorer, history, history, targets, [3, 2], batch_size=batch_size)
+    assert got.rows.tolist() == at_once.rows.tolist() == [r for r in range(9) if targets[r].nnz]
+    assert got.ranked.tolist() == at_once.ranked.tolist()
+    for name, values in at_once.values.items():
+        assert got.values[name].tolist() == pytest.approx(values.tolist()), name
+    assert got.summary() == pytest.approx(at_once.summary())
+    assert max(calls) <= batch_size and sum(calls) == len(at_once.rows)
+
+
+def test_scored_metrics_without_targets_and_with_mismatched_shapes() -> None:
+    empty = sp.csr_matrix((3, 6), dtype=np.float32)
+    assert scored_metrics(lambda h: h.toarray(), SEEN, SEEN, empty, [2]).summary()["users"] == 0
+    with pytest.raises(ValueError, match="shapes differ"):
+        scored_metrics(lambda h: h.toarray(), SEEN[:2], SEEN, TARGETS, [2])

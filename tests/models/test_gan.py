@@ -175,3 +175,26 @@ def test_gpu_path_trains_on_gpu0_with_the_capabilitys_policy() -> None:
             assert gan.generator.get_layer("hidden2").compute_dtype == "bfloat16"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize(("config", "schedule"), [
+    ({"epochs": 20, "batch_size": 10, "min_steps": 0}, (20, 10)),     # 100 users: 10 batches an epoch
+    ({"epochs": 2, "batch_size": 10, "min_steps": 55}, (6, 10)),      # raised to at least 55 batches
+    ({"epochs": 20, "batch_size": 10, "min_steps": 0, "max_steps": 35}, (3, 10)),  # whole epochs that fit
+    ({"epochs": 20, "batch_size": 10, "min_steps": 500, "max_steps": 4}, (1, 4)),  # one short epoch
+    ({"epochs": 2, "batch_size": 10, "min_steps": 0, "max_steps": 35}, (2, 10)),   # a cap above the plan
+])
+def test_training_schedule_raises_to_min_steps_and_caps_at_max_steps(config: dict, schedule: tuple) -> None:
+    from recsys.augmentation.stage import training_schedule
+
+    assert training_schedule(100, config) == schedule
+
+
+def test_training_dataset_ends_an_epoch_at_max_batches() -> None:
+    from recsys.models.gan import training_dataset
+
+    matrix = sp.csr_matrix(np.eye(50, 8, dtype=np.float32))
+    full = list(training_dataset(matrix, np.zeros(50, int), np.arange(50), 16, 1))
+    capped = list(training_dataset(matrix, np.zeros(50, int), np.arange(50), 16, 1, max_batches=2))
+    assert [len(b["segment"]) for b in full] == [16, 16, 16, 2]
+    assert [len(b["segment"]) for b in capped] == [16, 16]

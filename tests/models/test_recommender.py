@@ -103,6 +103,19 @@ def test_recommender_beats_popularity_on_planted_blocks(trained) -> None:
     assert history["objective"] == "full"  # 40 items, far below train.large_catalogue_items
 
 
+@pytest.mark.parametrize(("max_steps", "epochs", "fixed"), [(4, 1, None), (13, 3, None), (13, 3, 5)])
+def test_max_steps_ends_the_fit_within_an_epoch(max_steps: int, epochs: int, fixed: int | None) -> None:
+    from recsys.models.recommender import fit_recommender
+
+    matrices, examples = planted_blocks()  # 180 users with train positives: 6 batches of 32 an epoch
+    config = {**TEST_CONFIG, "patience": 100, "max_steps": max_steps}
+    _, history = fit_recommender(examples, matrices, config, fixed_epochs=fixed)
+    assert history["steps_per_epoch"] == 6
+    assert history["steps"] == max_steps and history["epochs"] == epochs == len(history["loss"])
+    assert 0 < history["step_seconds"] <= history["seconds"]
+    assert len(history["valid_ndcg@10"]) == (0 if fixed else epochs)  # the cut epoch is still validated
+
+
 def test_fit_is_reproducible(trained) -> None:
     from recsys.models.recommender import fit_recommender
 
