@@ -20,7 +20,11 @@ the reconciliation counts, the interactions, the users and items index and the f
 Prints one JSON line last: events, raw rows, spark_s, polars_s, ratio (spark_s / polars_s), peak RSS
 of each process tree (MiB), the clean rows and interactions both produced, and ``same``: per output,
 whether both sides wrote the same.
-Run: ``python -m bench.data_layer --events N``.
+
+With ``--workers N`` the Spark side runs on a loopback standalone cluster started for the run
+(``tests/cluster/services.py``: a master and N workers of one core each on 127.0.0.1, stopped at the end);
+its peak RSS then counts the driver only (the executors are the workers' children).
+Run: ``python -m bench.data_layer --events N [--workers N]``.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -457,19 +463,33 @@ def phase(name: str, events: int, days: int) -> None:
           flush=True)
 
 
-def run_phase(name: str, events: int, days: int) -> dict[str, Any]:
-    """Run a phase in a fresh Python process and return what it printed."""
+def run_phase(name: str, events: int, days: int, spark_master: str | None = None) -> dict[str, Any]:
+    """Run a phase in a fresh Python process (its Spark jobs on ``spark_master`` if given); return what it printed."""
     command = [sys.executable, "-m", "bench.data_layer", "--events", str(events), "--days", str(days), "--phase", name]
-    done = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    if spark_master:
+        env["SPARK_MASTER"] = spark_master
+    done = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=True, env=env)
     line = next(x for x in reversed(done.stdout.splitlines()) if x.startswith(RESULT))
     return json.loads(line[len(RESULT):])
+
+
+def standalone_master(stack: ExitStack, workers: int, worker_memory: str) -> str:
+    """A Spark standalone master and ``workers`` workers on 127.0.0.1 (stopped with ``stack``); its URL."""
+    from tests.cluster.services import Cluster, start_spark
+
+    root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-spark-")))
+    return start_spark(stack, Cluster(root), workers=workers, worker_memory=worker_memory)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="synthetic events (default 1,000,000)")
     parser.add_argument("--days", type=int, default=14, help="daily partitions (default 14)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="run the Spark side on a loopback standalone cluster of this many 1-core workers "
+                             "(default 0: SPARK_MASTER or local[*])")
+    parser.add_argument("--worker-memory", default="2g", help="memory of each standalone worker (default 2g)")
     parser.add_argument("--phase", choices=sorted(PHASES), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -477,10 +497,14 @@ def main() -> None:
         phase(args.phase, args.events, args.days)
         return
     lake = bench_lake(args.events, args.days)  # generate once, outside both timings
-    spark = run_phase("spark", args.events, args.days)
+    with ExitStack() as stack:
+        master = standalone_master(stack, args.workers, args.worker_memory) if args.workers else None
+        spark = run_phase("spark", args.events, args.days, master)
     polars = run_phase("polars", args.events, args.days)
     result = {
         "events": args.events,
+        "spark_master": f"standalone, {args.workers} worker(s) of 1 core, {args.worker_memory}" if master
+        else os.environ.get("SPARK_MASTER", "local[*]"),
         "raw_rows": lake.source()["rows"],
         "spark_s": spark["seconds"],
         "spark_startup_s": spark["spark_startup_s"],
