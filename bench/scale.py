@@ -13,7 +13,8 @@ the seconds per training step of the GAN and of the recommender (validation excl
 sizes, which stage dominates, and the full training extrapolated from the per-step figures: an epoch is
 ``ceil(users / batch_size)`` steps, a night's training ``train.epochs`` epochs at most per fit (three fits:
 the model, its ablation and the whole-window refit; with the sampled objective two more for the negatives'
-ablation) and the GAN's ``training_schedule`` uncapped. The last line is one JSON object.
+ablation) and the GAN's ``training_schedule`` uncapped. ``extrapolated_gpu_s`` stays null: no device ran
+it, and scaling by FLOP rates would mislead (see ``cpu_tflops``). The last line is one JSON object.
 Run: ``python -m bench.scale --events 1000000 --items 100000``.
 """
 
@@ -36,6 +37,7 @@ from recsys.core.lake import (
     MODEL_FILE,
     NOAUG_MODEL_FILE,
     QUALITY_FILE,
+    STATS_FILE,
     TRAIN_FACTS_FILE,
     Lake,
     read_json,
@@ -93,8 +95,17 @@ def per_step(seconds: float, steps: int) -> float | None:
     return round(seconds / steps, 4) if steps else None
 
 
+def stats_items(lake: Lake, ds: str) -> int:
+    """The items of the date's tables (the models' width)."""
+    return int(read_json(lake.path("tables", ds) / STATS_FILE)["items"])
+
+
 def training_figures(lake: Lake, ds: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Per-step times of both trainings, from train.json and quality.json, and the uncapped extrapolation."""
+    """Per-step times of both trainings, from train.json and quality.json, and the uncapped extrapolation.
+
+    ``cpu_tflops`` is the recommender's dense-layer work per second of a step: far below the CPU's peak
+    when a step's time goes to building dense batches from CSR rows and to the catalogue-wide softmax.
+    """
     from recsys.augmentation.stage import training_schedule
 
     facts = read_json(lake.path("models", ds) / TRAIN_FACTS_FILE)
@@ -106,7 +117,7 @@ def training_figures(lake: Lake, ds: str, config: dict[str, Any]) -> dict[str, A
     gan_step_s = per_step(gan["seconds"], gan["steps"])  # the fit's seconds, first-step tracing included
     gan_epochs, gan_batches = training_schedule(gan["users"], {**config["augment"], "max_steps": 0})
     train_epoch_s = train_step_s * model["steps_per_epoch"] if train_step_s else None
-    return {
+    figures: dict[str, Any] = {
         "recommender": {
             "objective": model["objective"], "steps": model["steps"], "steps_per_epoch": model["steps_per_epoch"],
             "step_s": train_step_s, "epoch_s": round(train_epoch_s, 1) if train_epoch_s else None,
@@ -121,8 +132,15 @@ def training_figures(lake: Lake, ds: str, config: dict[str, Any]) -> dict[str, A
             "gan": round(gan_step_s * gan_epochs * gan_batches) if gan_step_s else None,
             "epochs_per_fit_upper": epochs,
         },
-        "extrapolated_gpu_s": None,  # no device measured in this run: bench/RESULTS.md says where one was
     }
+    # the two dense layers (items x hidden each way) forward and backward: 3 x 2 x 2 x batch x hidden x items
+    flops = 12 * int(config["train"]["batch_size"]) * int(config["train"]["hidden"]) * stats_items(lake, ds)
+    cpu_tflops = flops / train_step_s / 1e12 if train_step_s else None
+    figures["recommender"].update({"dense_flops_per_step": flops,
+                                   "cpu_tflops": round(cpu_tflops, 4) if cpu_tflops else None})
+    # no device in this run: a FLOP ratio would mislead, the step is far from compute-bound here (cpu_tflops)
+    figures["extrapolated_gpu_s"] = None
+    return figures
 
 
 def model_sizes(lake: Lake, ds: str) -> dict[str, float]:
@@ -150,7 +168,7 @@ def main() -> None:
     env = stage_env(lake, args.gan_steps, args.train_steps)
     stages = {stage: run_stage(stage, lake, ds, env) for stage in args.stages.split(",")}
     config = load_config()
-    stats = read_json(lake.path("tables", ds) / "_stats.json")
+    stats = read_json(lake.path("tables", ds) / STATS_FILE)
     result: dict[str, Any] = {
         "events": args.events, "items_generated": args.items, "users_generated": users, "ds": ds,
         "generate_s": round(generate_s, 1),
