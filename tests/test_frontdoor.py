@@ -298,6 +298,7 @@ def test_environment_fills_what_the_makefile_would_and_keeps_the_rest(tmp_path: 
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # a DAG run through Airflow: make test-slow
 def test_rerun_of_the_report_task_through_airflow(tmp_path: Path) -> None:
     """One real rerun: `bin/recsys rerun --task report` of a hand-written night, through `airflow dags test`
     and the real report job; every other task is marked success and writes nothing."""

@@ -17,7 +17,7 @@ import pytest
 
 from bench.recs_contract import check
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a whole run through Airflow: make test-slow
 REPO = Path(__file__).resolve().parents[2]
 SMALL = {  # short training: the point is the contract, not the model
     "RECSYS__AUGMENT__EPOCHS": "2", "RECSYS__AUGMENT__MIN_STEPS": "0", "RECSYS__AUGMENT__SYNTHETIC_USERS": "20",
