@@ -18,7 +18,7 @@ from recsys.augmentation.plots import plot_series
 from recsys.augmentation.quality import profile_noise_jaccard, quality_report, real_users
 from recsys.augmentation.schemas import CANDIDATES_SCHEMA, GAN_POS_SCHEMA, SYN_USERS_SCHEMA, frame
 from recsys.augmentation.segments import kmeans_segments, sparse_users
-from recsys.augmentation.synthesis import Synthetic, sample_synthetic, score_users
+from recsys.augmentation.synthesis import Synthetic, sample_synthetic, score_user_batches
 from recsys.core.columns import USER_IDX
 from recsys.core.lake import CANDIDATES_FILE, GAN_POS_FILE, SYN_USERS_FILE
 from recsys.core.matrices import binary
@@ -136,21 +136,33 @@ def real_user_outputs(
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     """Hard-negative candidates for every active user, and expanded positives for the sparse ones.
 
+    The users are scored a batch at a time (:func:`score_user_batches`), with a log line per batch.
+
     Returns:
         ``(candidates, gan_pos, sparse)``: the two frames and the sparse users.
     """
     active = segments.active
-    scores = score_users(generator, train, active, segments.labels, int(config["score_draws"]), seed)
-    rows, items, values = top_unobserved(scores, train[active], int(config["candidates_per_user"]))
-    candidates = frame(CANDIDATES_SCHEMA, active[rows], items, values)
     sparse = sparse_users(train, float(config["sparse_user_quantile"]))
     in_sparse = np.isin(active, sparse)
-    rows, items, values = top_unobserved(
-        scores[in_sparse], train[active[in_sparse]], int(config["expand_per_user"]),
-        float(config["confidence_threshold"]),
-    )
-    gan_pos = frame(GAN_POS_SCHEMA, active[in_sparse][rows], items, values)
-    return candidates, gan_pos, sparse
+    found: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"candidates": [], "gan_pos": []}
+    started = time.perf_counter()
+    for rows, scores in score_user_batches(generator, train, active, segments.labels, int(config["score_draws"]),
+                                           seed):
+        users = active[rows]
+        r, items, values = top_unobserved(scores, train[users], int(config["candidates_per_user"]))
+        found["candidates"].append((users[r], items, values))
+        sparse_rows = np.flatnonzero(in_sparse[rows])
+        r, items, values = top_unobserved(scores[sparse_rows], train[users[sparse_rows]],
+                                          int(config["expand_per_user"]), float(config["confidence_threshold"]))
+        found["gan_pos"].append((users[sparse_rows][r], items, values))
+        log.info("augment: scored %d of %d real users (%.0f users/s)", rows[-1] + 1, len(active),
+                 (rows[-1] + 1) / (time.perf_counter() - started))
+
+    def joined(name: str) -> tuple[np.ndarray, ...]:
+        parts = found[name] or [(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))]
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+    return frame(CANDIDATES_SCHEMA, *joined("candidates")), frame(GAN_POS_SCHEMA, *joined("gan_pos")), sparse
 
 
 def draw_synthetic(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,11 +84,27 @@ def score_users(
     generator: Any, train: sp.csr_matrix, users: np.ndarray, segments: np.ndarray, draws: int, seed: int
 ) -> np.ndarray:
     """Mean generator score over ``draws`` noise draws for each of ``users``, conditioned on their profile."""
+    return np.concatenate([scores for _, scores in score_user_batches(generator, train, users, segments, draws, seed,
+                                                                      max(len(users), 1))]
+                          or [np.zeros((0, train.shape[1]), np.float32)])
+
+
+def score_user_batches(
+    generator: Any, train: sp.csr_matrix, users: np.ndarray, segments: np.ndarray, draws: int, seed: int,
+    batch_users: int = 4096,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """:func:`score_users` ``batch_users`` users at a time: ``(positions in users, their scores)`` per batch.
+
+    Only one batch's users x items scores exist at once (every real user of a 200,000-item catalogue would
+    be hundreds of GB); the noise is drawn for all users up front, so the scores do not depend on the batch.
+    """
     rng = np.random.default_rng(seed)
     noise_dim = int(generator.input[NOISE].shape[-1])
-    profile = train[users]
-    total = np.zeros((len(users), train.shape[1]), dtype=np.float32)
-    for _ in range(draws):
-        noise = rng.standard_normal((len(users), noise_dim)).astype(np.float32)
-        total += _generate_batches(generator, profile, segments[users], noise)
-    return total / draws
+    noise = [rng.standard_normal((len(users), noise_dim)).astype(np.float32) for _ in range(draws)]
+    for start in range(0, len(users), batch_users):
+        rows = np.arange(start, min(start + batch_users, len(users)))
+        profile = train[users[rows]]
+        total = np.zeros((len(rows), train.shape[1]), dtype=np.float32)
+        for draw in noise:
+            total += _generate_batches(generator, profile, segments[users[rows]], draw[rows])
+        yield rows, total / draws

@@ -198,3 +198,16 @@ def test_training_dataset_ends_an_epoch_at_max_batches() -> None:
     capped = list(training_dataset(matrix, np.zeros(50, int), np.arange(50), 16, 1, max_batches=2))
     assert [len(b["segment"]) for b in full] == [16, 16, 16, 2]
     assert [len(b["segment"]) for b in capped] == [16, 16]
+
+
+def test_scoring_users_in_batches_gives_the_scores_of_one_pass() -> None:
+    from recsys.augmentation.synthesis import score_user_batches, score_users
+
+    train = sp.random(11, 9, density=0.3, random_state=2, format="csr", dtype=np.float32)
+    generator = build_generator(9, 2, 8, 4)
+    users, segments = np.array([0, 2, 3, 5, 6, 7, 8, 10]), np.arange(11) % 2
+    whole = score_users(generator, train, users, segments, 3, seed=5)
+    batches = list(score_user_batches(generator, train, users, segments, 3, seed=5, batch_users=3))
+    assert [rows.tolist() for rows, _ in batches] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    np.testing.assert_allclose(np.concatenate([scores for _, scores in batches]), whole, rtol=1e-6)
+    assert not np.allclose(whole, score_users(generator, train, users, segments, 3, seed=6))  # the noise matters
