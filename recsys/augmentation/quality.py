@@ -262,6 +262,8 @@ def quality_report(
     filters: list[dict[str, Any]],
     outputs: dict[str, Any],
     training: dict[str, Any],
+    max_eval_users: int | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The quality report (``quality.json`` less its lineage) of one augment run.
 
@@ -276,8 +278,13 @@ def quality_report(
         filters: what each filter kept (``filters.filter_synthetic``).
         outputs: counts of what the stage writes.
         training: epochs, steps, losses and timings of the GAN fit.
+        max_eval_users: TSTR ranks at most this many users with validation items, a seeded sample (every
+            user's full ranking of a large catalogue would dominate the stage); default all.
+        seed: the sample's seed.
     """
     eval_users = np.flatnonzero(np.diff(valid.indptr) > 0)
+    if max_eval_users is not None and len(eval_users) > max_eval_users:
+        eval_users = np.sort(np.random.default_rng(seed).choice(eval_users, max_eval_users, replace=False))
     figures = {
         name: _figures(matrix, real, train, valid, eval_users)
         for name, matrix in (("trained", trained.items), ("untrained", untrained.items), ("written", written))

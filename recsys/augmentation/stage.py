@@ -230,6 +230,6 @@ def augment(
     }
     outputs = _output_counts(train, segments, sparse, gan_pos, written, syn_users, candidates)
     quality = quality_report(real, train, valid, trained_syn, untrained_syn, written, profile_jaccard, filters,
-                             outputs, training)
+                             outputs, training, int(config["quality_max_users"]), seed + 4)
     plots = plot_series(real, trained_syn.items, untrained_syn.items)
     return Augmentation(gan_pos, syn_users, candidates, quality, gan.generator, plots)

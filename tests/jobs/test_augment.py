@@ -329,7 +329,7 @@ def test_stage_runs_on_ml_latest_small(lake: Lake) -> None:
     # a wide catalogue: 60 real users over some 2,000 movies
     train, valid = ml_latest_small_sample(60, seed=3)
     write_tables(lake, DS, train, valid)
-    settings = {**TINY, "segments": 4, "synthetic_users": 40, "epochs": 5, "min_steps": 80}
+    settings = {**TINY, "segments": 4, "synthetic_users": 40, "epochs": 5, "min_steps": 80, "quality_max_users": 25}
     facts = job.main(["--ds", DS, *_overrides(settings)])
     out = lake.path("augment", DS)
     quality = read_json(out / QUALITY_FILE)
@@ -345,6 +345,7 @@ def test_stage_runs_on_ml_latest_small(lake: Lake) -> None:
     # min_steps: 60 users in 16-user batches are 4 batches an epoch, so 20 epochs instead of 5
     assert quality["training"]["epochs"] == 20 and quality["training"]["steps"] == 80
     assert quality["memorisation"]["share"]["written"] == 0.0
+    assert (valid.getnnz(axis=1) > 0).sum() > 25 and quality["tstr"]["users"] == 25  # a sample of quality_max_users
     syn = pd.read_parquet(out / SYN_USERS_FILE)
     assert facts["syn_users"] == syn[SYN_USER].nunique() > 0
     assert syn[ITEM_IDX].between(0, train.shape[1] - 1).all()
