@@ -91,7 +91,7 @@ def score_users(
 
 def score_user_batches(
     generator: Any, train: sp.csr_matrix, users: np.ndarray, segments: np.ndarray, draws: int, seed: int,
-    batch_users: int = 4096,
+    batch_users: int = 1024,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """:func:`score_users` ``batch_users`` users at a time: ``(positions in users, their scores)`` per batch.
 
