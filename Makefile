@@ -84,10 +84,10 @@ run-on: airflow-db  ## import FORMAT= SRC= [MAPPING= SEP= ENCODING= ITEMS= ITEM_
 		$(call run_on_arg,--item-mapping,ITEM_MAPPING) $(call run_on_arg,--window-days,WINDOW_DAYS) \
 		$(call run_on_arg,--name,NAME) $(if $(filter 1,$(value REPLACE)),--replace)
 
-test: airflow-db  ## run the test suite but the multi-date backfill (gpu tests only where a GPU is present)
+test: airflow-db  ## run the test suite but the slow and cluster tests, about 16 min (gpu tests only where a GPU is present)
 	$(BIN)/pytest -m "not slow and not cluster" $(PYTEST_ARGS)
 
-test-slow: airflow-db  ## run the slow tests: the multi-date backfill through Airflow (about 20 min)
+test-slow: airflow-db  ## run the slow tests: the backfill, run-on with odd ids, a front-door rerun, through Airflow (about 35 min)
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 test-cluster: venv  ## run the loopback scale-out cluster test (PostgreSQL, Redis, MLflow server, Spark standalone, Celery)
