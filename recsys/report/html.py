@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,9 +26,17 @@ def served_text(recs: Mapping[str, Any]) -> str:
             f"{recs['users_from_popularity']} from popularity (nothing in their history the model reads)")
 
 
+# control characters (a quarantined id may hold a NUL) are shown as \xNN, never written into the page
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _text(value: Any) -> str:
+    return html.escape(CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value)))
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"<td>{html.escape(str(value))}</td>" if value is not None else "<td>–</td>"
+        return f"<td>{_text(value)}</td>" if value is not None else "<td>–</td>"
     return f"<td>{value:.4f}</td>" if isinstance(value, float) else f"<td>{value}</td>"
 
 
@@ -289,7 +298,7 @@ def quality_html(reconciliation: Mapping[str, Any], quarantine: Sequence[Mapping
 
 def _raw_cell(value: Any) -> str:
     """A raw (string) value as it came: a null and an empty string are often the very reason, so both show."""
-    return "<td><i>null</i></td>" if value is None else f"<td>{html.escape(repr(value) if value == '' else str(value))}</td>"
+    return "<td><i>null</i></td>" if value is None else f"<td>{_text(repr(value) if value == '' else value)}</td>"
 
 
 def _numeric(value: Any) -> bool:

@@ -200,7 +200,8 @@ def test_page_parses_and_answers_on_its_first_screen() -> None:
                "quarantine_share": 0.06, "interactions": 1000, "champion": "4", "promoted": True}]
     page = render_report("2026-01-02", METRICS, GATE, {}, {"interactions": {"total": 1000}, "users": 50},
                          training=TRAINING, nights=nights, reconciliation=RECONCILIATION,
-                         quarantine=[{"user_id": "", "item_id": "i1", "reason": "bad_id"}],
+                         quarantine=[{"user_id": "", "item_id": "i1", "reason": "bad_id"},
+                                     {"user_id": "u\x00x", "item_id": "i2", "reason": "bad_id"}],
                          stats_before={"interactions": {"total": 800}, "users": 40}, stats_before_ds="2026-01-01")
     parser = _Page()
     parser.feed(page)
@@ -226,6 +227,7 @@ def test_page_parses_and_answers_on_its_first_screen() -> None:
     assert bars["ease: 0.1300"] == 400 and bars["model: 0.1235"] == pytest.approx(0.123456 / 0.13 * 400, abs=0.01)
     assert "<th>users</th><td>50</td><td>40</td><td>+25.0%</td>" in page
     assert "<td>&#x27;&#x27;</td><td>i1</td><td>bad_id</td>" in page  # the empty id shows as such
+    assert "<td>u\\x00x</td><td>i2</td>" in page and "\x00" not in page  # a NUL is shown, not written
 
 
 def test_report_job_renders_from_the_lake_and_logs_to_mlflow(lake: Lake, tmp_path: Path, statsd: Listener,
