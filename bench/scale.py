@@ -33,6 +33,7 @@ from bench.data_layer import PeakRss
 from recsys.core.config import REPO_ROOT, load_config
 from recsys.core.lake import (
     FINAL_MODEL_FILE,
+    ITEMS_FILE,
     METRICS_FILE,
     MODEL_FILE,
     NOAUG_MODEL_FILE,
@@ -95,9 +96,11 @@ def per_step(seconds: float, steps: int) -> float | None:
     return round(seconds / steps, 4) if steps else None
 
 
-def stats_items(lake: Lake, ds: str) -> int:
-    """The items of the date's tables (the models' width)."""
-    return int(read_json(lake.path("tables", ds) / STATS_FILE)["items"])
+def model_items(lake: Lake, ds: str) -> int:
+    """The width of the date's models: every item of the tables' index (catalogue items included)."""
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(lake.path("tables", ds) / ITEMS_FILE).metadata.num_rows)
 
 
 def training_figures(lake: Lake, ds: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +137,7 @@ def training_figures(lake: Lake, ds: str, config: dict[str, Any]) -> dict[str, A
         },
     }
     # the two dense layers (items x hidden each way) forward and backward: 3 x 2 x 2 x batch x hidden x items
-    flops = 12 * int(config["train"]["batch_size"]) * int(config["train"]["hidden"]) * stats_items(lake, ds)
+    flops = 12 * int(config["train"]["batch_size"]) * int(config["train"]["hidden"]) * model_items(lake, ds)
     cpu_tflops = flops / train_step_s / 1e12 if train_step_s else None
     figures["recommender"].update({"dense_flops_per_step": flops,
                                    "cpu_tflops": round(cpu_tflops, 4) if cpu_tflops else None})
