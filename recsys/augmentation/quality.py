@@ -13,7 +13,7 @@ from recsys.augmentation.decoding import top_unobserved
 from recsys.augmentation.synthesis import INFERENCE_BATCH, Synthetic, score_users
 from recsys.core.lake import SYN_USERS_FILE
 from recsys.core.matrices import binary
-from recsys.evaluation.metrics import user_metrics
+from recsys.evaluation.metrics import scored_metrics
 from recsys.models.item_item import unit_columns
 
 TSTR_K = 10
@@ -117,25 +117,19 @@ def itemknn_scores(fit: sp.csr_matrix, history: sp.csr_matrix) -> np.ndarray:
 
 
 def ndcg_at_k(
-    score_rows: Any, train: sp.csr_matrix, valid: sp.csr_matrix, users: np.ndarray, k: int = TSTR_K
+    scorer: Any, train: sp.csr_matrix, valid: sp.csr_matrix, users: np.ndarray, k: int = TSTR_K
 ) -> float:
-    """Full-ranking NDCG@k on ``valid`` (train items removed), over ``users``, a chunk at a time.
+    """Full-ranking NDCG@k on ``valid`` (train items removed), over ``users``, ``INFERENCE_BATCH`` at a time.
 
     Args:
-        score_rows: callable rows -> dense scores for those rows.
+        scorer: callable history rows -> dense scores for those rows (:func:`scored_metrics`).
         train: history whose items are excluded from the ranking.
         valid: held-out relevant items.
         users: rows to evaluate (rows without valid items are skipped).
         k: cut-off.
     """
-    per_user = [np.zeros(0)]
-    for start in range(0, len(users), INFERENCE_BATCH):
-        rows = users[start:start + INFERENCE_BATCH]
-        per_user.append(user_metrics(score_rows(rows), train[rows], valid[rows], [k]).values[f"ndcg@{k}"])
-    values = np.concatenate(per_user)
-    return float(values.mean()) if len(values) else 0.0
-
-
+    history = train[users]
+    return float(scored_metrics(scorer, history, history, valid[users], [k], INFERENCE_BATCH).summary()[f"ndcg@{k}"])
 
 
 def profile_noise_jaccard(
@@ -191,7 +185,7 @@ def _figures(
         "js_user_length": js_distance(real.lengths, length_counts(syn, real.edges)),
         "pairwise_jaccard": mean_pairwise_jaccard(syn),
         "memorised_share": float(np.mean(memorised(syn, real.matrix, real.threshold))) if syn.shape[0] else 0.0,
-        "tstr_ndcg": ndcg_at_k(lambda r: itemknn_scores(syn, train[r]), train, valid, eval_users),
+        "tstr_ndcg": ndcg_at_k(lambda h: itemknn_scores(syn, h), train, valid, eval_users),
     }
 
 
@@ -246,8 +240,8 @@ def _tstr(figures: dict[str, dict[str, float]], real: RealUsers, train: sp.csr_m
         "split": "valid",
         "users": len(eval_users),
         "itemknn_on_synthetic": _pivot(figures, "tstr_ndcg"),
-        "itemknn_on_real": ndcg_at_k(lambda r: itemknn_scores(real.matrix, train[r]), train, valid, eval_users),
-        "popularity": ndcg_at_k(lambda r: np.repeat(popularity, len(r), axis=0), train, valid, eval_users),
+        "itemknn_on_real": ndcg_at_k(lambda h: itemknn_scores(real.matrix, h), train, valid, eval_users),
+        "popularity": ndcg_at_k(lambda h: np.repeat(popularity, h.shape[0], axis=0), train, valid, eval_users),
     }
 
 

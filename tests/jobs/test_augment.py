@@ -162,12 +162,16 @@ def test_ndcg_at_k_in_chunks_is_the_mean_over_all_users(monkeypatch: pytest.Monk
     held_out = (rng.random((7, 9)) < 0.3) & (train.toarray() == 0)
     held_out[4] = False  # a user without a target is skipped, not counted as 0
     valid = sp.csr_matrix(held_out.astype(np.float32))
-    scores = rng.random((7, 9)).astype(np.float32)
-    expected = user_metrics(scores, train, valid, [3]).summary()["ndcg@3"]
+    weights = rng.random((9, 9)).astype(np.float32)
+
+    def scorer(history: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(history @ weights)
+
+    expected = user_metrics(scorer(train), train, valid, [3]).summary()["ndcg@3"]
     monkeypatch.setattr(quality, "INFERENCE_BATCH", 2)  # uneven chunks, one of them with the skipped user
-    got = quality.ndcg_at_k(lambda rows: scores[rows], train, valid, np.arange(7), k=3)
+    got = quality.ndcg_at_k(scorer, train, valid, np.arange(7), k=3)
     assert got == pytest.approx(expected) and 0.0 < got < 1.0
-    assert quality.ndcg_at_k(lambda rows: scores[rows], train, valid, np.array([4]), k=3) == 0.0
+    assert quality.ndcg_at_k(scorer, train, valid, np.array([4]), k=3) == 0.0
 
 
 def test_config_names_the_bad_augment_key() -> None:
