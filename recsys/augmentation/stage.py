@@ -144,25 +144,21 @@ def real_user_outputs(
     active = segments.active
     sparse = sparse_users(train, float(config["sparse_user_quantile"]))
     in_sparse = np.isin(active, sparse)
-    found: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"candidates": [], "gan_pos": []}
+    candidates, gan_pos = [], []  # per batch: (user, item, score) arrays; segment_users ensures a batch
     started = time.perf_counter()
     for rows, scores in score_user_batches(generator, train, active, segments.labels, int(config["score_draws"]),
                                            seed):
         users = active[rows]
         r, items, values = top_unobserved(scores, train[users], int(config["candidates_per_user"]))
-        found["candidates"].append((users[r], items, values))
+        candidates.append((users[r], items, values))
         sparse_rows = np.flatnonzero(in_sparse[rows])
         r, items, values = top_unobserved(scores[sparse_rows], train[users[sparse_rows]],
                                           int(config["expand_per_user"]), float(config["confidence_threshold"]))
-        found["gan_pos"].append((users[sparse_rows][r], items, values))
+        gan_pos.append((users[sparse_rows][r], items, values))
         log.info("augment: scored %d of %d real users (%.0f users/s)", rows[-1] + 1, len(active),
                  (rows[-1] + 1) / (time.perf_counter() - started))
-
-    def joined(name: str) -> tuple[np.ndarray, ...]:
-        parts = found[name] or [(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))]
-        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
-
-    return frame(CANDIDATES_SCHEMA, *joined("candidates")), frame(GAN_POS_SCHEMA, *joined("gan_pos")), sparse
+    return (frame(CANDIDATES_SCHEMA, *map(np.concatenate, zip(*candidates, strict=True))),
+            frame(GAN_POS_SCHEMA, *map(np.concatenate, zip(*gan_pos, strict=True))), sparse)
 
 
 def draw_synthetic(
