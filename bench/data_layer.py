@@ -103,17 +103,20 @@ class PeakRss:
         self._thread.join()
 
 
-def bench_lake(events: int, days: int) -> Lake:
-    """The cached lake of ``events`` synthetic events, generated on first use."""
-    lake = Lake(recsys_home() / "bench" / f"events-{events}-days-{days}" / "lake")
+def bench_lake(events: int, days: int, name: str | None = None, users: int | None = None,
+               items: int | None = None) -> Lake:
+    """The cached lake ``.recsys/bench/<name>`` of ``events`` synthetic events, generated on first use.
+
+    By default the catalogue grows with N, as in production: about 50 events per user, 200 per item.
+    """
+    lake = Lake(recsys_home() / "bench" / (name or f"events-{events}-days-{days}") / "lake")
     if lake.source().get("rows"):
         log.info("reusing the synthetic raw zone at %s (%d rows)", lake.root, lake.source()["rows"])
         return lake
     from jobs import generate
 
-    # the catalogue grows with N, as in production: about 50 events per user, 200 per item
     generate.main(["--lake", str(lake.root), "--events", str(events), "--days", str(days), "--replace",
-                   "--users", str(max(2000, events // 50)), "--items", str(max(1000, events // 200))])
+                   "--users", str(users or max(2000, events // 50)), "--items", str(items or max(1000, events // 200))])
     return lake
 
 

@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Any
 
-from bench.data_layer import PeakRss
+from bench.data_layer import PeakRss, bench_lake
 from recsys.core.config import REPO_ROOT, load_config
 from recsys.core.lake import (
     FINAL_MODEL_FILE,
@@ -42,7 +42,6 @@ from recsys.core.lake import (
     TRAIN_FACTS_FILE,
     Lake,
     read_json,
-    recsys_home,
 )
 
 log = logging.getLogger("bench.scale")
@@ -53,15 +52,7 @@ MIB = 2**20
 
 def scale_lake(events: int, items: int, users: int, days: int) -> Lake:
     """The cached lake of ``events`` synthetic events over ``items`` items, generated on first use."""
-    lake = Lake(recsys_home() / "bench" / f"scale-{events}-{items}-{users}-{days}" / "lake")
-    if lake.source().get("rows"):
-        log.info("reusing the synthetic raw zone at %s (%d rows)", lake.root, lake.source()["rows"])
-        return lake
-    from jobs import generate
-
-    generate.main(["--lake", str(lake.root), "--events", str(events), "--days", str(days), "--replace",
-                   "--users", str(users), "--items", str(items)])
-    return lake
+    return bench_lake(events, days, f"scale-{events}-{items}-{users}-{days}", users, items)
 
 
 def stage_env(lake: Lake, gan_steps: int, train_steps: int) -> dict[str, str]:
