@@ -30,12 +30,13 @@ log = logging.getLogger("bench.seed_lift")
 METRIC = "ndcg@10"
 
 
-def per_user(lake: Lake, ds: str, share: float) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def per_user(lake: Lake, ds: str, share: float, max_users: int,
+             seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Each test user's NDCG@10 of the model and the ablation; the test users and the sparse positions."""
     from recsys.models.recommender import load_recommender
 
     matrices = load_matrices(lake, ds)
-    held = HeldOut.of(matrices)
+    held = HeldOut.of(matrices, max_users, seed)  # evaluate's users
     sparse = sparse_segment(matrices.train, held.users, share)
     values = {}
     for name, file in (("model", MODEL_FILE), ("model_noaug", NOAUG_MODEL_FILE)):
@@ -66,7 +67,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config()
     share, seed = float(config["evaluate"]["sparse_share"]), int(config["seed"])
-    runs = [per_user(Lake(path), args.ds, share) for path in args.lake]
+    runs = [per_user(Lake(path), args.ds, share, int(config["evaluate"]["max_users"]), seed) for path in args.lake]
     users, sparse = runs[0][1], runs[0][2]
     for path, (_, other_users, other_sparse) in zip(args.lake, runs, strict=True):
         if not (np.array_equal(other_users, users) and np.array_equal(other_sparse, sparse)):

@@ -85,7 +85,7 @@ def cold_start(ctx: JobContext, matrices: Matrices, held: HeldOut, models_dir: P
 
 
 def body(ctx: JobContext) -> dict[str, Any]:
-    """Score every model for the users with test items and commit ``metrics.json``."""
+    """Score every model for the users with test items (a sample of ``evaluate.max_users``) and commit ``metrics.json``."""
     from recsys.models.recommender import load_recommender
 
     assert ctx.ds is not None
@@ -94,10 +94,10 @@ def body(ctx: JobContext) -> dict[str, Any]:
     primary = f"ndcg@{ks[0]}"
     matrices = load_matrices(ctx.lake, ctx.ds)
     models_dir = ctx.lake.require("models", ctx.ds)
-    held = HeldOut.of(matrices)
+    held = HeldOut.of(matrices, int(settings["max_users"]), int(ctx.config["seed"]))
     sparse = sparse_segment(matrices.train, held.users, float(settings["sparse_share"]))
-    log.info("evaluating %d test users (%d in the sparse segment), %d items", len(held.users), len(sparse),
-             matrices.n_items)
+    log.info("evaluating %d of the %d test users (evaluate.max_users; %d in the sparse segment), %d items",
+             len(held.users), int((np.diff(matrices.test.indptr) > 0).sum()), len(sparse), matrices.n_items)
 
     # EASE with the lambda train chose on valid this night and over the items its path covers (train.json)
     trained = read_json(models_dir / TRAIN_FACTS_FILE)

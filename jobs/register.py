@@ -141,8 +141,10 @@ def body(ctx: JobContext) -> dict[str, Any]:
     else:
         before, judged = registry.current_champion(client, name)
         metric = cfg["gate_metric"]
+        # the users evaluate judged tonight's model on: the same seeded sample of evaluate.max_users
+        held = HeldOut.of(m, int(ctx.config["evaluate"]["max_users"]), int(ctx.config["seed"]))
         champion_value = None if judged is None else champion_metric(
-            judged, HeldOut.of(m), metric, cutoffs(recorded_cutoffs(metrics), metric))
+            judged, held, metric, cutoffs(recorded_cutoffs(metrics), metric))
         if existing is not None:
             run_id, version = existing.run_id, str(existing.version)
             log.info("training %s already registered as %s version %s; reusing it", training_key, name, version)

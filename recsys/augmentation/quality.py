@@ -13,7 +13,7 @@ from recsys.augmentation.decoding import top_unobserved
 from recsys.augmentation.synthesis import INFERENCE_BATCH, Synthetic, score_users
 from recsys.core.lake import SYN_USERS_FILE
 from recsys.core.matrices import binary
-from recsys.evaluation.metrics import scored_metrics
+from recsys.evaluation.metrics import scored_metrics, target_users
 from recsys.models.item_item import unit_columns
 
 TSTR_K = 10
@@ -256,7 +256,7 @@ def quality_report(
     filters: list[dict[str, Any]],
     outputs: dict[str, Any],
     training: dict[str, Any],
-    max_eval_users: int | None = None,
+    max_eval_users: int = 0,
     seed: int = 0,
 ) -> dict[str, Any]:
     """The quality report (``quality.json`` less its lineage) of one augment run.
@@ -273,12 +273,10 @@ def quality_report(
         outputs: counts of what the stage writes.
         training: epochs, steps, losses and timings of the GAN fit.
         max_eval_users: TSTR ranks at most this many users with validation items, a seeded sample (every
-            user's full ranking of a large catalogue would dominate the stage); default all.
+            user's full ranking of a large catalogue would dominate the stage); 0 = all.
         seed: the sample's seed.
     """
-    eval_users = np.flatnonzero(np.diff(valid.indptr) > 0)
-    if max_eval_users is not None and len(eval_users) > max_eval_users:
-        eval_users = np.sort(np.random.default_rng(seed).choice(eval_users, max_eval_users, replace=False))
+    eval_users = target_users(valid, max_eval_users, seed)
     figures = {
         name: _figures(matrix, real, train, valid, eval_users)
         for name, matrix in (("trained", trained.items), ("untrained", untrained.items), ("written", written))

@@ -304,6 +304,7 @@ class Train(_Section):
     objective: Literal["auto", "full", "sampled"]
     large_catalogue_items: PositiveInt
     ease_max_items: PositiveInt
+    valid_max_users: NonNegInt
 
 
 class Evaluate(_Section):
@@ -313,6 +314,7 @@ class Evaluate(_Section):
     sparse_share: Annotated[float, Field(gt=0, le=1), BeforeValidator(_number)]
     knn_neighbors: PositiveInt
     cold_item_share: ShareBelowOne
+    max_users: NonNegInt
 
 
 class Register(_Section):

@@ -25,6 +25,25 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
+def target_users(target_csr: sp.csr_matrix, max_users: int = 0, seed: int = 0) -> np.ndarray:
+    """The rows of ``target_csr`` with a target, ascending; with ``max_users`` (0 = all) a seeded sample of at
+    most that many of them (a large night ranks a sample: every user's full ranking would dominate it)."""
+    rows = np.flatnonzero(np.diff(sp.csr_matrix(target_csr).indptr) > 0)
+    if max_users and len(rows) > max_users:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
+    return rows
+
+
+def only_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """``matrix`` with every row but ``rows`` emptied (same shape)."""
+    keep = np.zeros(matrix.shape[0], dtype=bool)
+    keep[rows] = True
+    out = sp.csr_matrix(matrix, copy=True)
+    out.data[~np.repeat(keep, np.diff(out.indptr))] = 0
+    out.eliminate_zeros()
+    return out
+
+
 def _mask_seen(scores: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
     """A float copy of ``scores`` with the seen entries set to -inf."""
     masked = np.array(scores, dtype=np.float32, copy=True)

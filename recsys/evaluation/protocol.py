@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.core.matrices import Matrices
-from recsys.evaluation.metrics import UserMetrics, scored_metrics
+from recsys.evaluation.metrics import UserMetrics, scored_metrics, target_users
 
 if TYPE_CHECKING:
     import keras
@@ -49,9 +49,10 @@ class HeldOut:
     test: sp.csr_matrix  # users x items: the held-out targets
 
     @classmethod
-    def of(cls, m: Matrices) -> HeldOut:
-        """The held-out users of ``m``: everyone with a test item."""
-        users = np.flatnonzero(np.diff(m.test.indptr) > 0)
+    def of(cls, m: Matrices, max_users: int = 0, seed: int = 0) -> HeldOut:
+        """The held-out users of ``m``: everyone with a test item, or a seeded sample of at most ``max_users``
+        of them (``evaluate.max_users``; 0 = all)."""
+        users = target_users(m.test, max_users, seed)
         history, exclude = m.held_out(users)
         return cls(users, history, exclude, m.test[users])
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from recsys.core.columns import ITEM_IDX, LABEL, SOURCE, USER_IDX, WEIGHT, require_columns
 from recsys.core.matrices import Matrices
-from recsys.evaluation.metrics import scored_metrics
+from recsys.evaluation.metrics import scored_metrics, target_users
 from recsys.models.sampled import (
     DEFAULT_POPULARITY_ALPHA,
     Loss,
@@ -212,11 +212,6 @@ def _train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss:
     return step
 
 
-def validation_users(valid: sp.csr_matrix) -> np.ndarray:
-    """The users with at least one validation item: those early stopping and the blend choice rank."""
-    return np.flatnonzero(np.diff(valid.indptr) > 0)
-
-
 def validation_ndcg(model: keras.Model, train: sp.csr_matrix, valid: sp.csr_matrix, users: np.ndarray) -> float:
     """NDCG@10 of ``valid`` given ``train`` as history (train items removed from the ranking)."""
     history = train[users]
@@ -262,7 +257,7 @@ class _Epochs:
 def _fit_early_stopping(model: keras.Model, epochs: _Epochs, matrices: Matrices, max_epochs: int,
                         patience: int) -> dict[str, Any]:
     """Up to ``max_epochs`` epochs, stopping ``patience`` epochs after the best validation NDCG@10; keeps the best weights."""
-    valid_users = validation_users(matrices.valid)
+    valid_users = target_users(matrices.valid)
     history: dict[str, Any] = {"loss": [], f"valid_{VALID_METRIC}": []}
     best, best_epoch, best_weights = -1.0, 0, model.get_weights()
     for epoch in range(1, max_epochs + 1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,8 +16,9 @@ import scipy.sparse as sp
 from recsys.core.columns import CONFIDENCE, ITEM_IDX, LABEL, SOURCE, SOURCES, USER_IDX, WEIGHT, require_columns
 from recsys.core.matrices import Matrices
 from recsys.evaluation.cold import without_items
+from recsys.evaluation.metrics import only_rows, target_users
 from recsys.models.ease import DEFAULT_MAX_ITEMS, EASE, choose_ease
-from recsys.models.recommender import fit_recommender, validation_ndcg, validation_users, with_item_item
+from recsys.models.recommender import fit_recommender, validation_ndcg, with_item_item
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,16 @@ def ease_max_items(config: Mapping[str, Any]) -> int:
     return int(config.get("ease_max_items", DEFAULT_MAX_ITEMS))
 
 
+def validation_sample(matrices: Matrices, config: Mapping[str, Any]) -> Matrices:
+    """``matrices`` with ``valid`` cut to a seeded sample of ``train.valid_max_users`` of its users (0 = all).
+
+    Early stopping, EASE's lambda and the blend weight are chosen on it: on a large night, ranking the whole
+    catalogue for every validation user several times a fit would dominate training.
+    """
+    users = target_users(matrices.valid, int(config.get("valid_max_users", 0)), int(config.get("seed", 0)))
+    return dataclasses.replace(matrices, valid=only_rows(matrices.valid, users))
+
+
 def with_ease(model: keras.Model, ease: EASE, alpha: float) -> keras.Model:
     """``model`` blended with ``ease``'s item-item path over the items it covers."""
     return with_item_item(model, ease.weights, alpha, items=ease.active)
@@ -78,7 +90,7 @@ def with_ease(model: keras.Model, ease: EASE, alpha: float) -> keras.Model:
 def choose_alpha(model: keras.Model, ease: EASE, matrices: Matrices,
                  alphas: Sequence[float]) -> tuple[float, dict[float, float]]:
     """The item-item blend weight with the best validation NDCG@10 (ties keep the first; 0 = no blend)."""
-    users = validation_users(matrices.valid)
+    users = target_users(matrices.valid)
     tried = {}
     for alpha in alphas:
         blended = with_ease(model, ease, float(alpha)) if alpha > 0 else model
@@ -156,7 +168,7 @@ def train_models(examples: pd.DataFrame, matrices: Matrices, config: Mapping[str
 
     ``model`` (on ``examples``) and ``model_noaug`` (on :func:`without_augmentation` of them) are
     fitted on train with early stopping on valid, and blended with EASE's item-item path where valid
-    prefers it; with ``train.final_fit``, ``model_final`` is then refit on the whole window with
+    prefers it (valid: a sample of at most ``train.valid_max_users`` users, :func:`validation_sample`); with ``train.final_fit``, ``model_final`` is then refit on the whole window with
     ``model``'s hyperparameters, best epoch count and blend, for serving.
 
     Args:
@@ -165,7 +177,7 @@ def train_models(examples: pd.DataFrame, matrices: Matrices, config: Mapping[str
         config: the ``train`` section plus ``seed``.
 
     Returns:
-        The models and their facts: ``examples_by_source``, ``ease_lambda``, ``ease_validation`` and
+        The models and their facts: ``examples_by_source``, ``valid_users``, ``ease_lambda``, ``ease_validation`` and
         per model its fit history, example count and blend.
     """
     frames = {"model": examples, "model_noaug": without_augmentation(examples)}
@@ -173,9 +185,13 @@ def train_models(examples: pd.DataFrame, matrices: Matrices, config: Mapping[str
              len(examples), len(frames["model_noaug"]), matrices.n_users, matrices.n_items)
     trained = Trained()
     trained.facts["examples_by_source"] = counts_by_source(examples)
-    fit_held_out(trained, frames, matrices, config)
-    ease = choose_ease_lambda(trained, matrices, config["ease_lambdas"], ease_max_items(config))
-    blend_item_item(trained, ease, matrices, [float(a) for a in config["item_item_alphas"]])
+    held = validation_sample(matrices, config)
+    trained.facts["valid_users"] = int(len(target_users(held.valid)))
+    log.info("validation ranks %d of the %d users with validation items (train.valid_max_users)",
+             trained.facts["valid_users"], len(target_users(matrices.valid)))
+    fit_held_out(trained, frames, held, config)
+    ease = choose_ease_lambda(trained, held, config["ease_lambdas"], ease_max_items(config))
+    blend_item_item(trained, ease, held, [float(a) for a in config["item_item_alphas"]])
     if config["final_fit"]:
         refit_whole_window(trained, examples, matrices, config, ease.lam)
     return trained

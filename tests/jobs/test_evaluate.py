@@ -101,6 +101,30 @@ def test_evaluate_scores_all_models_on_test_users(lake: Lake) -> None:
         assert aug[f"lift_{segment}_low"] <= aug[f"lift_{segment}_high"]
     assert "95% interval" in aug["verdict"]
 
+    # evaluate.max_users: every model judged on the same seeded sample of the test users
+    from recsys.core.config import load_config
+    from recsys.evaluation.metrics import target_users
+
+    main(["--ds", DS, "--lake", str(lake.root), "--set", "evaluate.max_users=50"])
+    sampled = json.loads((lake.path("eval", DS) / "metrics.json").read_text())["models"]
+    sample = target_users(m.test, 50, int(load_config()["seed"])).tolist()
+    assert all(sampled[name]["all"]["users"] == 50 for name in sampled)
+    assert sampled["popularity"]["all"]["ndcg@10"] == pytest.approx(loop_ndcg(popularity, m, sample, 10), abs=1e-6)
+    assert sampled["popularity"]["all"]["ndcg@10"] != pytest.approx(metrics["models"]["popularity"]["all"]["ndcg@10"])
+
+
+def test_held_out_sample_keeps_the_sampled_users_rows() -> None:
+    from recsys.evaluation.protocol import HeldOut
+
+    m = sparse_planted()
+    everyone, sample = HeldOut.of(m), HeldOut.of(m, 40, 3)
+    assert len(everyone.users) == 170 and len(sample.users) == 40
+    positions = np.searchsorted(everyone.users, sample.users)
+    assert everyone.users[positions].tolist() == sample.users.tolist()
+    for name in ("history", "exclude", "test"):
+        assert (getattr(everyone, name)[positions] != getattr(sample, name)).nnz == 0, name
+    assert HeldOut.of(m, 40, 3).users.tolist() == sample.users.tolist()
+
 
 def test_sparse_segment_takes_shortest_histories() -> None:
     from recsys.evaluation.protocol import sparse_segment

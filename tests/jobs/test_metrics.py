@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.evaluation.metrics import scored_metrics, top_k, user_metrics
+from recsys.evaluation.metrics import only_rows, scored_metrics, target_users, top_k, user_metrics
 
 # user 0: item 0 seen, ranking of the rest 1,2,3,4,5, targets {2, 5}
 # user 1: nothing seen, ranking 5,4,3,2,1,0, target {5}
@@ -113,3 +113,23 @@ def test_scored_metrics_without_targets_and_with_mismatched_shapes() -> None:
     assert scored_metrics(lambda h: h.toarray(), SEEN, SEEN, empty, [2]).summary()["users"] == 0
     with pytest.raises(ValueError, match="shapes differ"):
         scored_metrics(lambda h: h.toarray(), SEEN[:2], SEEN, TARGETS, [2])
+
+
+def test_target_users_samples_a_seeded_subset_of_the_users_with_targets() -> None:
+    rng = np.random.default_rng(3)
+    targets = sp.random(200, 50, density=0.02, format="csr", random_state=rng, dtype=np.float32)
+    with_target = np.flatnonzero(targets.getnnz(axis=1) > 0)
+    assert 60 < len(with_target) < 200  # some rows have no target
+    assert target_users(targets).tolist() == with_target.tolist()
+    assert target_users(targets, len(with_target) + 5, 1).tolist() == with_target.tolist()
+    sample = target_users(targets, 40, 1)
+    assert len(sample) == 40 and np.all(np.diff(sample) > 0) and np.isin(sample, with_target).all()
+    assert target_users(targets, 40, 1).tolist() == sample.tolist()
+    assert target_users(targets, 40, 2).tolist() != sample.tolist()
+
+
+def test_only_rows_empties_every_other_row() -> None:
+    kept = only_rows(TARGETS, np.array([1]))
+    assert kept.shape == TARGETS.shape and kept.nnz == 1
+    assert kept[1].toarray().tolist() == TARGETS[1].toarray().tolist()
+    assert kept[0].nnz == 0 and TARGETS[0].nnz == 2  # the input is left as it was

@@ -102,9 +102,11 @@ def test_train_models_records_the_objective_and_the_negatives_ablation() -> None
 
     matrices, examples = planted_blocks()
     config = {**SAMPLED_CONFIG, "epochs": 4, "patience": 2, "objective": "auto", "large_catalogue_items": 30,
-              "final_fit": False, "ease_lambdas": [200.0], "item_item_alphas": [0.0, 0.5], "ease_max_items": 25}
+              "final_fit": False, "ease_lambdas": [200.0], "item_item_alphas": [0.0, 0.5], "ease_max_items": 25,
+              "valid_max_users": 50}
     trained = train_models(examples, matrices, config)
     assert trained.facts["ease_items"] == 25 and trained.facts["ease_max_items"] == 25
+    assert trained.facts["valid_users"] == 50 < matrices.n_users  # every user has a validation item
     for name in ("model", "model_noaug"):
         run = trained.facts["models"][name]
         assert run["objective"] == "sampled"  # 40 items > 30
@@ -112,3 +114,15 @@ def test_train_models_records_the_objective_and_the_negatives_ablation() -> None
         # a separate fit: without the negatives the validation curve is not the sampled one's
         assert run["negatives_ablation_valid_ndcg@10"] != run["best_valid_ndcg@10"]
         assert trained.models[name].output_shape == (None, matrices.n_items)
+
+
+def test_validation_sample_cuts_only_valid_to_a_seeded_sample() -> None:
+    from recsys.models.training import validation_sample
+
+    matrices, _ = planted_blocks()
+    held = validation_sample(matrices, {"valid_max_users": 50, "seed": 7})
+    kept = np.flatnonzero(held.valid.getnnz(axis=1) > 0)
+    assert len(kept) == 50 and held.valid.shape == matrices.valid.shape
+    assert (held.valid[kept] != matrices.valid[kept]).nnz == 0
+    assert held.train is matrices.train and held.test is matrices.test
+    assert validation_sample(matrices, {"valid_max_users": 0, "seed": 7}).valid.nnz == matrices.valid.nnz
