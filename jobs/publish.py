@@ -65,8 +65,8 @@ def body(ctx: JobContext) -> dict[str, Any]:
     new = read_new_items(lake, ds, m, ctx.config)
     log.info("%d of %d items are new (recs_new/)", int(new.sum()), m.n_items)
     outputs = {}
-    for zone, candidates in (("recs", None), ("recs_new", new)):
-        idx, scores = model.recommend_histories(history, seen, k, candidates)
+    lists = model.recommend_histories(history, seen, k, [None, new])  # one scoring pass for both lists
+    for (zone, candidates), (idx, scores) in zip((("recs", None), ("recs_new", new)), lists, strict=True):
         frame = recs_frame(user_ids, idx, scores, m.item_ids, item_type)
         allowed = rankable if candidates is None else rankable & candidates
         unseen = int(allowed.sum()) - seen[:, allowed].getnnz(axis=1)

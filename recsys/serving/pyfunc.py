@@ -11,6 +11,7 @@ with in the window, whatever the label. The ranking is :func:`recsys.serving.rec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import scipy.sparse as sp
 
 from recsys.core.columns import USER_ID
 from recsys.data.ids import trim_id
-from recsys.serving.recs import DEFAULT_K, recommend, recs_frame
+from recsys.serving.recs import DEFAULT_K, recommend, recommend_lists, recs_frame
 
 
 @dataclass
@@ -97,7 +98,7 @@ class RecsysModel(mlflow.pyfunc.PythonModel):
         return frame
 
     def recommend_histories(self, histories: sp.csr_matrix, seen: sp.csr_matrix, k: int,
-                            candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-K for histories indexed like today's tables (stable indexes keep them aligned), among
-        ``candidates`` (bool per item) when given."""
-        return recommend(self.model, histories, seen, self.profile.popularity, k, candidates)
+                            candidate_sets: Sequence[np.ndarray | None]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Top-K for histories indexed like today's tables (stable indexes keep them aligned), once per entry of
+        ``candidate_sets`` (bool per item, or None for every item), from one scoring pass."""
+        return recommend_lists(self.model, histories, seen, self.profile.popularity, k, candidate_sets)

@@ -8,6 +8,7 @@ the batch output and the pyfunc agree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,15 @@ def recommend(model: Any, histories: sp.csr_matrix, seen: sp.csr_matrix, popular
     that knows more items (a later date's champion judged on an earlier date in a backfill or rerun)
     never recommends items that did not exist yet. A slot with nothing left to recommend scores -inf.
     """
+    return recommend_lists(model, histories, seen, popularity, k, [candidates])[0]
+
+
+def recommend_lists(model: Any, histories: sp.csr_matrix, seen: sp.csr_matrix, popularity: np.ndarray, k: int,
+                    candidate_sets: Sequence[np.ndarray | None]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`recommend` once per entry of ``candidate_sets``, from one scoring pass over the users.
+
+    ``publish``'s two lists (every item, the new items) cost one forward pass of the model, not two.
+    """
     from recsys.models.recommender import score_histories
 
     if seen.shape != histories.shape:
@@ -52,28 +62,26 @@ def recommend(model: Any, histories: sp.csr_matrix, seen: sp.csr_matrix, popular
     pop = np.full(n_items, -np.inf, dtype=np.float32)
     known = min(n_items, len(popularity))
     pop[:known] = np.log1p(popularity[:known])
-    excluded = None
-    if candidates is not None:
-        if len(candidates) != n_items:
+    excluded = []
+    for candidates in candidate_sets:
+        if candidates is not None and len(candidates) != n_items:
             raise ValueError(f"recommend: candidates cover {len(candidates)} items, histories {n_items}")
-        excluded = ~np.asarray(candidates, bool)
-        pop[excluded] = -np.inf
-    out_idx, out_scores = [], []
+        excluded.append(None if candidates is None else ~np.asarray(candidates, bool))
+    out: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in candidate_sets]
     for start in range(0, histories.shape[0], SCORE_BATCH):
         batch = histories[start : start + SCORE_BATCH]
         scores = score_histories(model, batch)[:, :n_items]
-        cold = np.diff(batch.indptr) == 0
-        if excluded is not None:
-            scores[:, excluded] = -np.inf
-        scores[cold] = pop
+        scores[np.diff(batch.indptr) == 0] = pop  # cold rows
         seen_batch = seen[start : start + SCORE_BATCH]
         # the stored pattern, not nonzero(): a seen item is removed whatever its value
         rows = np.repeat(np.arange(seen_batch.shape[0]), np.diff(seen_batch.indptr))
         scores[rows, seen_batch.indices] = -np.inf
-        idx = top_k(scores, k)
-        out_idx.append(idx)
-        out_scores.append(np.take_along_axis(scores, idx, axis=1))
-    return np.vstack(out_idx), np.vstack(out_scores)
+        for (idx_parts, score_parts), drop in zip(out, excluded, strict=True):
+            ranked = scores if drop is None else np.where(drop, np.float32(-np.inf), scores)
+            idx = top_k(ranked, k)
+            idx_parts.append(idx)
+            score_parts.append(np.take_along_axis(ranked, idx, axis=1))
+    return [(np.vstack(idx_parts), np.vstack(score_parts)) for idx_parts, score_parts in out]
 
 
 def recs_frame(user_ids: np.ndarray, idx: np.ndarray, scores: np.ndarray, profile_item_ids: np.ndarray,

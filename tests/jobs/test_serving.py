@@ -66,3 +66,22 @@ def test_candidates_limit_the_ranking_to_the_new_items_also_for_a_cold_user() ->
     assert list(idx[1][finite[1]]) == [0, 4, 2]  # the cold user: the new items by popularity
     with pytest.raises(ValueError, match="candidates cover 4 items"):
         recommend(_model(5), histories, histories, popularity, k=3, candidates=new[:4])
+
+
+def test_several_lists_from_one_scoring_pass_equal_each_list_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recsys.models import recommender
+    from recsys.serving.recs import recommend, recommend_lists
+
+    model = _model(6)
+    histories = sp.csr_matrix(np.array([[1, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0]], np.float32))
+    popularity = np.array([9, 8, 1, 3, 2, 5], dtype=np.float64)
+    new = np.array([True, False, True, False, True, True])
+    alone = [recommend(model, histories, histories, popularity, 3, candidates) for candidates in (None, new)]
+    passes = []
+    score = recommender.score_histories
+    monkeypatch.setattr(recommender, "score_histories", lambda m, h: passes.append(h.shape[0]) or score(m, h))
+    lists = recommend_lists(model, histories, histories, popularity, 3, [None, new])
+    assert passes == [3]  # one scoring pass for both lists
+    for (idx, scores), (alone_idx, alone_scores) in zip(lists, alone, strict=True):
+        assert idx.tolist() == alone_idx.tolist() and scores.tolist() == alone_scores.tolist()
+    assert set(lists[1][0][1]) <= set(np.flatnonzero(new))  # the cold user's new list holds new items only
