@@ -6,12 +6,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import keras
 import numpy as np
 import scipy.sparse as sp
 
 from recsys.augmentation.decoding import draw_items
 from recsys.augmentation.segments import assign_segments
-from recsys.models.gan import NOISE, dense_rows, generate
+from recsys.models.gan import NOISE, dense_rows, generate, split_generator
 
 INFERENCE_BATCH = 512  # rows per generator or discriminator call outside training
 
@@ -27,16 +28,13 @@ class Synthetic:
     second_draw: sp.csr_matrix    # the same conditions, lengths and decoding draw with fresh noise
 
 
-def _generate_batches(generator: Any, profile: Any, segment: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Generator scores for many rows, a batch at a time; ``profile`` is a CSR matrix or None (zeros)."""
+def _generate_batches(generator: Any, segment: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Generator scores of empty profiles (synthetic users) for many rows, a batch at a time."""
     n_items = int(generator.output.shape[-1])
     out = np.empty((len(segment), n_items), dtype=np.float32)
     for start in range(0, len(segment), INFERENCE_BATCH):
         stop = min(start + INFERENCE_BATCH, len(segment))
-        block = (
-            np.zeros((stop - start, n_items), dtype=np.float32) if profile is None
-            else dense_rows(profile, np.arange(start, stop))
-        )
+        block = np.zeros((stop - start, n_items), dtype=np.float32)
         out[start:stop] = generate(generator, block, segment[start:stop], noise[start:stop])
     return out
 
@@ -65,7 +63,7 @@ def sample_synthetic(
     requested = rng.choice(len(segment_sizes), size=n, p=segment_sizes / segment_sizes.sum())
     noise_a = rng.standard_normal((n, noise_dim)).astype(np.float32)
     noise_b = rng.standard_normal((n, noise_dim)).astype(np.float32)
-    scores = _generate_batches(generator, None, requested, noise_a)
+    scores = _generate_batches(generator, requested, noise_a)
     landed = assign_segments(scores, centroids)
     if length_from == "generated":
         lengths = np.maximum(np.rint(scores.sum(axis=1)), 1).astype(np.int64)
@@ -76,7 +74,7 @@ def sample_synthetic(
     uniforms = rng.random(scores.shape)
     items = draw_items(scores, lengths, uniforms)
     confidence = items.multiply(scores).tocsr()
-    second = draw_items(_generate_batches(generator, None, requested, noise_b), lengths, uniforms)
+    second = draw_items(_generate_batches(generator, requested, noise_b), lengths, uniforms)
     return Synthetic(items, confidence, requested, landed, second)
 
 
@@ -101,10 +99,15 @@ def score_user_batches(
     rng = np.random.default_rng(seed)
     noise_dim = int(generator.input[NOISE].shape[-1])
     noise = [rng.standard_normal((len(users), noise_dim)).astype(np.float32) for _ in range(draws)]
+    condition, rest = split_generator(generator)  # the profile's layer once per user, not once per draw
     for start in range(0, len(users), batch_users):
         rows = np.arange(start, min(start + batch_users, len(users)))
-        profile = train[users[rows]]
         total = np.zeros((len(rows), train.shape[1]), dtype=np.float32)
-        for draw in noise:
-            total += _generate_batches(generator, profile, segments[users[rows]], draw[rows])
+        for part in range(0, len(rows), INFERENCE_BATCH):
+            chunk = rows[part:part + INFERENCE_BATCH]
+            conditioned = condition([dense_rows(train, users[chunk]), segments[users[chunk]].astype(np.int32)],
+                                    training=False)
+            for draw in noise:
+                total[part:part + len(chunk)] += np.asarray(
+                    keras.ops.convert_to_numpy(rest([conditioned, keras.ops.convert_to_tensor(draw[chunk])], training=False)), dtype=np.float32)
         yield rows, total / draws

@@ -342,6 +342,21 @@ def build_gan(
     return gan
 
 
+def split_generator(generator: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """The generator cut where profile and segment meet, before any noise: ``(condition, rest)``.
+
+    ``condition([profile, segment])`` is the ``condition`` layer's output; ``rest([that, noise])`` the scores,
+    the same as the whole generator's. Scoring a user under several noise draws then reads the profile
+    (an items-wide layer, half of a call's work) once. The two parts are cut from a copy with the same
+    weights: models cut from the generator's own layers would leave nodes in them that break its saving.
+    """
+    copy = keras.models.clone_model(generator)
+    copy.set_weights(generator.get_weights())
+    inputs, condition = copy.input, copy.get_layer("condition").output
+    return (keras.Model([inputs[PROFILE], inputs[SEGMENT]], condition, name="generator_condition"),
+            keras.Model([condition, inputs[NOISE]], copy.output, name="generator_rest"))
+
+
 def generate(
     generator: keras.Model, profile: np.ndarray, segment: np.ndarray, noise: np.ndarray
 ) -> np.ndarray:

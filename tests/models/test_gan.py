@@ -211,3 +211,29 @@ def test_scoring_users_in_batches_gives_the_scores_of_one_pass() -> None:
     assert [rows.tolist() for rows, _ in batches] == [[0, 1, 2], [3, 4, 5], [6, 7]]
     np.testing.assert_allclose(np.concatenate([scores for _, scores in batches]), whole, rtol=1e-6)
     assert not np.allclose(whole, score_users(generator, train, users, segments, 3, seed=6))  # the noise matters
+
+
+def test_scoring_reads_the_profile_once_and_equals_the_whole_generator_per_draw() -> None:
+    from recsys.augmentation.synthesis import score_users
+    from recsys.models.gan import dense_rows, generate
+
+    train = sp.random(11, 9, density=0.3, random_state=4, format="csr", dtype=np.float32)
+    generator = build_generator(9, 2, 8, 4)
+    users, segments = np.array([1, 2, 4, 9, 10]), np.arange(11) % 2
+    rng = np.random.default_rng(5)  # score_users draws its noise so, one matrix per draw
+    noise = [rng.standard_normal((len(users), 4)).astype(np.float32) for _ in range(3)]
+    profile = dense_rows(train, users)
+    expected = sum(generate(generator, profile, segments[users], draw) for draw in noise) / 3
+    np.testing.assert_allclose(score_users(generator, train, users, segments, 3, seed=5), expected, rtol=1e-6)
+
+
+def test_splitting_the_generator_leaves_it_savable(tmp_path: Path) -> None:
+    from recsys.models.gan import split_generator
+
+    generator = build_generator(9, 2, 8, 4)
+    condition, rest = split_generator(generator)
+    generator.save(tmp_path / "generator.keras")  # raised before the parts were cut from a copy
+    loaded = keras.saving.load_model(tmp_path / "generator.keras", compile=False)
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in generator.layers]
+    assert {layer.name for layer in condition.layers} < {layer.name for layer in generator.layers}
+    assert rest.output_shape == generator.output_shape
