@@ -168,8 +168,9 @@ def train_models(examples: pd.DataFrame, matrices: Matrices, config: Mapping[str
 
     ``model`` (on ``examples``) and ``model_noaug`` (on :func:`without_augmentation` of them) are
     fitted on train with early stopping on valid, and blended with EASE's item-item path where valid
-    prefers it (valid: a sample of at most ``train.valid_max_users`` users, :func:`validation_sample`); with ``train.final_fit``, ``model_final`` is then refit on the whole window with
-    ``model``'s hyperparameters, best epoch count and blend, for serving.
+    prefers it (valid: a sample of at most ``train.valid_max_users`` users, :func:`validation_sample`);
+    with ``train.final_fit``, ``model_final`` is then refit on the whole window with ``model``'s
+    hyperparameters, best epoch count and blend, for serving.
 
     Args:
         examples: the expanded examples (``recsys.sampling.examples.read_examples``).
@@ -177,8 +178,8 @@ def train_models(examples: pd.DataFrame, matrices: Matrices, config: Mapping[str
         config: the ``train`` section plus ``seed``.
 
     Returns:
-        The models and their facts: ``examples_by_source``, ``valid_users``, ``ease_lambda``, ``ease_validation`` and
-        per model its fit history, example count and blend.
+        The models and their facts: ``examples_by_source``, ``valid_users``, ``ease_lambda``,
+        ``ease_validation`` and per model its fit history, example count and blend.
     """
     frames = {"model": examples, "model_noaug": without_augmentation(examples)}
     log.info("training on %d examples (%d without augmentation), %d users x %d items",
