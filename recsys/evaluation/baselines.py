@@ -20,6 +20,25 @@ class Popularity:
         return np.broadcast_to(self.counts, histories.shape).copy()
 
 
+def nearest(sim: sp.csr_matrix, first: int, neighbors: int) -> sp.csr_matrix:
+    """Rows of item similarities (row r is item ``first + r``) cut to each row's ``neighbors`` largest entries.
+
+    The item itself and zero similarities are dropped; ties keep the lower item index.
+    """
+    sim = sp.csr_matrix(sim, dtype=np.float32, copy=True)
+    rows = np.repeat(np.arange(sim.shape[0]), np.diff(sim.indptr))
+    sim.data[sim.indices == rows + first] = 0.0
+    sim.eliminate_zeros()
+    sim.sort_indices()
+    rows = np.repeat(np.arange(sim.shape[0]), np.diff(sim.indptr))
+    # two stable sorts: the largest first (equals keep the stored order: by row, then the lower index), then by row
+    order = np.argsort(-sim.data, kind="stable")
+    order = order[np.argsort(rows[order], kind="stable")]
+    rank = np.arange(len(order)) - sim.indptr[rows[order]]
+    kept = order[rank < neighbors]
+    return sp.csr_matrix((sim.data[kept], (rows[kept], sim.indices[kept])), shape=sim.shape)
+
+
 class ItemKNN:
     """Item-based nearest neighbours with cosine similarity over the training matrix.
 
@@ -31,17 +50,11 @@ class ItemKNN:
         x = unit_columns(sp.csr_matrix(train, dtype=np.float32)).tocsc()
         n_items = x.shape[1]
         xt = sp.csr_matrix(x.T)
-        keep = min(neighbors, n_items - 1)
         parts = []
-        # rows of similarities are built a chunk of items at a time so memory stays chunk x n_items
+        # rows of similarities are built a chunk of items at a time and stay sparse: an item is only similar
+        # to the items it shares a user with, so memory and time follow those pairs, not chunk x n_items
         for start in range(0, n_items, chunk):
-            stop = min(start + chunk, n_items)
-            sim = np.asarray((xt[start:stop] @ x).todense(), dtype=np.float32)
-            sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
-            if keep < n_items - 1:
-                cut = np.argpartition(-sim, keep, axis=1)[:, keep:]
-                np.put_along_axis(sim, cut, 0.0, axis=1)
-            parts.append(sp.csr_matrix(sim))
+            parts.append(nearest(sp.csr_matrix(xt[start:start + chunk] @ x), start, neighbors))
         # similarity[j, i]: how similar history item i is to candidate j (row j keeps j's neighbours)
         self.similarity = sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, 0), dtype=np.float32)
 

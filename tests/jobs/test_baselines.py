@@ -97,3 +97,13 @@ def test_ease_full_weights_leave_inactive_items_at_zero() -> None:
     # the 2x2 closed form over items 0 and 2: G = [[2, 2], [2, 3]], P = (G + I)^-1 = [[4, -2], [-2, 3]] / 8,
     # B = -P / diag(P) off the diagonal: b_02 = 2/8 / (3/8) = 2/3, b_20 = 2/8 / (4/8) = 1/2
     np.testing.assert_allclose(full, [[0, 0, 2 / 3], [0, 0, 0], [0.5, 0, 0]], rtol=1e-5)
+
+
+def test_nearest_keeps_the_largest_similarities_per_row_ties_by_lower_index() -> None:
+    from recsys.evaluation.baselines import nearest
+
+    # rows are items 2 and 3 of a 6-item catalogue; each row's own item is dropped
+    sim = sp.csr_matrix(np.array([[0.5, 0.2, 0.9, 0.5, 0.0, 0.5], [0.1, 0.0, 0.3, 0.8, 0.3, 0.0]], np.float32))
+    got = nearest(sim, 2, 2).toarray()
+    np.testing.assert_allclose(got, [[0.5, 0, 0, 0.5, 0, 0], [0, 0, 0.3, 0, 0.3, 0]])
+    assert nearest(sim, 2, 10).nnz == 7  # every non-zero entry but the two items' own
