@@ -4,9 +4,11 @@ Generates ``--events`` synthetic events over ``--items`` items (``jobs.generate`
 ``.recsys/bench/scale-<events>-<items>``, reused when present), then runs the pipeline's jobs for the last
 date, each in a fresh process as Airflow runs them: clean, tables, augment, expand, train, evaluate,
 register, publish. The GAN and the recommender train at most ``--gan-steps`` / ``--train-steps`` batches
-(``augment.max_steps``, ``train.max_steps``) so a run ends within half an hour here; everything else runs
-with the committed defaults. The catalogue and text stages are left out (``content.enabled`` off,
-``evaluate.cold_item_share`` 0): their cost is ``bench/embed.py``'s.
+(``augment.max_steps``, ``train.max_steps``) so training does not set the run's length; everything else runs
+with the committed defaults (validation and evaluation rank their seeded samples, ``train.valid_max_users``
+and ``evaluate.max_users``). What is left grows with users x items: at 1M events x 100k items the run takes
+over an hour on this machine's two cores, at 10M x 200k about two (bench/RESULTS.md). The catalogue and text
+stages are left out (``content.enabled`` off, ``evaluate.cold_item_share`` 0): their cost is ``bench/embed.py``'s.
 
 Prints per stage the wall time and the peak resident memory of its process tree (the Spark JVM included),
 the seconds per training step of the GAN and of the recommender (validation excluded), the saved models'
@@ -15,7 +17,8 @@ sizes, which stage dominates, and the full training extrapolated from the per-st
 the model, its ablation and the whole-window refit; with the sampled objective two more for the negatives'
 ablation) and the GAN's ``training_schedule`` uncapped. ``extrapolated_gpu_s`` stays null: no device ran
 it, and scaling by FLOP rates would mislead (see ``cpu_tflops``). The last line is one JSON object.
-Run: ``python -m bench.scale --events 1000000 --items 100000``.
+Run: ``python -m bench.scale --events 1000000 --items 100000``; the 200k-item run:
+``python -m bench.scale --events 10000000 --items 200000 --users 50000 --gan-steps 20 --train-steps 50``.
 """
 
 from __future__ import annotations

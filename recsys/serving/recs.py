@@ -8,6 +8,8 @@ the batch output and the pyfunc agree.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +19,8 @@ import scipy.sparse as sp
 
 from recsys.core.columns import ITEM_ID, RANK, SCORE, USER_ID
 from recsys.evaluation.metrics import top_k
+
+log = logging.getLogger(__name__)
 
 DEFAULT_K = 20
 SCORE_BATCH = 2048  # users scored at once; bounds memory at SCORE_BATCH x items floats
@@ -68,6 +72,7 @@ def recommend_lists(model: Any, histories: sp.csr_matrix, seen: sp.csr_matrix, p
             raise ValueError(f"recommend: candidates cover {len(candidates)} items, histories {n_items}")
         excluded.append(None if candidates is None else ~np.asarray(candidates, bool))
     out: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in candidate_sets]
+    started = time.perf_counter()
     for start in range(0, histories.shape[0], SCORE_BATCH):
         batch = histories[start : start + SCORE_BATCH]
         scores = score_histories(model, batch)[:, :n_items]
@@ -81,6 +86,9 @@ def recommend_lists(model: Any, histories: sp.csr_matrix, seen: sp.csr_matrix, p
             idx = top_k(ranked, k)
             idx_parts.append(idx)
             score_parts.append(np.take_along_axis(ranked, idx, axis=1))
+        if histories.shape[0] > SCORE_BATCH:  # a batch job (publish), not a few users of the pyfunc
+            log.info("ranked %d of %d users (%.0f users/s)", start + batch.shape[0], histories.shape[0],
+                     (start + batch.shape[0]) / (time.perf_counter() - started))
     return [(np.vstack(idx_parts), np.vstack(score_parts)) for idx_parts, score_parts in out]
 
 

@@ -85,3 +85,13 @@ def test_several_lists_from_one_scoring_pass_equal_each_list_alone(monkeypatch: 
     for (idx, scores), (alone_idx, alone_scores) in zip(lists, alone, strict=True):
         assert idx.tolist() == alone_idx.tolist() and scores.tolist() == alone_scores.tolist()
     assert set(lists[1][0][1]) <= set(np.flatnonzero(new))  # the cold user's new list holds new items only
+
+
+def test_a_batch_job_logs_its_progress_per_batch(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from recsys.serving import recs
+
+    monkeypatch.setattr(recs, "SCORE_BATCH", 2)
+    histories = sp.csr_matrix(np.eye(3, 4, dtype=np.float32))
+    with caplog.at_level("INFO", logger="recsys.serving.recs"):
+        recs.recommend_lists(_model(4), histories, histories, np.ones(4), 2, [None])
+    assert [m.split(" (")[0] for m in caplog.messages] == ["ranked 2 of 3 users", "ranked 3 of 3 users"]
