@@ -67,7 +67,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config()
     share, seed = float(config["evaluate"]["sparse_share"]), int(config["seed"])
-    runs = [per_user(Lake(path), args.ds, share, int(config["evaluate"]["max_users"]), seed) for path in args.lake]
+    max_users = int(config["evaluate"]["max_users"])
+    runs = [per_user(Lake(path), args.ds, share, max_users, seed) for path in args.lake]
     users, sparse = runs[0][1], runs[0][2]
     for path, (_, other_users, other_sparse) in zip(args.lake, runs, strict=True):
         if not (np.array_equal(other_users, users) and np.array_equal(other_sparse, sparse)):

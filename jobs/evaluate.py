@@ -41,6 +41,7 @@ from recsys.evaluation.cold import (
     skip_reason,
 )
 from recsys.evaluation.lift import augmentation_lift
+from recsys.evaluation.metrics import target_users
 from recsys.evaluation.protocol import HeldOut, cutoffs, recommender_scorer, score_models, sparse_segment
 from recsys.models.ease import EASE
 
@@ -85,7 +86,7 @@ def cold_start(ctx: JobContext, matrices: Matrices, held: HeldOut, models_dir: P
 
 
 def body(ctx: JobContext) -> dict[str, Any]:
-    """Score every model for the users with test items (a sample of ``evaluate.max_users``) and commit ``metrics.json``."""
+    """Score every model for the users with test items (a sample of ``evaluate.max_users``); commit metrics.json."""
     from recsys.models.recommender import load_recommender
 
     assert ctx.ds is not None
@@ -97,7 +98,7 @@ def body(ctx: JobContext) -> dict[str, Any]:
     held = HeldOut.of(matrices, int(settings["max_users"]), int(ctx.config["seed"]))
     sparse = sparse_segment(matrices.train, held.users, float(settings["sparse_share"]))
     log.info("evaluating %d of the %d test users (evaluate.max_users; %d in the sparse segment), %d items",
-             len(held.users), int((np.diff(matrices.test.indptr) > 0).sum()), len(sparse), matrices.n_items)
+             len(held.users), len(target_users(matrices.test)), len(sparse), matrices.n_items)
 
     # EASE with the lambda train chose on valid this night and over the items its path covers (train.json)
     trained = read_json(models_dir / TRAIN_FACTS_FILE)

@@ -108,6 +108,6 @@ def score_user_batches(
             conditioned = condition([dense_rows(train, users[chunk]), segments[users[chunk]].astype(np.int32)],
                                     training=False)
             for draw in noise:
-                total[part:part + len(chunk)] += np.asarray(
-                    keras.ops.convert_to_numpy(rest([conditioned, keras.ops.convert_to_tensor(draw[chunk])], training=False)), dtype=np.float32)
+                scores = rest([conditioned, keras.ops.convert_to_tensor(draw[chunk])], training=False)
+                total[part:part + len(chunk)] += keras.ops.convert_to_numpy(scores)
         yield rows, total / draws

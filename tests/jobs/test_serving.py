@@ -87,7 +87,8 @@ def test_several_lists_from_one_scoring_pass_equal_each_list_alone(monkeypatch: 
     assert set(lists[1][0][1]) <= set(np.flatnonzero(new))  # the cold user's new list holds new items only
 
 
-def test_a_batch_job_logs_its_progress_per_batch(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_batch_job_logs_its_progress_per_batch(monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
     from recsys.serving import recs
 
     monkeypatch.setattr(recs, "SCORE_BATCH", 2)
